@@ -1,0 +1,229 @@
+"""The reply catalog: basic codes, enhanced codes and provider rules, loaded from package data.
+
+Structure comes from `data/*.toml`; every human text from `locales/<lang>/*.toml`.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from probe.model import ACTORS, CATEGORIES, COMMANDS
+
+LANGUAGES: tuple[str, ...] = ("en", "zh", "de", "ko")
+SECTIONS: tuple[str, ...] = ("ui", "basic", "enhanced", "rules")
+
+
+class CatalogError(Exception):
+    """The shipped catalog data is inconsistent (a packaging bug, caught by the tests)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BasicEntry:
+    code: int
+    standard: bool
+    category: str
+    retryable: bool
+    wait: int
+    actor: str
+    commands: tuple[str, ...]
+    refs: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class EnhancedEntry:
+    key: str
+    associated: tuple[str, ...]
+    refs: tuple[str, ...]
+    category: str
+    deprecated: bool
+    classes: tuple[int, ...]
+
+    def associates(self, code: int) -> bool | None:
+        """Whether the registry lists `code` for this entry; None when it lists nothing usable."""
+        if not self.associated or any(a.lower() in ("any", ".", "-") for a in self.associated):
+            return None
+        for a in self.associated:
+            a = a.strip().upper()
+            if a == str(code) or (a.endswith("XX") and a[0] == str(code)[0]):
+                return True
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    id: str
+    provider: str
+    source: str
+    text: re.Pattern[str]
+    codes: frozenset[int]
+    classes: frozenset[int]
+    enhanced: tuple[str, ...]
+    commands: frozenset[str]
+    category: str
+    retryable: bool | None
+    wait: int
+    actor: str
+
+    def matches(self, code: int | None, klass: int, enhanced: str | None, command: str | None,
+                text: str) -> bool:
+        if self.codes and code not in self.codes:
+            return False
+        if self.classes and klass not in self.classes:
+            return False
+        if self.enhanced:
+            if enhanced is None:
+                return False
+            wild = "X" + enhanced[1:]
+            if enhanced not in self.enhanced and wild not in self.enhanced:
+                return False
+        if self.commands and command is not None and command not in self.commands:
+            return False
+        return self.text.search(text) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    basic: dict[int, BasicEntry]
+    enhanced: dict[str, EnhancedEntry]
+    classes: frozenset[int]
+    subjects: frozenset[int]
+    rules: tuple[Rule, ...]
+
+
+def _load_toml(*parts: str) -> dict[str, Any]:
+    path = resources.files("probe.catalog").joinpath(*parts)
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise CatalogError(f"cannot read catalog file {'/'.join(parts)}: {e}") from e
+
+
+def _check(value: str, allowed: tuple[str, ...], where: str) -> str:
+    if value not in allowed:
+        raise CatalogError(f"{where}: {value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
+@cache
+def load() -> Catalog:
+    """Load and validate the structural catalog (cached for the process)."""
+    raw_basic = _load_toml("data", "basic.toml")
+    basic: dict[int, BasicEntry] = {}
+    for key, e in raw_basic.items():
+        where = f"basic.{key}"
+        basic[int(key)] = BasicEntry(
+            code=int(key),
+            standard=bool(e["standard"]),
+            category=_check(e["category"], CATEGORIES, where),
+            retryable=bool(e["retryable"]),
+            wait=int(e["wait"]),
+            actor=_check(e["actor"], ACTORS, where),
+            commands=tuple(_check(c, COMMANDS, where) for c in e["commands"]),
+            refs=tuple(e["refs"]),
+        )
+    raw_enh = _load_toml("data", "enhanced.toml")
+    enhanced: dict[str, EnhancedEntry] = {}
+    for key, e in raw_enh.get("code", {}).items():
+        where = f"enhanced.{key}"
+        enhanced[key] = EnhancedEntry(
+            key=key,
+            associated=tuple(str(a) for a in e["associated"]),
+            refs=tuple(e["refs"]),
+            category=_check(e["category"], CATEGORIES, where),
+            deprecated=bool(e.get("deprecated", False)),
+            classes=tuple(int(c) for c in e.get("classes", ())),
+        )
+    rules: list[Rule] = []
+    for e in _load_toml("data", "rules.toml").get("rule", []):
+        where = f"rule {e.get('id')}"
+        try:
+            pattern = re.compile(e["text"], re.IGNORECASE)
+        except re.error as exc:
+            raise CatalogError(f"{where}: bad pattern: {exc}") from exc
+        retry = e.get("retryable")
+        rules.append(
+            Rule(
+                id=e["id"],
+                provider=e["provider"],
+                source=e["source"],
+                text=pattern,
+                codes=frozenset(int(c) for c in e.get("codes", ())),
+                classes=frozenset(int(c) for c in e.get("classes", ())),
+                enhanced=tuple(e.get("enhanced", ())),
+                commands=frozenset(_check(c, COMMANDS, where) for c in e.get("commands", ())),
+                category=_check(e["category"], CATEGORIES, where),
+                retryable=None if retry is None else bool(retry),
+                wait=int(e.get("wait", 0)),
+                actor=_check(e.get("actor", "sender"), ACTORS, where),
+            )
+        )
+    return Catalog(
+        basic=basic,
+        enhanced=enhanced,
+        classes=frozenset(int(k) for k in raw_enh.get("class", {})),
+        subjects=frozenset(int(k) for k in raw_enh.get("subject", {})),
+        rules=tuple(rules),
+    )
+
+
+class Locale:
+    """Texts of one language, with English behind it for anything missing."""
+
+    def __init__(self, lang: str) -> None:
+        self.lang = lang if lang in LANGUAGES else "en"
+        self._data = {s: _load_toml("locales", self.lang, f"{s}.toml") for s in SECTIONS}
+        self._fallback: Locale | None = None if self.lang == "en" else locale("en")
+
+    def section(self, name: str) -> dict[str, Any]:
+        return self._data[name]
+
+    def entry(self, section: str, key: str) -> dict[str, Any] | None:
+        """The texts of one entry: a basic code, an enhanced key ("1.1"), or a rule id."""
+        data = self._data[section]
+        if section == "enhanced":
+            data = data.get("code", {})
+        found = data.get(key)
+        if found is None and self._fallback is not None:
+            return self._fallback.entry(section, key)
+        return found
+
+    def field(self, section: str, key: str, name: str) -> str | None:
+        e = self.entry(section, key)
+        if e is None:
+            return None
+        value = e.get(name)
+        if value is None and self._fallback is not None:
+            return self._fallback.field(section, key, name)
+        return value if isinstance(value, str) else None
+
+    def ui(self, path: str, **kwargs: object) -> str:
+        """A UI string by dotted path ("heading.fix"), formatted with kwargs."""
+        node: Any = self._data["ui"]
+        for part in path.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+            if node is None:
+                break
+        if not isinstance(node, str):
+            if self._fallback is not None:
+                return self._fallback.ui(path, **kwargs)
+            return path
+        return node.format(**kwargs) if kwargs else node
+
+    def enhanced_part(self, part: str, key: str, name: str) -> str:
+        """Title or description of an enhanced class ("class", "2") or subject ("subject", "1")."""
+        node = self._data["enhanced"].get(part, {}).get(key, {})
+        value = node.get(name)
+        if not isinstance(value, str):
+            return self._fallback.enhanced_part(part, key, name) if self._fallback else ""
+        return value
+
+
+@cache
+def locale(lang: str) -> Locale:
+    return Locale(lang)

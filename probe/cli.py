@@ -1,0 +1,345 @@
+"""The `smtp-probe` command line: a thin click layer over the pure core and the I/O layers.
+
+Only this module writes to stdout/stderr or exits. Commands that need no network import
+nothing from asyncio, ssl, dnspython or aiosmtplib.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from typing import IO, Any, NoReturn
+
+import click
+
+from probe import exitcodes
+from probe.text import lang_from_env, normalize_lang
+
+FORMATS = ("text", "json", "jsonl")
+
+
+def _lang(value: str | None) -> str:
+    if value:
+        lang = normalize_lang(value)
+        if lang is None:
+            raise click.BadParameter(
+                f"{value!r} is not one of en, zh, de, ko", param_hint="'--lang'"
+            )
+        return lang
+    return lang_from_env(os.environ)
+
+
+def _colour_enabled(stream: IO[str]) -> bool:
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def _styler(enabled: bool) -> Any:
+    def style(text: str, colour: str | None = None, bold: bool = False) -> str:
+        if not enabled or (colour is None and not bold):
+            return text
+        return click.style(text, fg=colour, bold=bold)
+
+    return style
+
+
+def _echo(text: str) -> None:
+    click.echo(text, color=True)
+
+
+def _dump(obj: object) -> str:
+    return json.dumps(obj, ensure_ascii=False, indent=2)
+
+
+def fail(message: str, status: int = exitcodes.USAGE) -> NoReturn:
+    """One-line error on stderr and a documented exit status."""
+    click.echo(f"smtp-probe: error: {message}", err=True)
+    raise SystemExit(status)
+
+
+lang_option = click.option(
+    "--lang",
+    metavar="LANG",
+    help="Language of explanations: en, zh, de or ko (default: from LC_ALL/LANG, else en).",
+)
+
+
+class _Group(click.Group):
+    """A group where `smtp-probe TARGET` is short for `smtp-probe probe TARGET`.
+
+    It also maps click's usage errors to exit status 64 (EX_USAGE) instead of 2.
+    """
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        kwargs["standalone_mode"] = False
+        try:
+            rv = super().main(*args, **kwargs)
+        except click.exceptions.Abort:
+            click.echo("smtp-probe: interrupted", err=True)
+            sys.exit(exitcodes.INTERRUPTED)
+        except click.ClickException as e:
+            e.show()
+            sys.exit(exitcodes.USAGE)
+        except KeyboardInterrupt:
+            click.echo("smtp-probe: interrupted", err=True)
+            sys.exit(exitcodes.INTERRUPTED)
+        except BrokenPipeError:
+            # The reader went away (`| head`): stop quietly, as Unix tools do.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(exitcodes.OK)
+        sys.exit(rv if isinstance(rv, int) else exitcodes.OK)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help", "--version"):
+            args = ["probe", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="smtp-probe", prog_name="smtp-probe")
+def cli() -> None:
+    """Probe mail servers live and explain every SMTP reply.
+
+    \b
+    Offline:  smtp-probe explain 550 5.1.1   smtp-probe compare 421 521   smtp-probe codes
+    """
+
+
+def _read_stream(stream: IO[bytes]) -> Iterator[str]:
+    """Lines of a byte stream, decoded leniently, one at a time (constant memory)."""
+    for raw in stream:
+        yield raw.decode("utf-8", "backslashreplace").rstrip("\r\n")
+
+
+@cli.command()
+@click.argument("items", nargs=-1, required=True)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True)
+@click.option("--summary", is_flag=True, help="With '-': counts by category and code, one example each.")
+@lang_option
+def explain(items: tuple[str, ...], fmt: str, summary: bool, lang: str | None) -> None:
+    """Explain SMTP replies: codes, reply lines, bounces, MTA log lines, DSN fields.
+
+    ITEM is a code (550, 5.7.26), a reply or a log line. '-' reads standard input line by
+    line (a whole mail log): lines without a reply are counted, not shown.
+    """
+    from probe.catalog import locale
+    from probe.interpret import explain as explain_one
+    from probe.interpret import interpret_reply
+    from probe.model import Interpretation, NotAReply
+    from probe.render import explain as render
+    from probe.reply import iter_replies
+
+    loc = locale(_lang(lang))
+    if summary and "-" not in items:
+        fail("--summary needs '-' (standard input) among the items")
+    style = _styler(fmt == "text" and _colour_enabled(sys.stdout))
+    missing = 0
+    found = 0
+    collected: list[dict[str, object]] = []
+    stats = render.Summary()
+    first = True
+
+    def emit(e: Interpretation | NotAReply) -> None:
+        nonlocal first
+        if summary:
+            stats.add(e)
+            return
+        if fmt == "json":
+            collected.append(render.to_json(e, loc))
+        elif fmt == "jsonl":
+            _echo(json.dumps(render.to_json(e, loc), ensure_ascii=False))
+        else:
+            if not first:
+                _echo("")
+            first = False
+            _echo(render.to_text(e, loc, style))
+
+    for item in items:
+        if item == "-":
+            for _line, result in iter_replies(_read_stream(sys.stdin.buffer)):
+                if isinstance(result, NotAReply):
+                    if summary:
+                        stats.add(result)
+                    continue
+                found += 1
+                emit(interpret_reply(result, _line))
+            continue
+        e = explain_one(item)
+        if isinstance(e, NotAReply):
+            missing += 1
+        else:
+            found += 1
+        emit(e)
+
+    if summary:
+        if fmt == "text":
+            _echo(render.summary_text(stats, loc, style))
+        else:
+            _echo(json.dumps(render.summary_json(stats, loc), ensure_ascii=False, indent=2 if fmt == "json" else None))
+    elif fmt == "json":
+        _echo(_dump(collected))
+    if missing or not found:
+        raise SystemExit(exitcodes.DATAERR)
+
+
+def _code_item(value: str) -> Any:
+    from probe.interpret import interpret_reply
+    from probe.reply import parse
+
+    r = parse(value)
+    if r is None or r.form.value not in ("code", "enhanced"):
+        fail(f"{value!r} is not a reply code (give a basic code like 421 or an enhanced code like 5.7.26)")
+    return interpret_reply(r, value)
+
+
+@cli.command()
+@click.argument("a")
+@click.argument("b")
+@click.option("--format", "fmt", type=click.Choice(("text", "json")), default="text", show_default=True)
+@lang_option
+def compare(a: str, b: str, fmt: str, lang: str | None) -> None:
+    """Compare two codes side by side, e.g. 421 521 or 5.1.1 5.2.2."""
+    from probe.catalog import locale
+    from probe.render import compare as render
+
+    loc = locale(_lang(lang))
+    ia, ib = _code_item(a), _code_item(b)
+    if fmt == "json":
+        _echo(_dump(render.to_json(ia, ib, loc)))
+    else:
+        _echo(render.to_text(ia, ib, loc, _styler(_colour_enabled(sys.stdout))))
+
+
+@cli.command()
+@click.option("--kind", type=click.Choice(("basic", "enhanced", "rules", "all")), default="basic", show_default=True)
+@click.option("--class", "klass", type=click.IntRange(2, 5), help="Only codes of this class (2-5).")
+@click.option("--category", help="Only entries of this category (see README).")
+@click.option("--format", "fmt", type=click.Choice(("text", "json")), default="text", show_default=True)
+@lang_option
+def codes(kind: str, klass: int | None, category: str | None, fmt: str, lang: str | None) -> None:
+    """List the catalog: basic codes, enhanced codes or provider rules."""
+    from probe import catalog
+    from probe.model import CATEGORIES
+    from probe.render import codes as render
+
+    if category is not None and category not in CATEGORIES:
+        fail(f"unknown category {category!r}; one of: {', '.join(CATEGORIES)}")
+    loc = catalog.locale(_lang(lang))
+    items = render.rows(catalog.load(), loc, kind, klass, category)
+    if fmt == "json":
+        _echo(_dump(items))
+    else:
+        _echo(render.to_text(items, _styler(_colour_enabled(sys.stdout))))
+
+
+def _nameserver(value: str) -> tuple[str, int]:
+    """HOST, HOST:PORT, [V6] or [V6]:PORT."""
+    import ipaddress
+
+    host, port = value, "53"
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        if rest.startswith(":"):
+            port = rest[1:]
+    elif value.count(":") == 1:
+        host, port = value.split(":")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        fail(f"--nameserver {value!r}: give an IP address, optionally with :PORT")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        fail(f"--nameserver {value!r}: bad port")
+    return host, int(port)
+
+
+@cli.command()
+@click.argument("target")
+@click.option("--host", "host_mode", is_flag=True, help="TARGET is a host to connect to: no MX lookup.")
+@click.option("--port", type=click.IntRange(1, 65535), help="SMTP port (default 25; 465 with --tls).")
+@click.option("--tls", "implicit_tls", is_flag=True, help="Implicit TLS (SMTPS, port 465).")
+@click.option("--starttls", type=click.Choice(("auto", "require", "never")), default="auto", show_default=True)
+@click.option("--cafile", type=click.Path(exists=True, dir_okay=False), help="Trust this CA bundle.")
+@click.option("--helo", help="Name sent in EHLO/HELO (default: this host's FQDN or an address literal).")
+@click.option("--from", "mail_from", default="", help="MAIL FROM address (default: the null sender <>).")
+@click.option("--rcpt", multiple=True, help="RCPT TO address (repeatable).")
+@click.option("--quit-after", type=click.Choice(("connect", "ehlo", "tls", "mail", "rcpt")))
+@click.option("--timeout", type=click.FloatRange(0.1, 3600), help="Set every timeout at once (seconds).")
+@click.option("--connect-timeout", type=click.FloatRange(0.1, 3600), default=10.0, show_default=True)
+@click.option("--greeting-timeout", type=click.FloatRange(0.1, 3600), default=30.0, show_default=True)
+@click.option("--command-timeout", type=click.FloatRange(0.1, 3600), default=30.0, show_default=True)
+@click.option("--budget", type=click.FloatRange(0.1, 36000), default=120.0, show_default=True,
+              help="Total seconds allowed per address.")
+@click.option("--all", "all_hosts", is_flag=True, help="Probe every MX address, not just the first that works.")
+@click.option("-4", "ipv4", is_flag=True, help="IPv4 only.")
+@click.option("-6", "ipv6", is_flag=True, help="IPv6 only.")
+@click.option("--seed", type=int, help="Seed for shuffling MX hosts of equal preference.")
+@click.option("--nameserver", multiple=True, help="Ask this DNS server (HOST[:PORT]; repeatable).")
+@click.option("--expect", multiple=True, help="Expectation for CI, e.g. starttls, tls-trusted, rcpt=2xx.")
+@click.option("--format", "fmt", type=click.Choice(("text", "json")), default="text", show_default=True)
+@lang_option
+def probe(
+    target: str, host_mode: bool, port: int | None, implicit_tls: bool, starttls: str,
+    cafile: str | None, helo: str | None, mail_from: str, rcpt: tuple[str, ...],
+    quit_after: str | None, timeout: float | None, connect_timeout: float,
+    greeting_timeout: float, command_timeout: float, budget: float, all_hosts: bool,
+    ipv4: bool, ipv6: bool, seed: int | None, nameserver: tuple[str, ...],
+    expect: tuple[str, ...], fmt: str, lang: str | None,
+) -> None:
+    """Probe TARGET live: a domain, user@domain, a host (--host), [IP] or host:port."""
+    from probe.target import TargetError, check_address, check_helo, parse_target
+    from probe.verdict import parse_expectation
+
+    loc_lang = _lang(lang)
+    if ipv4 and ipv6:
+        fail("-4 and -6 exclude each other")
+    try:
+        t = parse_target(target, host_mode=host_mode)
+        helo_v = check_helo(helo) if helo is not None else None
+        from_v = check_address(mail_from, "--from")
+        rcpts = tuple(check_address(r, "--rcpt") for r in rcpt)
+        expectations = tuple(parse_expectation(e) for e in expect)
+    except (TargetError, ValueError) as e:
+        fail(str(e))
+    servers = tuple(_nameserver(n) for n in nameserver)
+    if timeout is not None:
+        connect_timeout = greeting_timeout = command_timeout = timeout
+        budget = max(budget if budget != 120.0 else 0, timeout * 8)
+
+    import asyncio
+
+    from probe.catalog import locale
+    from probe.render import probe as render
+    from probe.runner import ProbeRequest
+    from probe.runner import probe as run_probe
+    from probe.session import SessionOptions
+    from probe.verdict import exit_status
+
+    opts = SessionOptions(
+        helo=helo_v, mail_from=from_v, rcpts=rcpts, starttls=starttls, implicit_tls=implicit_tls,
+        cafile=cafile, quit_after=quit_after, connect_timeout=connect_timeout,
+        greeting_timeout=greeting_timeout, command_timeout=command_timeout, budget=budget,
+    )
+    req = ProbeRequest(
+        target=t, session=opts, port=port, all_hosts=all_hosts,
+        family=4 if ipv4 else 6 if ipv6 else None, seed=seed, nameservers=servers,
+        expectations=expectations,
+    )
+    result = asyncio.run(run_probe(req))
+    loc = locale(loc_lang)
+    if fmt == "json":
+        _echo(_dump(render.to_json(result, loc)))
+    else:
+        _echo(render.to_text(result, loc, _styler(_colour_enabled(sys.stdout))))
+    raise SystemExit(exit_status(result.verdict))
+
+
+def main() -> None:
+    """Console entry point."""
+    cli()

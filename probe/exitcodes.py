@@ -1,0 +1,9 @@
+"""Exit statuses (sysexits.h values), documented in README.md."""
+
+OK = 0
+USAGE = 64  # EX_USAGE: bad command line
+DATAERR = 65  # EX_DATAERR: an input item held no SMTP reply
+NOHOST = 68  # EX_NOHOST: the domain does not exist, has a null MX or no usable mail host
+UNAVAILABLE = 69  # EX_UNAVAILABLE: permanent failure (5xx) or an expectation not met
+TEMPFAIL = 75  # EX_TEMPFAIL: transient failure (4xx, timeouts, greylisting)
+INTERRUPTED = 130

@@ -1,0 +1,99 @@
+"""Pure renderers: every output (text, JSON) is a function of the typed results."""
+
+from __future__ import annotations
+
+import textwrap
+import unicodedata
+from collections.abc import Callable
+
+from probe.catalog import Locale
+from probe.model import Interpretation
+from probe.text import human_wait, safe
+
+CLASS_COLOURS = {2: "green", 3: "cyan", 4: "yellow", 5: "red"}
+
+Styler = Callable[[str, str | None, bool], str]
+
+
+def plain(text: str, colour: str | None = None, bold: bool = False) -> str:
+    return text
+
+
+def width(s: str) -> int:
+    """Terminal columns of `s` (wide East Asian characters take two)."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in s)
+
+
+def pad(s: str, cols: int) -> str:
+    return s + " " * max(0, cols - width(s))
+
+
+def fields(rows: list[tuple[str, str]], indent: int = 2, wrap: int = 100) -> list[str]:
+    """Label/value rows aligned in two columns, values wrapped under themselves."""
+    if not rows:
+        return []
+    label_w = max(width(label) for label, _ in rows) + 2
+    out: list[str] = []
+    for label, value in rows:
+        lead = " " * indent + pad(label, label_w)
+        avail = max(30, wrap - indent - label_w)
+        chunks = textwrap.wrap(value, avail, break_long_words=False, break_on_hyphens=False) or [""]
+        out.append(lead + chunks[0])
+        out.extend(" " * (indent + label_w) + c for c in chunks[1:])
+    return out
+
+
+def duration(loc: Locale, seconds: int) -> str:
+    unit, n = human_wait(seconds)
+    return loc.ui(f"duration.{unit}", n=n)
+
+
+def retry_advice(i: Interpretation, loc: Locale) -> str:
+    """The retry sentence plus who must act."""
+    if i.reply_class in (2, 3):
+        return loc.ui("retry.done")
+    if i.retryable:
+        head = loc.ui("retry.yes_now") if i.wait <= 0 else loc.ui("retry.yes", wait=duration(loc, i.wait))
+    else:
+        head = loc.ui("retry.no")
+    return f"{head} {loc.ui('retry.who', actor=loc.ui(f'actor.{i.actor}'))}"
+
+
+def class_name(loc: Locale, klass: int) -> str:
+    return loc.ui(f"class.{klass}")
+
+
+def texts(i: Interpretation, loc: Locale) -> tuple[str, str, str]:
+    """Description, when you see it, and fix: from the most specific entry that has each."""
+    found: dict[str, str] = {}
+    for section, key in i.text_keys:
+        for name in ("description", "when", "fix"):
+            if name not in found:
+                value = loc.field(section, key, name)
+                if value:
+                    found[name] = value
+    cat = loc.ui(f"category.{i.category}.description")
+    klass_desc = loc.enhanced_part("class", str(i.reply_class), "description")
+    return (
+        found.get("description") or f"{class_name(loc, i.reply_class)}: {cat}",
+        found.get("when") or klass_desc or cat,
+        found.get("fix") or retry_advice(i, loc),
+    )
+
+
+def flag_messages(i: Interpretation, loc: Locale) -> list[tuple[str, str]]:
+    return [(f.id, loc.ui(f"flag.{f.id}", **f.kwargs())) for f in i.flags]
+
+
+def reply_summary(i: Interpretation, limit: int = 200) -> str:
+    """One display line for the reply, escaped: code, enhanced code, text."""
+    r = i.reply
+    parts = [str(r.code)] if r.code is not None else []
+    if r.enhanced is not None:
+        parts.append(str(r.enhanced))
+    if r.text:
+        parts.append(r.text)
+    line = " ".join(parts)
+    if len(line) > limit:
+        line = line[: limit - 1] + "…"
+    return safe(line)

@@ -1,0 +1,89 @@
+"""Render the catalog itself (the `codes` command)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from probe.catalog import Catalog, Locale
+from probe.render import CLASS_COLOURS, Styler, pad, plain
+
+
+def rows(
+    cat: Catalog, loc: Locale, kind: str, klass: int | None, category: str | None
+) -> list[dict[str, Any]]:
+    """Catalog entries as plain dicts, filtered by kind, class and category."""
+    out: list[dict[str, Any]] = []
+    if kind in ("basic", "all"):
+        for code, e in sorted(cat.basic.items()):
+            if (klass is None or code // 100 == klass) and (category is None or e.category == category):
+                out.append(
+                    {
+                        "kind": "basic",
+                        "code": str(code),
+                        "class": code // 100,
+                        "name": loc.field("basic", str(code), "name"),
+                        "standard": e.standard,
+                        "category": e.category,
+                        "retryable": e.retryable,
+                        "wait_seconds": e.wait,
+                        "actor": e.actor,
+                        "commands": list(e.commands),
+                        "description": loc.field("basic", str(code), "description"),
+                        "references": list(e.refs),
+                    }
+                )
+    if kind in ("enhanced", "all"):
+        for key, en in sorted(cat.enhanced.items(), key=lambda kv: tuple(map(int, kv[0].split(".")))):
+            if (klass is None or klass in en.classes) and (category is None or en.category == category):
+                out.append(
+                    {
+                        "kind": "enhanced",
+                        "code": f"X.{key}",
+                        "classes": list(en.classes),
+                        "name": loc.field("enhanced", key, "title"),
+                        "category": en.category,
+                        "deprecated": en.deprecated,
+                        "associated": list(en.associated),
+                        "description": loc.field("enhanced", key, "description"),
+                        "references": list(en.refs),
+                    }
+                )
+    if kind in ("rules", "all"):
+        for r in cat.rules:
+            if klass is not None and not (
+                (r.classes and klass in r.classes) or any(c // 100 == klass for c in r.codes)
+                or any(e[0] in (str(klass), "X") for e in r.enhanced)
+            ):
+                continue
+            if category is not None and r.category != category:
+                continue
+            out.append(
+                {
+                    "kind": "rule",
+                    "code": r.id,
+                    "provider": r.provider,
+                    "codes": sorted(r.codes),
+                    "enhanced": list(r.enhanced),
+                    "name": loc.field("rules", r.id, "description"),
+                    "category": r.category,
+                    "retryable": r.retryable,
+                    "source": r.source,
+                }
+            )
+    return out
+
+
+def to_text(items: list[dict[str, Any]], style: Styler = plain) -> str:
+    if not items:
+        return ""
+    code_w = max(len(str(i["code"])) for i in items) + 2
+    cat_w = max(len(i["category"]) for i in items) + 2
+    out = []
+    for i in items:
+        klass = i.get("class")
+        colour = CLASS_COLOURS.get(klass) if isinstance(klass, int) else None
+        name = (i.get("name") or "").split(". ")[0] if i["kind"] == "rule" else i.get("name") or ""
+        if i["kind"] == "rule":
+            name = f"[{i['provider']}] {name}"
+        out.append(f"{style(pad(str(i['code']), code_w), colour, True)}{pad(i['category'], cat_w)}{name}")
+    return "\n".join(out)

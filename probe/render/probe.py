@@ -1,0 +1,235 @@
+"""Render a `ProbeResult`: a swaks-like annotated transcript, and the stable JSON schema."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from probe.catalog import Locale
+from probe.render import CLASS_COLOURS, Styler, plain, retry_advice, texts
+from probe.result import ProbeResult, Session, Step, TlsInfo, WireReply
+from probe.text import safe
+from probe.verdict import exit_status
+
+SCHEMA = "smtp-probe/probe/1"
+
+
+def _reply_json(r: WireReply, loc: Locale) -> dict[str, Any]:
+    out: dict[str, Any] = {"code": r.code, "enhanced": r.enhanced, "lines": list(r.lines)}
+    i = r.interpretation
+    if i is None:
+        out.update(category=None, retryable=None, **{"class": r.code // 100})
+        return out
+    description, when, fix = texts(i, loc)
+    out.update(
+        {
+            "class": i.reply_class,
+            "category": i.category,
+            "retryable": i.retryable,
+            "description": description,
+            "fix": fix,
+            "retry": {"wait_seconds": i.wait, "actor": i.actor, "advice": retry_advice(i, loc)},
+            "rule": i.rule.id,
+        }
+    )
+    return out
+
+
+def _tls_json(t: TlsInfo) -> dict[str, Any]:
+    cert = t.certificate
+    return {
+        "offered": t.offered,
+        "attempted": t.attempted,
+        "implicit": t.implicit,
+        "ok": t.ok,
+        "protocol": t.protocol,
+        "cipher": t.cipher,
+        "trusted": t.trusted,
+        "verify_error": t.verify_error,
+        "name_matches": t.name_matches,
+        "error": t.error,
+        "injected_plaintext_bytes": t.injected_plaintext,
+        "certificate": None
+        if cert is None
+        else {
+            "subject": cert.subject,
+            "issuer": cert.issuer,
+            "sans": list(cert.sans),
+            "not_before": cert.not_before,
+            "not_after": cert.not_after,
+            "days_left": cert.days_left,
+            "sha256": cert.sha256,
+        },
+    }
+
+
+def _step_json(s: Step, loc: Locale) -> dict[str, Any]:
+    return {
+        "command": s.command,
+        "sent": s.sent,
+        "reply": _reply_json(s.reply, loc) if s.reply else None,
+        "error": {"kind": s.error.kind.value, "detail": s.error.detail} if s.error else None,
+        "elapsed_ms": s.elapsed_ms,
+        "tls": s.tls,
+        "note": s.note,
+    }
+
+
+def _session_json(s: Session, loc: Locale) -> dict[str, Any]:
+    return {
+        "host": s.host,
+        "address": s.address,
+        "port": s.port,
+        "helo": s.helo,
+        "completed": s.completed,
+        "outcome": s.outcome,
+        "extensions": [{"keyword": k, "params": v} for k, v in s.extensions],
+        "tls": _tls_json(s.tls),
+        "steps": [_step_json(st, loc) for st in s.steps],
+    }
+
+
+def to_json(r: ProbeResult, loc: Locale) -> dict[str, Any]:
+    t = r.target
+    dns = r.dns
+    return {
+        "schema": SCHEMA,
+        "target": {
+            "input": t.raw,
+            "kind": t.kind,
+            "domain": t.domain,
+            "host": t.host,
+            "port": t.port,
+            "rcpt": list(t.rcpt),
+        },
+        "dns": None
+        if dns is None
+        else {
+            "domain": dns.domain,
+            "status": dns.status.value,
+            "null_mx": dns.null_mx,
+            "implicit_mx": dns.implicit,
+            "error": dns.error,
+        },
+        "mx": []
+        if dns is None
+        else [
+            {
+                "host": h.host,
+                "preference": h.preference,
+                "addresses": list(h.addresses),
+                "status": h.status.value,
+                "implicit": h.implicit,
+                "cname": h.cname,
+                "error": h.error,
+            }
+            for h in dns.mx
+        ],
+        "sessions": [_session_json(s, loc) for s in r.sessions],
+        "verdict": r.verdict.value,
+        "reason": r.reason,
+        "exit_status": exit_status(r.verdict),
+        "expectations": [
+            {"expectation": e.expectation, "met": e.met, "detail": e.detail} for e in r.expectations
+        ],
+        "started_at": r.started_at,
+        "elapsed_ms": r.elapsed_ms,
+    }
+
+
+def _annotation(r: WireReply, loc: Locale, style: Styler) -> list[str]:
+    i = r.interpretation
+    if i is None:
+        return []
+    if i.reply_class in (2, 3):
+        name = loc.field("basic", str(r.code), "name") if i.basic_known else None
+        return [style(f"    = {name or loc.ui(f'category.{i.category}.title')}", None, False)]
+    description, _when, fix = texts(i, loc)
+    colour = CLASS_COLOURS.get(i.reply_class)
+    return [
+        style(f"    ! {i.category}: {description}", colour, False),
+        f"    {loc.ui('probe.fix')}: {fix}",
+        f"    {loc.ui('probe.retry')}: {retry_advice(i, loc)}",
+    ]
+
+
+def _tls_lines(t: TlsInfo, host: str, loc: Locale) -> list[str]:
+    yes, no = loc.ui("probe.yes"), loc.ui("probe.no")
+    if not t.ok:
+        return [f"=== {loc.ui('probe.tls')}: {safe(t.error or '-')}"]
+    out = [f"=== {loc.ui('probe.tls')} {t.protocol} {t.cipher}"]
+    c = t.certificate
+    if c is not None:
+        out.append(f"    {loc.ui('probe.certificate')}: {safe(c.subject)}")
+        out.append(f"    {loc.ui('probe.issuer')}: {safe(c.issuer)}")
+        out.append(f"    {loc.ui('probe.names')}: {safe(', '.join(c.sans) or '-')}")
+        out.append(
+            f"    {loc.ui('probe.expires')}: {c.not_after[:10]} "
+            f"({loc.ui('probe.days_left', days=c.days_left)})"
+        )
+        out.append(f"    {loc.ui('probe.fingerprint')}: {c.sha256}")
+    trusted = yes if t.trusted else f"{no} ({safe(t.verify_error or '')})"
+    out.append(f"    {loc.ui('probe.trusted')}: {trusted}")
+    out.append(f"    {loc.ui('probe.name_matches')}: {yes if t.name_matches else no} ({safe(host)})")
+    if t.injected_plaintext:
+        out.append("    " + loc.ui("probe.injected", count=t.injected_plaintext))
+    return out
+
+
+def to_text(r: ProbeResult, loc: Locale, style: Styler = plain) -> str:
+    out: list[str] = []
+    dns = r.dns
+    if dns is not None and r.target.kind in ("domain", "address"):
+        out.append(style(f"{loc.ui('probe.mx')}: {safe(dns.domain)}", None, True))
+        if dns.null_mx:
+            out.append("    " + loc.ui("probe.null_mx"))
+        elif dns.implicit:
+            out.append("    " + loc.ui("probe.implicit_mx"))
+        for h in dns.mx:
+            if dns.null_mx:
+                break
+            pref = "-" if h.preference is None else str(h.preference)
+            addrs = ", ".join(h.addresses) or f"({safe(h.error or h.status.value)})"
+            cname = f" -> CNAME {safe(h.cname)}" if h.cname else ""
+            out.append(f"    {pref:>5}  {safe(h.host)}{cname}  {addrs}")
+        if dns.error and not dns.mx:
+            out.append(f"    {safe(dns.error)}")
+        out.append("")
+    for s in r.sessions:
+        out.append(style(f"=== {loc.ui('probe.connecting', host=safe(s.host), address=s.address, port=s.port)}", None, True))
+        tls_shown = False
+        for st in s.steps:
+            if st.tls and not tls_shown and not s.tls.implicit:
+                out.extend(_tls_lines(s.tls, s.host, loc))
+                tls_shown = True
+            if st.command == "CONNECT" and s.tls.implicit and st.reply and not tls_shown:
+                out.extend(_tls_lines(s.tls, s.host, loc))
+                tls_shown = True
+            marker_out, marker_in = ("~>", "<~") if st.tls else ("->", "<-")
+            if st.sent is not None:
+                out.append(f" {marker_out} {safe(st.sent)}")
+            if st.reply is not None:
+                colour = CLASS_COLOURS.get(st.reply.code // 100)
+                err = "*" if st.reply.code >= 400 else " "
+                for n, line in enumerate(st.reply.lines):
+                    suffix = f"   ({st.elapsed_ms:.0f} ms)" if n == len(st.reply.lines) - 1 else ""
+                    out.append(style(f"{marker_in}{err} {safe(line)}", colour, False) + suffix)
+                out.extend(_annotation(st.reply, loc, style))
+            if st.error is not None:
+                out.append(style(f"*** {safe(st.error.detail)}", "red", False) + f"   ({st.elapsed_ms:.0f} ms)")
+            if st.note:
+                out.append(f"*** {safe(st.note)}")
+        if s.tls.attempted and not tls_shown:
+            out.extend(_tls_lines(s.tls, s.host, loc))
+        out.append("")
+    if not r.sessions:
+        out.append(loc.ui("probe.no_sessions"))
+    for e in r.expectations:
+        mark = style(loc.ui("probe.met"), "green", False) if e.met else style(loc.ui("probe.not_met"), "red", True)
+        out.append(f"{loc.ui('probe.expectations')}: {safe(e.expectation)} {mark} ({safe(e.detail)})")
+    status = exit_status(r.verdict)
+    colour = "green" if status == 0 else ("yellow" if status == 75 else "red")
+    out.append(
+        style(f"{loc.ui('probe.verdict')}: {loc.ui(f'verdict.{r.verdict.value}')}", colour, True)
+        + f" - {safe(r.reason)} ({loc.ui('probe.exit', status=status)})"
+    )
+    return "\n".join(out)

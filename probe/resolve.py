@@ -1,0 +1,135 @@
+"""I/O: DNS lookups through dnspython's async resolver; failures become `DnsStatus` values."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import dns.asyncresolver
+import dns.exception
+import dns.name
+import dns.nameserver
+import dns.rdatatype
+import dns.resolver
+
+from probe.mx import is_null_mx, is_null_target, order_mx
+from probe.result import DnsResult, DnsStatus, MxHost
+
+
+def make_resolver(
+    nameservers: Sequence[tuple[str, int]] | None = None,
+    *,
+    timeout: float = 3.0,
+    lifetime: float = 8.0,
+) -> dns.asyncresolver.Resolver:
+    """A resolver asking `nameservers` (host, port); None means the system's configuration."""
+    if nameservers:
+        res = dns.asyncresolver.Resolver(configure=False)
+        res.nameservers = [dns.nameserver.Do53Nameserver(h, p) for h, p in nameservers]
+    else:
+        res = dns.asyncresolver.Resolver(configure=True)
+    res.timeout = timeout
+    res.lifetime = lifetime
+    res.cache = dns.resolver.Cache()
+    return res
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    status: DnsStatus
+    records: tuple[str, ...] = ()
+    canonical: str | None = None
+    error: str | None = None
+
+
+def _status(e: BaseException) -> tuple[DnsStatus, str]:
+    if isinstance(e, dns.resolver.NXDOMAIN):
+        return DnsStatus.NXDOMAIN, "the name does not exist (NXDOMAIN)"
+    if isinstance(e, dns.resolver.NoAnswer):
+        return DnsStatus.NODATA, "no records of that type"
+    if isinstance(e, dns.resolver.NoNameservers):
+        return DnsStatus.SERVFAIL, "every name server failed to answer (SERVFAIL or refused)"
+    if isinstance(e, dns.exception.Timeout):
+        return DnsStatus.TIMEOUT, "no answer from the name servers in time"
+    return DnsStatus.ERROR, f"DNS error: {type(e).__name__}"
+
+
+async def lookup(res: dns.asyncresolver.Resolver, name: str, rdtype: str) -> Lookup:
+    """One query; CNAME chains are followed and the canonical name kept."""
+    try:
+        ans = await res.resolve(name, rdtype)
+    except (dns.exception.DNSException, ValueError) as e:
+        status, detail = _status(e)
+        return Lookup(status, error=detail)
+    canonical = ans.canonical_name.to_text().rstrip(".")
+    records = tuple(r.to_text() for r in ans)
+    qname = dns.name.from_text(name).to_text().rstrip(".")
+    return Lookup(DnsStatus.OK, records, canonical if canonical.lower() != qname.lower() else None)
+
+
+async def addresses(
+    res: dns.asyncresolver.Resolver, host: str, family: int | None = None
+) -> tuple[DnsStatus, tuple[str, ...], str | None, str | None]:
+    """A and AAAA of a host: (status, addresses, CNAME target if aliased, error)."""
+    kinds = [k for k, fam in (("A", 4), ("AAAA", 6)) if family in (None, fam)]
+    results = await asyncio.gather(*(lookup(res, host, k) for k in kinds))
+    found = tuple(a for r in results for a in r.records)
+    cname = next((r.canonical for r in results if r.canonical), None)
+    if found:
+        return DnsStatus.OK, found, cname, None
+    statuses = [r.status for r in results]
+    for s in (DnsStatus.NXDOMAIN, DnsStatus.SERVFAIL, DnsStatus.TIMEOUT, DnsStatus.ERROR):
+        if s in statuses:
+            err = next(r.error for r in results if r.status is s)
+            return s, (), cname, err
+    return DnsStatus.NODATA, (), cname, "the host has no A or AAAA records"
+
+
+def _is_ip_name(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.rstrip("."))
+    except ValueError:
+        return False
+    return True
+
+
+async def resolve_domain(
+    res: dns.asyncresolver.Resolver,
+    domain: str,
+    *,
+    family: int | None = None,
+    rng: random.Random | None = None,
+) -> DnsResult:
+    """MX hosts of a domain in delivery order, with their addresses (RFC 5321 §5.1)."""
+    rng = rng or random.Random()
+    mx = await lookup(res, domain, "MX")
+    if mx.status is DnsStatus.NODATA:
+        # No MX at all: the domain itself is the implicit MX.
+        status, addrs, cname, err = await addresses(res, domain, family)
+        if status is DnsStatus.NODATA or (status is DnsStatus.OK and not addrs):
+            return DnsResult(domain, DnsStatus.OK, (), implicit=True,
+                             error="no MX records and no A/AAAA records: no mail host")
+        host = MxHost(domain, None, addrs, status, True, cname, err)
+        return DnsResult(domain, DnsStatus.OK, (host,), implicit=True)
+    if mx.status is not DnsStatus.OK:
+        return DnsResult(domain, mx.status, error=mx.error)
+    records: list[tuple[int, str]] = []
+    for text in mx.records:
+        pref, _, exch = text.partition(" ")
+        records.append((int(pref), exch.rstrip(".").lower()))
+    if is_null_mx(records):
+        return DnsResult(domain, DnsStatus.OK, (MxHost("", 0, ()),), null_mx=True)
+    ordered = [(p, h) for p, h in order_mx(records, rng) if not is_null_target(h)]
+
+    async def one(pref: int, host: str) -> MxHost:
+        if _is_ip_name(host):
+            return MxHost(host, pref, (), DnsStatus.ERROR,
+                          error="the MX target is an IP address, but an MX must name a host (RFC 5321 §5.1)")
+        status, addrs, cname, err = await addresses(res, host, family)
+        return MxHost(host, pref, addrs, status, False, cname, err)
+
+    hosts = await asyncio.gather(*(one(p, h) for p, h in ordered))
+    return DnsResult(domain, DnsStatus.OK, tuple(hosts))

@@ -1,0 +1,172 @@
+"""The typed result of a live probe: DNS, sessions, steps, TLS facts, verdict.
+
+Every output (text transcript, JSON, exit status) is rendered from a `ProbeResult`.
+Network failures are values here (`StepError`, `DnsStatus`), never exceptions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from probe.model import Interpretation
+
+
+class DnsStatus(StrEnum):
+    OK = "ok"
+    NXDOMAIN = "nxdomain"
+    NODATA = "nodata"
+    SERVFAIL = "servfail"
+    TIMEOUT = "timeout"
+    ERROR = "error"
+
+
+class ErrorKind(StrEnum):
+    """Why a step got no reply, in words a person can act on."""
+
+    REFUSED = "refused"
+    TIMEOUT = "timeout"
+    NO_GREETING = "no_greeting"
+    DISCONNECTED = "disconnected"
+    TLS_FAILED = "tls_failed"
+    PROTOCOL = "protocol"
+    TOO_LONG = "too_long"
+    UNREACHABLE = "unreachable"
+    BUDGET = "budget"
+    NOT_OFFERED = "not_offered"
+    REFUSED_LOCALLY = "refused_locally"
+
+
+@dataclass(frozen=True, slots=True)
+class StepError:
+    kind: ErrorKind
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class WireReply:
+    """A reply as captured on the wire, with its interpretation."""
+
+    code: int
+    enhanced: str | None
+    lines: tuple[str, ...]
+    interpretation: Interpretation | None
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One exchange: the command sent (CONNECT for the greeting) and what came back."""
+
+    command: str
+    sent: str | None
+    reply: WireReply | None
+    elapsed_ms: float
+    error: StepError | None = None
+    tls: bool = False
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Certificate:
+    subject: str
+    issuer: str
+    sans: tuple[str, ...]
+    not_before: str
+    not_after: str
+    days_left: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class TlsInfo:
+    offered: bool
+    attempted: bool
+    implicit: bool = False
+    ok: bool = False
+    protocol: str | None = None
+    cipher: str | None = None
+    certificate: Certificate | None = None
+    trusted: bool | None = None
+    verify_error: str | None = None
+    name_matches: bool | None = None
+    error: str | None = None
+    injected_plaintext: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    host: str
+    address: str
+    port: int
+    steps: tuple[Step, ...]
+    tls: TlsInfo
+    extensions: tuple[tuple[str, str], ...] = ()
+    completed: bool = False
+    outcome: str = ""
+    helo: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MxHost:
+    host: str
+    preference: int | None
+    addresses: tuple[str, ...]
+    status: DnsStatus = DnsStatus.OK
+    implicit: bool = False
+    cname: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DnsResult:
+    domain: str
+    status: DnsStatus
+    mx: tuple[MxHost, ...] = ()
+    null_mx: bool = False
+    implicit: bool = False
+    error: str | None = None
+
+
+class Verdict(StrEnum):
+    ACCEPTED = "accepted"
+    TRANSIENT = "transient"
+    PERMANENT = "permanent"
+    NO_DOMAIN = "no_domain"
+    NULL_MX = "null_mx"
+    NO_HOST = "no_host"
+    UNREACHABLE = "unreachable"
+    DNS_FAILURE = "dns_failure"
+    EXPECTATION_FAILED = "expectation_failed"
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectationResult:
+    expectation: str
+    met: bool
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What the user asked to probe, after normalisation (IDNA, literals, ports)."""
+
+    raw: str
+    kind: str  # domain | address | host | literal
+    domain: str | None
+    host: str | None
+    port: int | None
+    rcpt: tuple[str, ...] = ()
+    display: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    target: Target
+    dns: DnsResult | None
+    sessions: tuple[Session, ...]
+    verdict: Verdict
+    reason: str
+    expectations: tuple[ExpectationResult, ...] = ()
+    notes: tuple[str, ...] = field(default=())
+    started_at: str = ""
+    elapsed_ms: float = 0.0

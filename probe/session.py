@@ -1,0 +1,539 @@
+"""I/O: one SMTP session against one address, every exchange recorded as a `Step`.
+
+Built on aiosmtplib's protocol object, driven command by command, so that the greeting, non-2xx
+replies and TLS failures are recorded instead of raised. Nothing here interprets beyond asking
+the pure interpreter to annotate each reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ipaddress
+import socket
+import ssl
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from aiosmtplib.errors import (
+    SMTPException,
+    SMTPResponseException,
+    SMTPServerDisconnected,
+    SMTPTimeoutError,
+)
+from aiosmtplib.protocol import SMTPProtocol
+from aiosmtplib.response import SMTPResponse
+
+from probe.interpret import interpret_reply
+from probe.reply import reply_from_lines
+from probe.result import Certificate, ErrorKind, Session, Step, StepError, TlsInfo, WireReply
+
+WIRE_LIMIT = 64 * 1024  # bytes of unsolicited data kept per session; the rest is counted
+QUIT_AFTER = ("connect", "ehlo", "tls", "mail", "rcpt")
+
+
+@dataclass(frozen=True, slots=True)
+class SessionOptions:
+    """How to talk to one server; the CLI fills it from its options."""
+
+    helo: str | None = None
+    mail_from: str = ""
+    rcpts: tuple[str, ...] = ()
+    starttls: str = "auto"  # auto | require | never
+    implicit_tls: bool = False
+    cafile: str | None = None
+    quit_after: str | None = None
+    connect_timeout: float = 10.0
+    greeting_timeout: float = 30.0
+    command_timeout: float = 30.0
+    budget: float = 120.0
+
+
+class RecordingProtocol(SMTPProtocol):
+    """aiosmtplib's protocol, keeping the exact bytes of each reply it parses."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.lost = asyncio.Event()
+        super().__init__(loop=loop, connection_lost_callback=lambda _p: self.lost.set())
+        self.last_raw = b""
+        self.leftover = 0
+        self.unsolicited = bytearray()
+        self.unsolicited_total = 0
+
+    def data_received(self, data: bytes) -> None:
+        waiter = self._response_waiter
+        if waiter is not None and (not self._response_pending or waiter.done()):
+            # aiosmtplib drops data nobody asked for; keep a bounded copy for the record.
+            self.unsolicited_total += len(data)
+            room = WIRE_LIMIT - len(self.unsolicited)
+            if room > 0:
+                self.unsolicited += data[:room]
+        super().data_received(data)
+
+    def _read_response_from_buffer(self) -> SMTPResponse | None:
+        before = bytes(self._buffer)
+        response = super()._read_response_from_buffer()
+        if response is not None:
+            self.last_raw = before[: len(before) - len(self._buffer)]
+            self.leftover = len(self._buffer)
+        return response
+
+
+def _lines(raw: bytes) -> tuple[str, ...]:
+    text = raw.decode("utf-8", "backslashreplace")
+    return tuple(line.rstrip("\r") for line in text.split("\n") if line != "")
+
+
+def _wire_reply(raw: bytes, resp: SMTPResponse, command: str) -> WireReply:
+    lines = _lines(raw) or (f"{resp.code} {resp.message}",)
+    reply = reply_from_lines(lines, command)
+    if reply is None:
+        return WireReply(resp.code, None, lines, None)
+    return WireReply(
+        resp.code,
+        str(reply.enhanced) if reply.enhanced else None,
+        lines,
+        interpret_reply(reply, "\n".join(lines)),
+    )
+
+
+def default_helo(sockname: Sequence[object] | None) -> str:
+    """An FQDN when the machine has one, else an address literal (RFC 5321 §4.1.3)."""
+    fqdn = socket.getfqdn()
+    if "." in fqdn and not fqdn.startswith("localhost") and not fqdn.endswith(".localdomain"):
+        return fqdn
+    if sockname:
+        try:
+            ip = ipaddress.ip_address(str(sockname[0]))
+        except ValueError:
+            ip = None
+        if ip is not None:
+            return f"[IPv6:{ip}]" if ip.version == 6 else f"[{ip}]"
+    return "smtp-probe.invalid"
+
+
+def parse_extensions(lines: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """EHLO keywords and their parameters (the first line is the server's name)."""
+    out: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        body = line[4:].strip()
+        if not body:
+            continue
+        keyword, _, params = body.partition(" ")
+        out.append((keyword.upper(), params.strip()))
+    return tuple(out)
+
+
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 1)
+
+
+def certificate_facts(der: bytes) -> Certificate | None:
+    """Subject, issuer, names and validity of a DER certificate."""
+    from cryptography import x509
+
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError:
+        return None
+    sans: list[str] = []
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        sans = [str(n) for n in ext.get_values_for_type(x509.DNSName)]
+        sans += [str(ip) for ip in ext.get_values_for_type(x509.IPAddress)]
+    except x509.ExtensionNotFound:
+        pass
+    not_after = cert.not_valid_after_utc
+    days = (not_after - datetime.now(UTC)).days
+    return Certificate(
+        subject=cert.subject.rfc4514_string(),
+        issuer=cert.issuer.rfc4514_string(),
+        sans=tuple(sans),
+        not_before=cert.not_valid_before_utc.isoformat(),
+        not_after=not_after.isoformat(),
+        days_left=days,
+        sha256=hashlib.sha256(der).hexdigest(),
+    )
+
+
+def name_matches(host: str, cert: Certificate) -> bool:
+    """Whether the certificate names `host` (RFC 6125: one leftmost wildcard label)."""
+    host = host.rstrip(".").lower()
+    names = [n.lower().rstrip(".") for n in cert.sans]
+    if not names:
+        cn = [p[3:] for p in cert.subject.split(",") if p.upper().startswith("CN=")]
+        names = [c.lower() for c in cn]
+    for name in names:
+        if name == host:
+            return True
+        if name.startswith("*.") and "." in host:
+            if host.split(".", 1)[1] == name[2:] and not host.startswith("."):
+                return True
+    return False
+
+
+class _Conversation:
+    """State of one TCP connection; every exchange appends a Step."""
+
+    def __init__(self, host: str, address: str, port: int, opts: SessionOptions) -> None:
+        self.host, self.address, self.port, self.opts = host, address, port, opts
+        self.steps: list[Step] = []
+        self.proto: RecordingProtocol | None = None
+        self.tls_active = False
+        self.sockname: Sequence[object] | None = None
+
+    def _err(self, command: str, sent: str | None, start: float, kind: ErrorKind, detail: str) -> None:
+        self.steps.append(Step(command, sent, None, _ms(start), StepError(kind, detail), self.tls_active))
+
+    async def connect(self, tls_ctx: ssl.SSLContext | None) -> WireReply | None:
+        loop = asyncio.get_running_loop()
+        proto = RecordingProtocol(loop)
+        start = time.perf_counter()
+        server_hostname = None if _is_ip(self.host) else self.host
+        try:
+            transport, _ = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: proto,
+                    host=self.address,
+                    port=self.port,
+                    ssl=tls_ctx,
+                    server_hostname=server_hostname if tls_ctx else None,
+                    ssl_handshake_timeout=self.opts.connect_timeout if tls_ctx else None,
+                ),
+                timeout=self.opts.connect_timeout,
+            )
+        except TimeoutError:
+            self._err("CONNECT", None, start, ErrorKind.TIMEOUT,
+                      f"no TCP connection within {self.opts.connect_timeout:g} s")
+            return None
+        except ConnectionRefusedError:
+            self._err("CONNECT", None, start, ErrorKind.REFUSED, "connection refused")
+            return None
+        except ssl.SSLError as e:
+            self._err("CONNECT", None, start, ErrorKind.TLS_FAILED, _ssl_detail(e))
+            return None
+        except OSError as e:
+            self._err("CONNECT", None, start, ErrorKind.UNREACHABLE, e.strerror or str(e))
+            return None
+        self.proto = proto
+        self.tls_active = tls_ctx is not None
+        self.sockname = transport.get_extra_info("sockname")
+        try:
+            resp = await proto.read_response(timeout=self.opts.greeting_timeout)
+        except SMTPTimeoutError:
+            self._err("CONNECT", None, start, ErrorKind.NO_GREETING,
+                      f"connected, but no greeting within {self.opts.greeting_timeout:g} s")
+            await self.close()
+            return None
+        except (SMTPException, OSError) as e:
+            self._record_failure("CONNECT", None, start, e)
+            await self.close()
+            return None
+        reply = _wire_reply(proto.last_raw, resp, "CONNECT")
+        self.steps.append(Step("CONNECT", None, reply, _ms(start), None, self.tls_active))
+        return reply
+
+    def _record_failure(self, command: str, sent: str | None, start: float, e: BaseException) -> None:
+        if isinstance(e, SMTPTimeoutError):
+            self._err(command, sent, start, ErrorKind.TIMEOUT,
+                      f"no reply within {self.opts.command_timeout:g} s")
+        elif isinstance(e, SMTPServerDisconnected):
+            self._err(command, sent, start, ErrorKind.DISCONNECTED, "the server closed the connection")
+        elif isinstance(e, SMTPResponseException) and e.code == -1:
+            kind = ErrorKind.TOO_LONG if "too long" in e.message.lower() else ErrorKind.PROTOCOL
+            detail = "reply too long" if kind is ErrorKind.TOO_LONG else "the server sent something that is not an SMTP reply"
+            self._err(command, sent, start, kind, detail)
+        elif isinstance(e, ssl.SSLError):
+            self._err(command, sent, start, ErrorKind.TLS_FAILED, _ssl_detail(e))
+        else:
+            self._err(command, sent, start, ErrorKind.PROTOCOL, type(e).__name__)
+
+    async def command(self, name: str, *args: str) -> WireReply | None:
+        """Send one command; record the reply or the failure."""
+        sent = " ".join((name, *args)) if args else name
+        start = time.perf_counter()
+        if self.proto is None or not self.proto.is_connected:
+            self._err(name, sent, start, ErrorKind.DISCONNECTED, "the connection is already closed")
+            return None
+        try:
+            resp = await self.proto.execute_command(
+                *(a.encode("utf-8") for a in (name, *args)), timeout=self.opts.command_timeout
+            )
+        except (SMTPException, OSError) as e:
+            self._record_failure(name, sent, start, e)
+            await self.close()
+            return None
+        reply = _wire_reply(self.proto.last_raw, resp, name)
+        self.steps.append(Step(name, sent, reply, _ms(start), None, self.tls_active))
+        if resp.code == 421:
+            await self.close()
+        return reply
+
+    async def starttls(self, ctx: ssl.SSLContext) -> tuple[WireReply | None, BaseException | None]:
+        """STARTTLS and the handshake; returns the 220 reply and any handshake error."""
+        start = time.perf_counter()
+        if self.proto is None or not self.proto.is_connected:
+            self._err("STARTTLS", "STARTTLS", start, ErrorKind.DISCONNECTED, "the connection is closed")
+            return None, None
+        proto = self.proto
+        server_hostname = None if _is_ip(self.host) else self.host
+        try:
+            resp = await proto.start_tls(ctx, server_hostname=server_hostname,
+                                         timeout=self.opts.command_timeout)
+        except SMTPResponseException as e:
+            if e.code > 0:
+                reply = _wire_reply(proto.last_raw, SMTPResponse(e.code, e.message), "STARTTLS")
+                self.steps.append(Step("STARTTLS", "STARTTLS", reply, _ms(start)))
+                return reply, None
+            self._record_failure("STARTTLS", "STARTTLS", start, e)
+            await self.close()
+            return None, e
+        except (SMTPException, OSError) as e:
+            reply = None
+            if proto.last_raw.startswith(b"220"):
+                reply = _wire_reply(proto.last_raw, SMTPResponse(220, ""), "STARTTLS")
+                self.steps.append(
+                    Step("STARTTLS", "STARTTLS", reply, _ms(start), StepError(
+                        ErrorKind.TLS_FAILED, _ssl_detail(e) if isinstance(e, ssl.SSLError)
+                        else f"TLS handshake failed: {e}")))
+            else:
+                self._record_failure("STARTTLS", "STARTTLS", start, e)
+            await self.close()
+            return reply, e
+        reply = _wire_reply(proto.last_raw, resp, "STARTTLS")
+        self.steps.append(Step("STARTTLS", "STARTTLS", reply, _ms(start)))
+        self.tls_active = True
+        return reply, None
+
+    def ssl_object(self) -> ssl.SSLObject | None:
+        if self.proto is None or self.proto.transport is None:
+            return None
+        obj = self.proto.transport.get_extra_info("ssl_object")
+        return obj if isinstance(obj, ssl.SSLObject) else None
+
+    async def close(self) -> None:
+        """Close and wait until the transport is really gone (TLS shutdown included)."""
+        proto, self.proto = self.proto, None
+        if proto is None or proto.transport is None:
+            return
+        transport = proto.transport
+        transport.close()
+        try:
+            await asyncio.wait_for(proto.lost.wait(), 1.0)
+        except TimeoutError:
+            transport.abort()
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _ssl_detail(e: BaseException) -> str:
+    if isinstance(e, ssl.SSLCertVerificationError):
+        return f"certificate not trusted: {e.verify_message}"
+    if isinstance(e, ssl.SSLError):
+        return f"TLS handshake failed: {e.reason or e}"
+    return f"TLS handshake failed: {e}"
+
+
+def _contexts(opts: SessionOptions) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A verifying context (chain only; the name is checked separately) and a permissive one."""
+    verify = ssl.create_default_context(cafile=opts.cafile)
+    verify.check_hostname = False
+    verify.verify_mode = ssl.CERT_REQUIRED
+    loose = ssl.create_default_context()
+    loose.check_hostname = False
+    loose.verify_mode = ssl.CERT_NONE
+    return verify, loose
+
+
+def _tls_facts(conv: _Conversation, offered: bool, implicit: bool, trusted: bool,
+               verify_error: str | None, injected: int) -> TlsInfo:
+    obj = conv.ssl_object()
+    if obj is None:
+        return TlsInfo(offered=offered, attempted=True, implicit=implicit, ok=False,
+                       error="no TLS session", injected_plaintext=injected)
+    der = obj.getpeercert(binary_form=True)
+    cert = certificate_facts(der) if der else None
+    cipher = obj.cipher()
+    return TlsInfo(
+        offered=offered,
+        attempted=True,
+        implicit=implicit,
+        ok=True,
+        protocol=obj.version(),
+        cipher=cipher[0] if cipher else None,
+        certificate=cert,
+        trusted=trusted,
+        verify_error=verify_error,
+        name_matches=name_matches(conv.host, cert) if cert else None,
+        injected_plaintext=injected,
+    )
+
+
+async def run_session(host: str, address: str, port: int, opts: SessionOptions) -> Session:
+    """Run one probe session; never raises for anything the network does."""
+    steps: list[Step] = []
+    state: dict[str, object] = {}
+    try:
+        async with asyncio.timeout(opts.budget):
+            return await _session(host, address, port, opts, steps, state)
+    except TimeoutError:
+        steps.append(Step("BUDGET", None, None, opts.budget * 1000,
+                          StepError(ErrorKind.BUDGET, f"session took longer than {opts.budget:g} s")))
+        tls = state.get("tls")
+        return Session(host, address, port, tuple(steps),
+                       tls if isinstance(tls, TlsInfo) else TlsInfo(False, False),
+                       completed=False, outcome="budget")
+
+
+async def _session(host: str, address: str, port: int, opts: SessionOptions, steps: list[Step],
+                   state: dict[str, object]) -> Session:
+    verify_ctx, loose_ctx = _contexts(opts)
+    trusted = True
+    verify_error: str | None = None
+    tls = TlsInfo(offered=False, attempted=False)
+    extensions: tuple[tuple[str, str], ...] = ()
+    helo = opts.helo or ""
+
+    def done(completed: bool, outcome: str) -> Session:
+        return Session(host, address, port, tuple(steps), tls, extensions, completed, outcome, helo)
+
+    for attempt in range(2):
+        conv = _Conversation(host, address, port, opts)
+        conv.steps = steps
+        ctx = verify_ctx if trusted else loose_ctx
+        greeting = await conv.connect(ctx if opts.implicit_tls else None)
+        if opts.implicit_tls and greeting is None and attempt == 0 and _cert_untrusted(steps):
+            trusted, verify_error = False, _last_error(steps)
+            steps[-1] = replace(steps[-1], note="retrying without certificate verification")
+            continue
+        if greeting is None:
+            return done(False, steps[-1].error.kind.value if steps[-1].error else "no_greeting")
+        helo = opts.helo or default_helo(conv.sockname)
+        if opts.implicit_tls:
+            tls = _tls_facts(conv, False, True, trusted, verify_error, 0)
+            state["tls"] = tls
+        if greeting.code // 100 != 2:
+            await conv.command("QUIT")
+            await conv.close()
+            return done(False, f"greeting_{greeting.code // 100}xx")
+        if opts.quit_after == "connect":
+            await _finish(conv, rset=False)
+            return done(True, "quit_after_connect")
+        ehlo = await _ehlo(conv, helo)
+        if ehlo is None or ehlo.code // 100 != 2:
+            await conv.close()
+            return done(ehlo is not None, "ehlo_failed")
+        extensions = parse_extensions(ehlo.lines)
+        offered = any(k == "STARTTLS" for k, _ in extensions)
+        if not opts.implicit_tls:
+            tls = TlsInfo(offered=offered, attempted=False)
+        state["tls"] = tls
+        if opts.quit_after == "ehlo":
+            await _finish(conv, rset=False)
+            return done(True, "quit_after_ehlo")
+        if not opts.implicit_tls and opts.starttls != "never" and (offered or opts.starttls == "require"):
+            if not offered:
+                steps.append(Step("STARTTLS", None, None, 0.0,
+                                  StepError(ErrorKind.NOT_OFFERED, "the server does not offer STARTTLS")))
+                await _finish(conv, rset=False)
+                return done(False, "starttls_not_offered")
+            reply, err = await conv.starttls(verify_ctx if trusted else loose_ctx)
+            proto = conv.proto
+            injected = 0
+            if proto is not None:
+                injected = proto.leftover
+            if err is not None and attempt == 0 and isinstance(err, ssl.SSLCertVerificationError):
+                trusted, verify_error = False, _ssl_detail(err).removeprefix("certificate not trusted: ")
+                steps[-1] = replace(steps[-1], note="retrying without certificate verification")
+                continue
+            if reply is None or reply.code != 220 or err is not None:
+                tls = TlsInfo(offered=offered, attempted=True, ok=False,
+                              error=(steps[-1].error.detail if steps[-1].error else
+                                     f"STARTTLS refused with {reply.code if reply else 'no reply'}"))
+                state["tls"] = tls
+                await _finish(conv, rset=False)
+                return done(False, "tls_failed")
+            tls = _tls_facts(conv, offered, False, trusted, verify_error, injected)
+            state["tls"] = tls
+            if opts.quit_after == "tls":
+                await _finish(conv, rset=False)
+                return done(True, "quit_after_tls")
+            ehlo = await _ehlo(conv, helo)
+            if ehlo is None or ehlo.code // 100 != 2:
+                await conv.close()
+                return done(False, "ehlo_failed")
+            extensions = parse_extensions(ehlo.lines)
+        elif opts.quit_after == "tls":
+            await _finish(conv, rset=False)
+            return done(True, "quit_after_tls")
+        smtputf8 = any(k == "SMTPUTF8" for k, _ in extensions)
+        mail = await _mail(conv, opts.mail_from, smtputf8)
+        if mail is None:
+            return done(False, steps[-1].error.kind.value if steps[-1].error else "mail_failed")
+        if mail.code // 100 != 2 or opts.quit_after == "mail":
+            await _finish(conv)
+            return done(True, "mail_answered")
+        for rcpt in opts.rcpts:
+            r = await _rcpt(conv, rcpt, smtputf8)
+            if r is None and conv.proto is None:
+                return done(False, "rcpt_failed")
+        await _finish(conv)
+        return done(True, "completed")
+    return done(False, "tls_failed")
+
+
+def _cert_untrusted(steps: list[Step]) -> bool:
+    err = steps[-1].error if steps else None
+    return bool(err and err.kind is ErrorKind.TLS_FAILED and err.detail.startswith("certificate not trusted"))
+
+
+def _last_error(steps: list[Step]) -> str | None:
+    err = steps[-1].error if steps else None
+    return err.detail.removeprefix("certificate not trusted: ") if err else None
+
+
+async def _ehlo(conv: _Conversation, helo: str) -> WireReply | None:
+    reply = await conv.command("EHLO", helo)
+    if reply is not None and reply.code in (500, 501, 502, 504, 550) and conv.proto is not None:
+        # RFC 5321 §3.2: a server that does not know EHLO may still speak HELO.
+        return await conv.command("HELO", helo)
+    return reply
+
+
+def _refuse_locally(conv: _Conversation, command: str, detail: str) -> None:
+    conv.steps.append(Step(command, None, None, 0.0, StepError(ErrorKind.REFUSED_LOCALLY, detail)))
+
+
+async def _mail(conv: _Conversation, sender: str, smtputf8: bool) -> WireReply | None:
+    args = [f"FROM:<{sender}>"]
+    if not sender.isascii():
+        if not smtputf8:
+            _refuse_locally(conv, "MAIL", "not sent: the sender address is not ASCII and the server does not offer SMTPUTF8")
+            await conv.command("QUIT")
+            return None
+        args.append("SMTPUTF8")
+    return await conv.command("MAIL", *args)
+
+
+async def _rcpt(conv: _Conversation, rcpt: str, smtputf8: bool) -> WireReply | None:
+    if not rcpt.isascii() and not smtputf8:
+        _refuse_locally(conv, "RCPT", f"not sent: {rcpt} is not ASCII and the server does not offer SMTPUTF8")
+        return None
+    return await conv.command("RCPT", f"TO:<{rcpt}>")
+
+
+async def _finish(conv: _Conversation, rset: bool = True) -> None:
+    """End politely: RSET (when a transaction may be open) and QUIT, then close."""
+    if rset and conv.proto is not None:
+        await conv.command("RSET")
+    if conv.proto is not None:
+        await conv.command("QUIT")
+    await conv.close()

@@ -1,0 +1,131 @@
+"""Pure parsing and validation of what the user asks to probe and of values sent on the wire."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from probe.result import Target
+
+_LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)", re.IGNORECASE)
+
+
+class TargetError(ValueError):
+    """The target or a wire value cannot be used; the message is one line for the user."""
+
+
+def to_ascii_domain(name: str) -> str:
+    """IDNA 2008 with UTS 46 mapping ("Bücher.example" -> "xn--bcher-kva.example")."""
+    name = name.strip().rstrip(".")
+    if not name:
+        raise TargetError("empty domain name")
+    if not name.isascii():
+        import idna
+
+        try:
+            name = idna.encode(name, uts46=True).decode("ascii")
+        except idna.IDNAError as e:
+            raise TargetError(f"{name!r} is not a valid internationalized domain name: {e}") from None
+    name = name.lower()
+    if len(name) > 253:
+        raise TargetError("domain name longer than 253 characters")
+    for label in name.split("."):
+        if not _LABEL.fullmatch(label):
+            raise TargetError(f"{name!r} is not a valid domain name (bad label {label!r})")
+    return name
+
+
+def check_wire_value(value: str, what: str) -> str:
+    """Refuse anything that could inject commands: CR, LF, NUL and other control characters."""
+    for ch in value:
+        if ord(ch) < 0x20 or ord(ch) == 0x7F:
+            raise TargetError(f"{what} contains a control character ({ch!r}); refusing to send it")
+    if value != value.strip():
+        raise TargetError(f"{what} has leading or trailing spaces")
+    if " " in value or "<" in value or ">" in value:
+        raise TargetError(f"{what} must not contain spaces or angle brackets")
+    return value
+
+
+def check_address(value: str, what: str) -> str:
+    """A mailbox for MAIL FROM / RCPT TO: local@domain with an IDNA domain ("" is the null sender)."""
+    check_wire_value(value, what)
+    if value == "":
+        return value
+    local, at, domain = value.rpartition("@")
+    if not at or not local or not domain:
+        raise TargetError(f"{what} {value!r} is not an address (local@domain)")
+    if len(local) > 64:
+        raise TargetError(f"{what} local part longer than 64 characters")
+    if domain.startswith("["):
+        parse_literal(domain)
+        return value
+    return f"{local}@{to_ascii_domain(domain)}"
+
+
+def check_helo(value: str) -> str:
+    check_wire_value(value, "--helo")
+    if not value.isascii():
+        raise TargetError("--helo must be ASCII (a domain name or an address literal)")
+    if value.startswith("["):
+        parse_literal(value)
+        return value
+    return to_ascii_domain(value)
+
+
+def parse_literal(text: str) -> str:
+    """An address literal "[192.0.2.1]" or "[IPv6:2001:db8::1]" -> the IP address."""
+    inner = text.strip()[1:-1] if text.startswith("[") and text.endswith("]") else text
+    if inner.lower().startswith("ipv6:"):
+        inner = inner[5:]
+        try:
+            return str(ipaddress.IPv6Address(inner))
+        except ValueError:
+            raise TargetError(f"{text!r} is not a valid IPv6 address literal") from None
+    try:
+        return str(ipaddress.IPv4Address(inner))
+    except ValueError:
+        raise TargetError(f"{text!r} is not a valid address literal") from None
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise TargetError(f"{text!r} is not a port number (1-65535)")
+    return int(text)
+
+
+def parse_target(raw: str, *, host_mode: bool = False) -> Target:
+    """Domain, address, host (with --host), address literal, or host:port."""
+    text = raw.strip()
+    if not text:
+        raise TargetError("empty target")
+    check_wire_value(text, "target")
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise TargetError(f"{raw!r}: unclosed address literal")
+        ip = parse_literal(text[: end + 1])
+        rest = text[end + 1 :]
+        port = _port(rest[1:]) if rest.startswith(":") else None
+        if rest and port is None:
+            raise TargetError(f"{raw!r}: unexpected text after the address literal")
+        return Target(raw, "literal", None, ip, port, display=text)
+    try:
+        ip = str(ipaddress.ip_address(text))
+        return Target(raw, "literal", None, ip, None, display=text)
+    except ValueError:
+        pass
+    if "@" in text:
+        local, _, domain = text.rpartition("@")
+        if not local:
+            raise TargetError(f"{raw!r} has an empty local part")
+        address = check_address(text, "target address")
+        ascii_domain = address.rpartition("@")[2]
+        return Target(raw, "address", ascii_domain, None, None, (address,), display=text)
+    host, sep, port_text = text.rpartition(":")
+    if sep and port_text.isdigit():
+        return Target(raw, "host", None, to_ascii_domain(host), _port(port_text), display=text)
+    name = to_ascii_domain(text)
+    if host_mode:
+        return Target(raw, "host", None, name, None, display=text)
+    return Target(raw, "domain", name, None, None, display=text)

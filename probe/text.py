@@ -1,0 +1,58 @@
+"""Small pure helpers for showing untrusted text and choosing a language."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from probe.catalog import LANGUAGES
+
+# C0, DEL, C1, zero-width and bidi controls, line/paragraph separators, BOM, and lone
+# surrogates (undecodable bytes kept by surrogateescape).
+_UNSAFE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ud800-\udfff]"
+)
+_NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r", "\x1b": "\\x1b"}
+
+
+def _escape_one(m: re.Match[str]) -> str:
+    ch = m.group(0)
+    if ch in _NAMED:
+        return _NAMED[ch]
+    cp = ord(ch)
+    if 0xDC80 <= cp <= 0xDCFF:  # surrogateescape stand-in for a raw byte
+        return f"\\x{cp - 0xDC00:02x}"
+    if cp <= 0xFF:
+        return f"\\x{cp:02x}"
+    return f"\\u{cp:04x}"
+
+
+def safe(s: str) -> str:
+    """Make text from outside safe for a terminal: every control character shown escaped."""
+    return _UNSAFE.sub(_escape_one, s)
+
+
+def lang_from_env(env: Mapping[str, str]) -> str:
+    """Pick a catalog language from LC_ALL, LC_MESSAGES or LANG; English otherwise."""
+    for var in ("LC_ALL", "LC_MESSAGES", "LANG"):
+        value = env.get(var, "")
+        if value:
+            return normalize_lang(value) or "en"
+    return "en"
+
+
+def normalize_lang(value: str) -> str | None:
+    """"zh_CN.UTF-8" -> "zh", "de-AT" -> "de"; None when not a catalog language."""
+    head = re.split(r"[_.@-]", value.strip().lower(), maxsplit=1)[0]
+    return head if head in LANGUAGES else None
+
+
+def human_wait(seconds: int) -> tuple[str, int]:
+    """A duration as (unit, amount) with a unit a person would use."""
+    if seconds < 120:
+        return "seconds", seconds
+    if seconds < 2 * 3600:
+        return "minutes", round(seconds / 60)
+    if seconds < 2 * 86400:
+        return "hours", round(seconds / 3600)
+    return "days", round(seconds / 86400)

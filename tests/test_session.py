@@ -1,0 +1,221 @@
+"""Live sessions against aiosmtpd and raw servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import trustme
+
+from probe.result import ErrorKind, Session
+from probe.session import SessionOptions, run_session
+from tests.fakes.smtpd import Scripted, port_of, start_raw, start_smtp
+
+FAST = {"connect_timeout": 2.0, "greeting_timeout": 2.0, "command_timeout": 2.0, "budget": 10.0}
+
+
+@pytest.fixture(scope="session")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+def server_ctx(ca: trustme.CA, *names: str, **kw: Any) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(*names, **kw).configure_cert(ctx)
+    return ctx
+
+
+@pytest.fixture
+def cafile(ca: trustme.CA, tmp_path: Any) -> str:
+    path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+Starter = Callable[..., Any]
+
+
+@pytest.fixture
+async def smtp() -> AsyncIterator[Starter]:
+    servers: list[asyncio.Server] = []
+
+    async def start(handler: Any = None, **kw: Any) -> int:
+        srv = await start_smtp(handler or Scripted(), **kw)
+        servers.append(srv)
+        return port_of(srv)
+
+    yield start
+    for s in servers:
+        s.close()
+
+
+async def run(port: int, **kw: Any) -> Session:
+    opts = SessionOptions(**{**FAST, **kw})
+    return await run_session("mx.test", "127.0.0.1", port, opts)
+
+
+def commands(s: Session) -> list[str]:
+    return [st.command for st in s.steps]
+
+
+def codes(s: Session) -> list[int | None]:
+    return [st.reply.code if st.reply else None for st in s.steps]
+
+
+async def test_full_session_with_starttls_trusted(smtp: Starter, ca: trustme.CA, cafile: str) -> None:
+    handler = Scripted(rcpt={"nobody": "550 5.1.1 <nobody@mx.test>: Recipient address rejected: User unknown"})
+    port = await smtp(handler, tls_context=server_ctx(ca, "mx.test"))
+    s = await run(port, cafile=cafile, rcpts=("alice@mx.test", "nobody@mx.test"), helo="probe.example")
+    assert commands(s) == ["CONNECT", "EHLO", "STARTTLS", "EHLO", "MAIL", "RCPT", "RCPT", "RSET", "QUIT"]
+    assert codes(s) == [220, 250, 220, 250, 250, 250, 550, 250, 221]
+    assert s.completed
+    assert s.steps[0].reply is not None and s.steps[0].reply.lines[0].startswith("220 mx.test")
+    ehlo = s.steps[1].reply
+    assert ehlo is not None and ehlo.lines[-1].startswith("250 ")
+    assert len(ehlo.lines) > 1 and all(line.startswith("250-") for line in ehlo.lines[:-1])
+    assert [st.tls for st in s.steps] == [False, False, False, True, True, True, True, True, True]
+    t = s.tls
+    assert t.offered and t.ok and t.trusted and t.name_matches
+    assert t.protocol in ("TLSv1.2", "TLSv1.3")
+    assert t.certificate is not None and "mx.test" in t.certificate.sans
+    assert len(t.certificate.sha256) == 64
+    rcpt = s.steps[6].reply
+    assert rcpt is not None and rcpt.interpretation is not None
+    assert rcpt.interpretation.category == "user_unknown"
+    assert rcpt.interpretation.retryable is False
+    assert handler.seen[0] == "EHLO probe.example"
+
+
+async def test_untrusted_certificate_is_recorded_and_session_goes_on(
+    smtp: Starter, ca: trustme.CA, cafile: str
+) -> None:
+    other = trustme.CA()
+    port = await smtp(tls_context=server_ctx(other, "mx.test"))
+    s = await run(port, cafile=cafile, rcpts=("a@mx.test",))
+    assert s.completed
+    assert s.tls.ok and s.tls.trusted is False
+    assert s.tls.verify_error and "certificate" in s.tls.verify_error
+    assert commands(s)[:3] == ["CONNECT", "EHLO", "STARTTLS"]
+    assert "RCPT" in commands(s)
+    assert any(st.note and "without certificate verification" in st.note for st in s.steps)
+
+
+async def test_wrong_name_and_expired(smtp: Starter, ca: trustme.CA, cafile: str) -> None:
+    port = await smtp(tls_context=server_ctx(ca, "other.test"))
+    s = await run(port, cafile=cafile)
+    assert s.tls.trusted is True and s.tls.name_matches is False
+    past = datetime.now(UTC) - timedelta(days=10)
+    port2 = await smtp(
+        tls_context=server_ctx(ca, "mx.test", not_before=past - timedelta(days=90), not_after=past)
+    )
+    s2 = await run(port2, cafile=cafile)
+    assert s2.tls.trusted is False and "expired" in (s2.tls.verify_error or "")
+    assert s2.tls.certificate is not None and s2.tls.certificate.days_left < 0
+
+
+async def test_self_signed(smtp: Starter) -> None:
+    from cryptography import x509  # noqa: F401  (trustme's root is self-signed; use it as the leaf)
+
+    own = trustme.CA()
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    own.issue_cert("mx.test").configure_cert(ctx)
+    port = await smtp(tls_context=ctx)
+    s = await run(port)  # system CAs only: the test CA is unknown
+    assert s.tls.ok and s.tls.trusted is False
+
+
+@pytest.mark.parametrize(
+    ("greeting", "code"),
+    [
+        ("421 4.3.2 mx.test busy, try later", 421),
+        ("554 5.7.1 No SMTP service here", 554),
+        ("521 5.3.2 mx.test does not accept mail", 521),
+    ],
+)
+async def test_refusing_greetings_are_results(smtp: Starter, greeting: str, code: int) -> None:
+    port = await smtp(greeting=greeting)
+    s = await run(port)
+    assert s.steps[0].command == "CONNECT"
+    assert s.steps[0].reply is not None and s.steps[0].reply.code == code
+    assert not s.completed
+    assert s.steps[0].reply.interpretation is not None
+    if code != 421:
+        assert commands(s) == ["CONNECT", "QUIT"]
+
+
+async def test_ehlo_refused_falls_back_to_helo(smtp: Starter) -> None:
+    handler = Scripted(ehlo_reply="502 5.5.1 EHLO not implemented")
+    port = await smtp(handler)
+    s = await run(port, rcpts=("a@mx.test",))
+    assert commands(s)[:3] == ["CONNECT", "EHLO", "HELO"]
+    assert codes(s)[:3] == [220, 502, 250]
+    assert s.completed
+
+
+async def test_greylisting_reply(smtp: Starter) -> None:
+    handler = Scripted(
+        rcpt={"grey": "450 4.2.0 <grey@mx.test>: Recipient address rejected: Greylisted, see "
+              "http://postgrey.schweikert.ch/help/mx.test.html"}
+    )
+    port = await smtp(handler)
+    s = await run(port, rcpts=("grey@mx.test",), starttls="never")
+    rcpt = next(st for st in s.steps if st.command == "RCPT")
+    assert rcpt.reply is not None and rcpt.reply.interpretation is not None
+    assert rcpt.reply.interpretation.category == "greylisted"
+    assert rcpt.reply.interpretation.retryable
+
+
+async def test_quit_after_and_null_sender(smtp: Starter) -> None:
+    handler = Scripted()
+    port = await smtp(handler)
+    s = await run(port, quit_after="ehlo", starttls="never")
+    assert commands(s) == ["CONNECT", "EHLO", "QUIT"]
+    s2 = await run(port, quit_after="mail", starttls="never")
+    assert commands(s2) == ["CONNECT", "EHLO", "MAIL", "RSET", "QUIT"]
+    assert "MAIL " in handler.seen[-1] or handler.seen[-1].startswith("MAIL")
+    mail = next(st for st in s2.steps if st.command == "MAIL")
+    assert mail.sent == "MAIL FROM:<>"
+
+
+async def test_starttls_required_but_not_offered(smtp: Starter) -> None:
+    port = await smtp()
+    s = await run(port, starttls="require")
+    assert not s.completed
+    assert s.steps[2].error is not None and s.steps[2].error.kind is ErrorKind.NOT_OFFERED
+
+
+async def test_connection_refused_and_timeout() -> None:
+    srv = await start_raw(lambda r, w: asyncio.sleep(0))
+    port = port_of(srv)
+    srv.close()
+    await srv.wait_closed()
+    s = await run(port)
+    assert s.steps[0].error is not None and s.steps[0].error.kind is ErrorKind.REFUSED
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(5)
+
+    srv2 = await start_raw(silent)
+    s2 = await run(port_of(srv2), greeting_timeout=0.3)
+    assert s2.steps[0].error is not None and s2.steps[0].error.kind is ErrorKind.NO_GREETING
+    srv2.close()
+
+
+async def test_non_ascii_sender_refused_without_smtputf8(smtp: Starter) -> None:
+    handler = Scripted(ehlo=["250-mx.test", "250 PIPELINING"])
+    port = await smtp(handler)
+    s = await run(port, mail_from="jörg@example.com", starttls="never")
+    mail = next(st for st in s.steps if st.command == "MAIL")
+    assert mail.error is not None and mail.error.kind is ErrorKind.REFUSED_LOCALLY
+    assert not any(x.startswith("MAIL") for x in handler.seen)
+
+
+async def test_implicit_tls(ca: trustme.CA, cafile: str, smtp: Starter) -> None:
+    port = await smtp(ssl_context=server_ctx(ca, "mx.test"))
+    s = await run(port, implicit_tls=True, cafile=cafile, rcpts=("a@mx.test",))
+    assert s.completed and s.tls.implicit and s.tls.ok and s.tls.trusted
+    assert s.steps[0].tls
