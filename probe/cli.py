@@ -76,7 +76,7 @@ class _Group(click.Group):
     It also maps click's usage errors to exit status 64 (EX_USAGE) instead of 2.
     """
 
-    def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
         try:
             rv = super().main(*args, **kwargs)
@@ -108,7 +108,9 @@ def cli() -> None:
     """Probe mail servers live and explain every SMTP reply.
 
     \b
-    Offline:  smtp-probe explain 550 5.1.1   smtp-probe compare 421 521   smtp-probe codes
+    Live:     smtp-probe example.com   smtp-probe user@example.com --expect starttls
+    Offline:  smtp-probe explain "550 5.1.1 User unknown"   smtp-probe compare 421 521
+              smtp-probe codes --class 4   smtp-probe demo
     """
 
 
@@ -121,7 +123,9 @@ def _read_stream(stream: IO[bytes]) -> Iterator[str]:
 @cli.command()
 @click.argument("items", nargs=-1, required=True)
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True)
-@click.option("--summary", is_flag=True, help="With '-': counts by category and code, one example each.")
+@click.option(
+    "--summary", is_flag=True, help="With '-': counts by category and code, one example each."
+)
 @lang_option
 def explain(items: tuple[str, ...], fmt: str, summary: bool, lang: str | None) -> None:
     """Explain SMTP replies: codes, reply lines, bounces, MTA log lines, DSN fields.
@@ -182,10 +186,20 @@ def explain(items: tuple[str, ...], fmt: str, summary: bool, lang: str | None) -
         if fmt == "text":
             _echo(render.summary_text(stats, loc, style))
         else:
-            _echo(json.dumps(render.summary_json(stats, loc), ensure_ascii=False, indent=2 if fmt == "json" else None))
+            _echo(
+                json.dumps(
+                    render.summary_json(stats, loc),
+                    ensure_ascii=False,
+                    indent=2 if fmt == "json" else None,
+                )
+            )
     elif fmt == "json":
         _echo(_dump(collected))
-    if missing or not found:
+    if not found:
+        click.echo("smtp-probe: no SMTP reply found in the input", err=True)
+        raise SystemExit(exitcodes.DATAERR)
+    if missing:
+        click.echo(f"smtp-probe: {missing} item(s) held no SMTP reply", err=True)
         raise SystemExit(exitcodes.DATAERR)
 
 
@@ -195,17 +209,21 @@ def _code_item(value: str) -> Any:
 
     r = parse(value)
     if r is None or r.form.value not in ("code", "enhanced"):
-        fail(f"{value!r} is not a reply code (give a basic code like 421 or an enhanced code like 5.7.26)")
+        fail(
+            f"{value!r} is not a reply code (give a basic code like 421 or an enhanced code like 5.7.26)"
+        )
     return interpret_reply(r, value)
 
 
 @cli.command()
 @click.argument("a")
 @click.argument("b")
-@click.option("--format", "fmt", type=click.Choice(("text", "json")), default="text", show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(("text", "json")), default="text", show_default=True
+)
 @lang_option
 def compare(a: str, b: str, fmt: str, lang: str | None) -> None:
-    """Compare two codes side by side, e.g. 421 521 or 5.1.1 5.2.2."""
+    """Compare two codes side by side (421 521, or 5.1.1 5.2.2)."""
     from probe.catalog import locale
     from probe.render import compare as render
 
@@ -218,10 +236,17 @@ def compare(a: str, b: str, fmt: str, lang: str | None) -> None:
 
 
 @cli.command()
-@click.option("--kind", type=click.Choice(("basic", "enhanced", "rules", "all")), default="basic", show_default=True)
+@click.option(
+    "--kind",
+    type=click.Choice(("basic", "enhanced", "rules", "all")),
+    default="basic",
+    show_default=True,
+)
 @click.option("--class", "klass", type=click.IntRange(2, 5), help="Only codes of this class (2-5).")
 @click.option("--category", help="Only entries of this category (see README).")
-@click.option("--format", "fmt", type=click.Choice(("text", "json")), default="text", show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(("text", "json")), default="text", show_default=True
+)
 @lang_option
 def codes(kind: str, klass: int | None, category: str | None, fmt: str, lang: str | None) -> None:
     """List the catalog: basic codes, enhanced codes or provider rules."""
@@ -261,36 +286,87 @@ def _nameserver(value: str) -> tuple[str, int]:
 
 @cli.command()
 @click.argument("target")
-@click.option("--host", "host_mode", is_flag=True, help="TARGET is a host to connect to: no MX lookup.")
-@click.option("--port", type=click.IntRange(1, 65535), help="SMTP port (default 25; 465 with --tls).")
+@click.option(
+    "--host", "host_mode", is_flag=True, help="TARGET is a host to connect to: no MX lookup."
+)
+@click.option(
+    "--port", type=click.IntRange(1, 65535), help="SMTP port (default 25; 465 with --tls)."
+)
 @click.option("--tls", "implicit_tls", is_flag=True, help="Implicit TLS (SMTPS, port 465).")
-@click.option("--starttls", type=click.Choice(("auto", "require", "never")), default="auto", show_default=True)
-@click.option("--cafile", type=click.Path(exists=True, dir_okay=False), help="Trust this CA bundle.")
-@click.option("--helo", help="Name sent in EHLO/HELO (default: this host's FQDN or an address literal).")
-@click.option("--from", "mail_from", default="", help="MAIL FROM address (default: the null sender <>).")
+@click.option(
+    "--starttls", type=click.Choice(("auto", "require", "never")), default="auto", show_default=True
+)
+@click.option(
+    "--cafile", type=click.Path(exists=True, dir_okay=False), help="Trust this CA bundle."
+)
+@click.option(
+    "--helo", help="Name sent in EHLO/HELO (default: this host's FQDN or an address literal)."
+)
+@click.option(
+    "--from", "mail_from", default="", help="MAIL FROM address (default: the null sender <>)."
+)
 @click.option("--rcpt", multiple=True, help="RCPT TO address (repeatable).")
 @click.option("--quit-after", type=click.Choice(("connect", "ehlo", "tls", "mail", "rcpt")))
-@click.option("--timeout", type=click.FloatRange(0.1, 3600), help="Set every timeout at once (seconds).")
-@click.option("--connect-timeout", type=click.FloatRange(0.1, 3600), default=10.0, show_default=True)
-@click.option("--greeting-timeout", type=click.FloatRange(0.1, 3600), default=30.0, show_default=True)
-@click.option("--command-timeout", type=click.FloatRange(0.1, 3600), default=30.0, show_default=True)
-@click.option("--budget", type=click.FloatRange(0.1, 36000), default=120.0, show_default=True,
-              help="Total seconds allowed per address.")
-@click.option("--all", "all_hosts", is_flag=True, help="Probe every MX address, not just the first that works.")
+@click.option(
+    "--timeout", type=click.FloatRange(0.1, 3600), help="Set every timeout at once (seconds)."
+)
+@click.option(
+    "--connect-timeout", type=click.FloatRange(0.1, 3600), default=10.0, show_default=True
+)
+@click.option(
+    "--greeting-timeout", type=click.FloatRange(0.1, 3600), default=30.0, show_default=True
+)
+@click.option(
+    "--command-timeout", type=click.FloatRange(0.1, 3600), default=30.0, show_default=True
+)
+@click.option(
+    "--budget",
+    type=click.FloatRange(0.1, 36000),
+    default=120.0,
+    show_default=True,
+    help="Total seconds allowed per address.",
+)
+@click.option(
+    "--all",
+    "all_hosts",
+    is_flag=True,
+    help="Probe every MX address, not just the first that works.",
+)
 @click.option("-4", "ipv4", is_flag=True, help="IPv4 only.")
 @click.option("-6", "ipv6", is_flag=True, help="IPv6 only.")
 @click.option("--seed", type=int, help="Seed for shuffling MX hosts of equal preference.")
 @click.option("--nameserver", multiple=True, help="Ask this DNS server (HOST[:PORT]; repeatable).")
-@click.option("--expect", multiple=True, help="Expectation for CI, e.g. starttls, tls-trusted, rcpt=2xx.")
-@click.option("--format", "fmt", type=click.Choice(("text", "json")), default="text", show_default=True)
+@click.option(
+    "--expect", multiple=True, help="Expectation for CI, e.g. starttls, tls-trusted, rcpt=2xx."
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(("text", "json")), default="text", show_default=True
+)
 @lang_option
 def probe(
-    target: str, host_mode: bool, port: int | None, implicit_tls: bool, starttls: str,
-    cafile: str | None, helo: str | None, mail_from: str, rcpt: tuple[str, ...],
-    quit_after: str | None, timeout: float | None, connect_timeout: float,
-    greeting_timeout: float, command_timeout: float, budget: float, all_hosts: bool,
-    ipv4: bool, ipv6: bool, seed: int | None, nameserver: tuple[str, ...],
-    expect: tuple[str, ...], fmt: str, lang: str | None,
+    target: str,
+    host_mode: bool,
+    port: int | None,
+    implicit_tls: bool,
+    starttls: str,
+    cafile: str | None,
+    helo: str | None,
+    mail_from: str,
+    rcpt: tuple[str, ...],
+    quit_after: str | None,
+    timeout: float | None,
+    connect_timeout: float,
+    greeting_timeout: float,
+    command_timeout: float,
+    budget: float,
+    all_hosts: bool,
+    ipv4: bool,
+    ipv6: bool,
+    seed: int | None,
+    nameserver: tuple[str, ...],
+    expect: tuple[str, ...],
+    fmt: str,
+    lang: str | None,
 ) -> None:
     """Probe TARGET live: a domain, user@domain, a host (--host), [IP] or host:port."""
     from probe.target import TargetError, check_address, check_helo, parse_target
@@ -322,13 +398,26 @@ def probe(
     from probe.verdict import exit_status
 
     opts = SessionOptions(
-        helo=helo_v, mail_from=from_v, rcpts=rcpts, starttls=starttls, implicit_tls=implicit_tls,
-        cafile=cafile, quit_after=quit_after, connect_timeout=connect_timeout,
-        greeting_timeout=greeting_timeout, command_timeout=command_timeout, budget=budget,
+        helo=helo_v,
+        mail_from=from_v,
+        rcpts=rcpts,
+        starttls=starttls,
+        implicit_tls=implicit_tls,
+        cafile=cafile,
+        quit_after=quit_after,
+        connect_timeout=connect_timeout,
+        greeting_timeout=greeting_timeout,
+        command_timeout=command_timeout,
+        budget=budget,
     )
     req = ProbeRequest(
-        target=t, session=opts, port=port, all_hosts=all_hosts,
-        family=4 if ipv4 else 6 if ipv6 else None, seed=seed, nameservers=servers,
+        target=t,
+        session=opts,
+        port=port,
+        all_hosts=all_hosts,
+        family=4 if ipv4 else 6 if ipv6 else None,
+        seed=seed,
+        nameservers=servers,
         expectations=expectations,
     )
     result = asyncio.run(run_probe(req))
@@ -338,6 +427,36 @@ def probe(
     else:
         _echo(render.to_text(result, loc, _styler(_colour_enabled(sys.stdout))))
     raise SystemExit(exit_status(result.verdict))
+
+
+@cli.command()
+@lang_option
+def demo(lang: str | None) -> None:
+    """Probe mail servers started on 127.0.0.1 just for this: no network needed."""
+    import asyncio
+
+    from probe.catalog import locale
+    from probe.demo import run_demo
+    from probe.render import probe as render
+    from probe.verdict import exit_status
+
+    loc = locale(_lang(lang))
+    style = _styler(_colour_enabled(sys.stdout))
+    results = asyncio.run(run_demo())
+    ok = True
+    for n, (sc, cmd, result) in enumerate(results, 1):
+        _echo(style(f"## {n}. {sc.title}", None, True))
+        _echo(f"$ {cmd}")
+        _echo(render.to_text(result, loc, style))
+        _echo("")
+        ok = ok and result.verdict is sc.expected
+    _echo(style("## Summary", None, True))
+    for n, (sc, _cmd, result) in enumerate(results, 1):
+        status = exit_status(result.verdict)
+        _echo(
+            f"  {n}. {sc.target:<24} {loc.ui(f'verdict.{result.verdict.value}'):<28} exit {status}"
+        )
+    raise SystemExit(exitcodes.OK if ok else exitcodes.UNAVAILABLE)
 
 
 def main() -> None:

@@ -91,7 +91,11 @@ def _strip_lead_enhanced(text: str) -> tuple[EnhancedCode | None, str]:
 def _unfold(code: int, text: str, enh: EnhancedCode | None) -> tuple[str, bool]:
     """Remove repeated "550-5.1.1 " continuation prefixes that bounces fold into one line."""
     enh_pat = rf"(?:{re.escape(str(enh))}\s+)?" if enh else ""
-    pat = re.compile(rf"(?:^|\s)(?:{code}-{enh_pat}|{code} {re.escape(str(enh))}\s+)" if enh else rf"(?:^|\s){code}-")
+    pat = re.compile(
+        rf"(?:^|\s)(?:{code}-{enh_pat}|{code} {re.escape(str(enh))}\s+)"
+        if enh
+        else rf"(?:^|\s){code}-"
+    )
     out, n = pat.subn(" ", text)
     return " ".join(out.split()), n > 0
 

@@ -110,8 +110,13 @@ async def resolve_domain(
         # No MX at all: the domain itself is the implicit MX.
         status, addrs, cname, err = await addresses(res, domain, family)
         if status is DnsStatus.NODATA or (status is DnsStatus.OK and not addrs):
-            return DnsResult(domain, DnsStatus.OK, (), implicit=True,
-                             error="no MX records and no A/AAAA records: no mail host")
+            return DnsResult(
+                domain,
+                DnsStatus.OK,
+                (),
+                implicit=True,
+                error="no MX records and no A/AAAA records: no mail host",
+            )
         host = MxHost(domain, None, addrs, status, True, cname, err)
         return DnsResult(domain, DnsStatus.OK, (host,), implicit=True)
     if mx.status is not DnsStatus.OK:
@@ -126,8 +131,13 @@ async def resolve_domain(
 
     async def one(pref: int, host: str) -> MxHost:
         if _is_ip_name(host):
-            return MxHost(host, pref, (), DnsStatus.ERROR,
-                          error="the MX target is an IP address, but an MX must name a host (RFC 5321 §5.1)")
+            return MxHost(
+                host,
+                pref,
+                (),
+                DnsStatus.ERROR,
+                error="the MX target is an IP address, but an MX must name a host (RFC 5321 §5.1)",
+            )
         status, addrs, cname, err = await addresses(res, host, family)
         return MxHost(host, pref, addrs, status, False, cname, err)
 

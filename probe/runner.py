@@ -55,9 +55,12 @@ async def probe(
     elif t.kind == "host" and t.host:
         res = resolver or make_resolver(req.nameservers or None)
         status, addrs, cname, err = await addresses(res, t.host, req.family)
-        dns_result = DnsResult(t.host, status if status is not DnsStatus.NODATA else DnsStatus.OK,
-                               (MxHost(t.host, None, addrs, status, False, cname, err),),
-                               error=err)
+        dns_result = DnsResult(
+            t.host,
+            status if status is not DnsStatus.NODATA else DnsStatus.OK,
+            (MxHost(t.host, None, addrs, status, False, cname, err),),
+            error=err,
+        )
         candidates = [(t.host, a) for a in addrs]
     elif t.host:
         candidates = [(t.host, t.host)]
@@ -70,7 +73,9 @@ async def probe(
         if s.completed and not req.all_hosts:
             break
     verdict, reason = decide(dns_result, sessions)
-    results = tuple(evaluate(req.expectations, deciding_session(sessions))) if req.expectations else ()
+    results = (
+        tuple(evaluate(req.expectations, deciding_session(sessions))) if req.expectations else ()
+    )
     if any(not r.met for r in results) and verdict not in (
         Verdict.NO_DOMAIN,
         Verdict.NULL_MX,

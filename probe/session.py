@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from aiosmtplib.errors import (
     SMTPException,
@@ -168,9 +169,8 @@ def name_matches(host: str, cert: Certificate) -> bool:
     for name in names:
         if name == host:
             return True
-        if name.startswith("*.") and "." in host:
-            if host.split(".", 1)[1] == name[2:] and not host.startswith("."):
-                return True
+        if name.startswith("*.") and "." in host and host.split(".", 1)[1] == name[2:]:
+            return True
     return False
 
 
@@ -184,8 +184,12 @@ class _Conversation:
         self.tls_active = False
         self.sockname: Sequence[object] | None = None
 
-    def _err(self, command: str, sent: str | None, start: float, kind: ErrorKind, detail: str) -> None:
-        self.steps.append(Step(command, sent, None, _ms(start), StepError(kind, detail), self.tls_active))
+    def _err(
+        self, command: str, sent: str | None, start: float, kind: ErrorKind, detail: str
+    ) -> None:
+        self.steps.append(
+            Step(command, sent, None, _ms(start), StepError(kind, detail), self.tls_active)
+        )
 
     async def connect(self, tls_ctx: ssl.SSLContext | None) -> WireReply | None:
         loop = asyncio.get_running_loop()
@@ -205,8 +209,13 @@ class _Conversation:
                 timeout=self.opts.connect_timeout,
             )
         except TimeoutError:
-            self._err("CONNECT", None, start, ErrorKind.TIMEOUT,
-                      f"no TCP connection within {self.opts.connect_timeout:g} s")
+            self._err(
+                "CONNECT",
+                None,
+                start,
+                ErrorKind.TIMEOUT,
+                f"no TCP connection within {self.opts.connect_timeout:g} s",
+            )
             return None
         except ConnectionRefusedError:
             self._err("CONNECT", None, start, ErrorKind.REFUSED, "connection refused")
@@ -223,8 +232,13 @@ class _Conversation:
         try:
             resp = await proto.read_response(timeout=self.opts.greeting_timeout)
         except SMTPTimeoutError:
-            self._err("CONNECT", None, start, ErrorKind.NO_GREETING,
-                      f"connected, but no greeting within {self.opts.greeting_timeout:g} s")
+            self._err(
+                "CONNECT",
+                None,
+                start,
+                ErrorKind.NO_GREETING,
+                f"connected, but no greeting within {self.opts.greeting_timeout:g} s",
+            )
             await self.close()
             return None
         except (SMTPException, OSError) as e:
@@ -235,15 +249,28 @@ class _Conversation:
         self.steps.append(Step("CONNECT", None, reply, _ms(start), None, self.tls_active))
         return reply
 
-    def _record_failure(self, command: str, sent: str | None, start: float, e: BaseException) -> None:
+    def _record_failure(
+        self, command: str, sent: str | None, start: float, e: BaseException
+    ) -> None:
         if isinstance(e, SMTPTimeoutError):
-            self._err(command, sent, start, ErrorKind.TIMEOUT,
-                      f"no reply within {self.opts.command_timeout:g} s")
+            self._err(
+                command,
+                sent,
+                start,
+                ErrorKind.TIMEOUT,
+                f"no reply within {self.opts.command_timeout:g} s",
+            )
         elif isinstance(e, SMTPServerDisconnected):
-            self._err(command, sent, start, ErrorKind.DISCONNECTED, "the server closed the connection")
+            self._err(
+                command, sent, start, ErrorKind.DISCONNECTED, "the server closed the connection"
+            )
         elif isinstance(e, SMTPResponseException) and e.code == -1:
             kind = ErrorKind.TOO_LONG if "too long" in e.message.lower() else ErrorKind.PROTOCOL
-            detail = "reply too long" if kind is ErrorKind.TOO_LONG else "the server sent something that is not an SMTP reply"
+            detail = (
+                "reply too long"
+                if kind is ErrorKind.TOO_LONG
+                else "the server sent something that is not an SMTP reply"
+            )
             self._err(command, sent, start, kind, detail)
         elif isinstance(e, ssl.SSLError):
             self._err(command, sent, start, ErrorKind.TLS_FAILED, _ssl_detail(e))
@@ -275,13 +302,16 @@ class _Conversation:
         """STARTTLS and the handshake; returns the 220 reply and any handshake error."""
         start = time.perf_counter()
         if self.proto is None or not self.proto.is_connected:
-            self._err("STARTTLS", "STARTTLS", start, ErrorKind.DISCONNECTED, "the connection is closed")
+            self._err(
+                "STARTTLS", "STARTTLS", start, ErrorKind.DISCONNECTED, "the connection is closed"
+            )
             return None, None
         proto = self.proto
         server_hostname = None if _is_ip(self.host) else self.host
         try:
-            resp = await proto.start_tls(ctx, server_hostname=server_hostname,
-                                         timeout=self.opts.command_timeout)
+            resp = await proto.start_tls(
+                ctx, server_hostname=server_hostname, timeout=self.opts.command_timeout
+            )
         except SMTPResponseException as e:
             if e.code > 0:
                 reply = _wire_reply(proto.last_raw, SMTPResponse(e.code, e.message), "STARTTLS")
@@ -295,9 +325,19 @@ class _Conversation:
             if proto.last_raw.startswith(b"220"):
                 reply = _wire_reply(proto.last_raw, SMTPResponse(220, ""), "STARTTLS")
                 self.steps.append(
-                    Step("STARTTLS", "STARTTLS", reply, _ms(start), StepError(
-                        ErrorKind.TLS_FAILED, _ssl_detail(e) if isinstance(e, ssl.SSLError)
-                        else f"TLS handshake failed: {e}")))
+                    Step(
+                        "STARTTLS",
+                        "STARTTLS",
+                        reply,
+                        _ms(start),
+                        StepError(
+                            ErrorKind.TLS_FAILED,
+                            _ssl_detail(e)
+                            if isinstance(e, ssl.SSLError)
+                            else f"TLS handshake failed: {e}",
+                        ),
+                    )
+                )
             else:
                 self._record_failure("STARTTLS", "STARTTLS", start, e)
             await self.close()
@@ -323,7 +363,8 @@ class _Conversation:
         try:
             await asyncio.wait_for(proto.lost.wait(), 1.0)
         except TimeoutError:
-            transport.abort()
+            if isinstance(transport, asyncio.Transport):
+                transport.abort()
 
 
 def _is_ip(host: str) -> bool:
@@ -342,9 +383,13 @@ def _ssl_detail(e: BaseException) -> str:
     return f"TLS handshake failed: {e}"
 
 
-def _contexts(opts: SessionOptions) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    """A verifying context (chain only; the name is checked separately) and a permissive one."""
-    verify = ssl.create_default_context(cafile=opts.cafile)
+@lru_cache(maxsize=8)
+def _contexts(cafile: str | None) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A verifying context (chain only; the name is checked separately) and a permissive one.
+
+    Cached: loading the system's CA store costs more than a whole loopback session.
+    """
+    verify = ssl.create_default_context(cafile=cafile)
     verify.check_hostname = False
     verify.verify_mode = ssl.CERT_REQUIRED
     loose = ssl.create_default_context()
@@ -353,12 +398,24 @@ def _contexts(opts: SessionOptions) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     return verify, loose
 
 
-def _tls_facts(conv: _Conversation, offered: bool, implicit: bool, trusted: bool,
-               verify_error: str | None, injected: int) -> TlsInfo:
+def _tls_facts(
+    conv: _Conversation,
+    offered: bool,
+    implicit: bool,
+    trusted: bool,
+    verify_error: str | None,
+    injected: int,
+) -> TlsInfo:
     obj = conv.ssl_object()
     if obj is None:
-        return TlsInfo(offered=offered, attempted=True, implicit=implicit, ok=False,
-                       error="no TLS session", injected_plaintext=injected)
+        return TlsInfo(
+            offered=offered,
+            attempted=True,
+            implicit=implicit,
+            ok=False,
+            error="no TLS session",
+            injected_plaintext=injected,
+        )
     der = obj.getpeercert(binary_form=True)
     cert = certificate_facts(der) if der else None
     cipher = obj.cipher()
@@ -385,17 +442,36 @@ async def run_session(host: str, address: str, port: int, opts: SessionOptions) 
         async with asyncio.timeout(opts.budget):
             return await _session(host, address, port, opts, steps, state)
     except TimeoutError:
-        steps.append(Step("BUDGET", None, None, opts.budget * 1000,
-                          StepError(ErrorKind.BUDGET, f"session took longer than {opts.budget:g} s")))
+        steps.append(
+            Step(
+                "BUDGET",
+                None,
+                None,
+                opts.budget * 1000,
+                StepError(ErrorKind.BUDGET, f"session took longer than {opts.budget:g} s"),
+            )
+        )
         tls = state.get("tls")
-        return Session(host, address, port, tuple(steps),
-                       tls if isinstance(tls, TlsInfo) else TlsInfo(False, False),
-                       completed=False, outcome="budget")
+        return Session(
+            host,
+            address,
+            port,
+            tuple(steps),
+            tls if isinstance(tls, TlsInfo) else TlsInfo(False, False),
+            completed=False,
+            outcome="budget",
+        )
 
 
-async def _session(host: str, address: str, port: int, opts: SessionOptions, steps: list[Step],
-                   state: dict[str, object]) -> Session:
-    verify_ctx, loose_ctx = _contexts(opts)
+async def _session(
+    host: str,
+    address: str,
+    port: int,
+    opts: SessionOptions,
+    steps: list[Step],
+    state: dict[str, object],
+) -> Session:
+    verify_ctx, loose_ctx = _contexts(opts.cafile)
     trusted = True
     verify_error: str | None = None
     tls = TlsInfo(offered=False, attempted=False)
@@ -405,7 +481,8 @@ async def _session(host: str, address: str, port: int, opts: SessionOptions, ste
     def done(completed: bool, outcome: str) -> Session:
         return Session(host, address, port, tuple(steps), tls, extensions, completed, outcome, helo)
 
-    for attempt in range(2):
+    plain_fallback = False
+    for attempt in range(3):
         conv = _Conversation(host, address, port, opts)
         conv.steps = steps
         ctx = verify_ctx if trusted else loose_ctx
@@ -421,7 +498,9 @@ async def _session(host: str, address: str, port: int, opts: SessionOptions, ste
             tls = _tls_facts(conv, False, True, trusted, verify_error, 0)
             state["tls"] = tls
         if greeting.code // 100 != 2:
-            await conv.command("QUIT")
+            # RFC 5321 §3.1: after a 554 greeting the server waits for QUIT; 421 closes at once.
+            if greeting.code != 421 and conv.proto is not None and conv.proto.is_connected:
+                await conv.command("QUIT")
             await conv.close()
             return done(False, f"greeting_{greeting.code // 100}xx")
         if opts.quit_after == "connect":
@@ -430,19 +509,29 @@ async def _session(host: str, address: str, port: int, opts: SessionOptions, ste
         ehlo = await _ehlo(conv, helo)
         if ehlo is None or ehlo.code // 100 != 2:
             await conv.close()
-            return done(ehlo is not None, "ehlo_failed")
+            return done(False, "ehlo_failed")
         extensions = parse_extensions(ehlo.lines)
         offered = any(k == "STARTTLS" for k, _ in extensions)
-        if not opts.implicit_tls:
+        if not opts.implicit_tls and not plain_fallback:
             tls = TlsInfo(offered=offered, attempted=False)
         state["tls"] = tls
         if opts.quit_after == "ehlo":
             await _finish(conv, rset=False)
             return done(True, "quit_after_ehlo")
-        if not opts.implicit_tls and opts.starttls != "never" and (offered or opts.starttls == "require"):
+        want_tls = opts.starttls == "require" or (
+            opts.starttls == "auto" and offered and not plain_fallback
+        )
+        if not opts.implicit_tls and want_tls:
             if not offered:
-                steps.append(Step("STARTTLS", None, None, 0.0,
-                                  StepError(ErrorKind.NOT_OFFERED, "the server does not offer STARTTLS")))
+                steps.append(
+                    Step(
+                        "STARTTLS",
+                        None,
+                        None,
+                        0.0,
+                        StepError(ErrorKind.NOT_OFFERED, "the server does not offer STARTTLS"),
+                    )
+                )
                 await _finish(conv, rset=False)
                 return done(False, "starttls_not_offered")
             reply, err = await conv.starttls(verify_ctx if trusted else loose_ctx)
@@ -451,26 +540,46 @@ async def _session(host: str, address: str, port: int, opts: SessionOptions, ste
             if proto is not None:
                 injected = proto.leftover
             if err is not None and attempt == 0 and isinstance(err, ssl.SSLCertVerificationError):
-                trusted, verify_error = False, _ssl_detail(err).removeprefix("certificate not trusted: ")
+                trusted, verify_error = (
+                    False,
+                    _ssl_detail(err).removeprefix("certificate not trusted: "),
+                )
                 steps[-1] = replace(steps[-1], note="retrying without certificate verification")
                 continue
-            if reply is None or reply.code != 220 or err is not None:
-                tls = TlsInfo(offered=offered, attempted=True, ok=False,
-                              error=(steps[-1].error.detail if steps[-1].error else
-                                     f"STARTTLS refused with {reply.code if reply else 'no reply'}"))
+            failed = reply is None or reply.code != 220 or err is not None
+            if failed:
+                tls = TlsInfo(
+                    offered=offered,
+                    attempted=True,
+                    ok=False,
+                    error=(
+                        steps[-1].error.detail
+                        if steps[-1].error
+                        else f"STARTTLS refused with {reply.code if reply else 'no reply'}"
+                    ),
+                )
                 state["tls"] = tls
-                await _finish(conv, rset=False)
-                return done(False, "tls_failed")
-            tls = _tls_facts(conv, offered, False, trusted, verify_error, injected)
-            state["tls"] = tls
+                if opts.starttls == "require":
+                    await _finish(conv, rset=False)
+                    return done(False, "tls_failed")
+                # Opportunistic TLS, as MTAs do it: go on in plaintext, on a new connection
+                # when the failed handshake took this one down.
+                if conv.proto is None or not conv.proto.is_connected:
+                    plain_fallback = True
+                    steps[-1] = replace(steps[-1], note="retrying without STARTTLS")
+                    continue
+            else:
+                tls = _tls_facts(conv, offered, False, trusted, verify_error, injected)
+                state["tls"] = tls
             if opts.quit_after == "tls":
                 await _finish(conv, rset=False)
                 return done(True, "quit_after_tls")
-            ehlo = await _ehlo(conv, helo)
-            if ehlo is None or ehlo.code // 100 != 2:
-                await conv.close()
-                return done(False, "ehlo_failed")
-            extensions = parse_extensions(ehlo.lines)
+            if not failed:
+                ehlo = await _ehlo(conv, helo)
+                if ehlo is None or ehlo.code // 100 != 2:
+                    await conv.close()
+                    return done(False, "ehlo_failed")
+                extensions = parse_extensions(ehlo.lines)
         elif opts.quit_after == "tls":
             await _finish(conv, rset=False)
             return done(True, "quit_after_tls")
@@ -492,7 +601,11 @@ async def _session(host: str, address: str, port: int, opts: SessionOptions, ste
 
 def _cert_untrusted(steps: list[Step]) -> bool:
     err = steps[-1].error if steps else None
-    return bool(err and err.kind is ErrorKind.TLS_FAILED and err.detail.startswith("certificate not trusted"))
+    return bool(
+        err
+        and err.kind is ErrorKind.TLS_FAILED
+        and err.detail.startswith("certificate not trusted")
+    )
 
 
 def _last_error(steps: list[Step]) -> str | None:
@@ -516,7 +629,11 @@ async def _mail(conv: _Conversation, sender: str, smtputf8: bool) -> WireReply |
     args = [f"FROM:<{sender}>"]
     if not sender.isascii():
         if not smtputf8:
-            _refuse_locally(conv, "MAIL", "not sent: the sender address is not ASCII and the server does not offer SMTPUTF8")
+            _refuse_locally(
+                conv,
+                "MAIL",
+                "not sent: the sender address is not ASCII and the server does not offer SMTPUTF8",
+            )
             await conv.command("QUIT")
             return None
         args.append("SMTPUTF8")
@@ -525,7 +642,9 @@ async def _mail(conv: _Conversation, sender: str, smtputf8: bool) -> WireReply |
 
 async def _rcpt(conv: _Conversation, rcpt: str, smtputf8: bool) -> WireReply | None:
     if not rcpt.isascii() and not smtputf8:
-        _refuse_locally(conv, "RCPT", f"not sent: {rcpt} is not ASCII and the server does not offer SMTPUTF8")
+        _refuse_locally(
+            conv, "RCPT", f"not sent: {rcpt} is not ASCII and the server does not offer SMTPUTF8"
+        )
         return None
     return await conv.command("RCPT", f"TO:<{rcpt}>")
 

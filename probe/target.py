@@ -25,7 +25,9 @@ def to_ascii_domain(name: str) -> str:
         try:
             name = idna.encode(name, uts46=True).decode("ascii")
         except idna.IDNAError as e:
-            raise TargetError(f"{name!r} is not a valid internationalized domain name: {e}") from None
+            raise TargetError(
+                f"{name!r} is not a valid internationalized domain name: {e}"
+            ) from None
     name = name.lower()
     if len(name) > 253:
         raise TargetError("domain name longer than 253 characters")
@@ -116,7 +118,7 @@ def parse_target(raw: str, *, host_mode: bool = False) -> Target:
     except ValueError:
         pass
     if "@" in text:
-        local, _, domain = text.rpartition("@")
+        local = text.rpartition("@")[0]
         if not local:
             raise TargetError(f"{raw!r} has an empty local part")
         address = check_address(text, "target address")

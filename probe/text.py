@@ -42,7 +42,7 @@ def lang_from_env(env: Mapping[str, str]) -> str:
 
 
 def normalize_lang(value: str) -> str | None:
-    """"zh_CN.UTF-8" -> "zh", "de-AT" -> "de"; None when not a catalog language."""
+    """ "zh_CN.UTF-8" -> "zh", "de-AT" -> "de"; None when not a catalog language."""
     head = re.split(r"[_.@-]", value.strip().lower(), maxsplit=1)[0]
     return head if head in LANGUAGES else None
 

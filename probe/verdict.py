@@ -17,8 +17,16 @@ from probe.result import (
     Verdict,
 )
 
-_STEP_NAMES = {"greeting": "CONNECT", "ehlo": "EHLO", "helo": "HELO", "mail": "MAIL",
-               "rcpt": "RCPT", "starttls": "STARTTLS", "quit": "QUIT", "rset": "RSET"}
+_STEP_NAMES = {
+    "greeting": "CONNECT",
+    "ehlo": "EHLO",
+    "helo": "HELO",
+    "mail": "MAIL",
+    "rcpt": "RCPT",
+    "starttls": "STARTTLS",
+    "quit": "QUIT",
+    "rset": "RSET",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +88,9 @@ def _show(step: Step | None) -> str:
     return "no reply"
 
 
-def evaluate(expectations: Sequence[Expectation], session: Session | None) -> list[ExpectationResult]:
+def evaluate(
+    expectations: Sequence[Expectation], session: Session | None
+) -> list[ExpectationResult]:
     """Check each expectation against the deciding session."""
     out: list[ExpectationResult] = []
     for e in expectations:
@@ -90,8 +100,13 @@ def evaluate(expectations: Sequence[Expectation], session: Session | None) -> li
         tls = session.tls
         if e.kind == "starttls":
             ok = tls.offered and tls.ok
-            detail = ("STARTTLS offered and negotiated" if ok else
-                      "STARTTLS not offered" if not tls.offered else tls.error or "TLS failed")
+            detail = (
+                "STARTTLS offered and negotiated"
+                if ok
+                else "STARTTLS not offered"
+                if not tls.offered
+                else tls.error or "TLS failed"
+            )
             out.append(ExpectationResult(e.text, ok, detail))
         elif e.kind == "tls-trusted":
             ok = bool(tls.ok and tls.trusted and tls.name_matches)
@@ -110,21 +125,29 @@ def evaluate(expectations: Sequence[Expectation], session: Session | None) -> li
                 out.append(ExpectationResult(e.text, False, f"no {e.step} was sent"))
                 continue
             bad = next(
-                (s for s in steps if s.reply is None or not _code_matches(s.reply.code, e.pattern or "")),
+                (
+                    s
+                    for s in steps
+                    if s.reply is None or not _code_matches(s.reply.code, e.pattern or "")
+                ),
                 None,
             )
             out.append(ExpectationResult(e.text, bad is None, _show(bad if bad else steps[-1])))
         elif e.kind == "ext":
             names = {k for k, _ in session.extensions}
             ok = (e.pattern or "") in names
-            out.append(ExpectationResult(
-                e.text, ok, f"offered: {', '.join(sorted(names)) or 'none'}"))
+            out.append(
+                ExpectationResult(e.text, ok, f"offered: {', '.join(sorted(names)) or 'none'}")
+            )
         elif e.kind == "within":
             step = next((s for s in session.steps if s.command == e.step and s.reply), None)
             limit = e.number or 0.0
             ok = step is not None and step.elapsed_ms <= limit * 1000
-            detail = (f"{step.elapsed_ms:.0f} ms (limit {limit * 1000:.0f} ms)" if step
-                      else f"no {e.step} reply")
+            detail = (
+                f"{step.elapsed_ms:.0f} ms (limit {limit * 1000:.0f} ms)"
+                if step
+                else f"no {e.step} reply"
+            )
             out.append(ExpectationResult(e.text, ok, detail))
         elif e.kind == "cert-days":
             cert = tls.certificate
@@ -145,7 +168,11 @@ def _session_outcome(s: Session) -> Verdict:
         return Verdict.PERMANENT
     if any(st.reply.code >= 400 for st in rcpts if st.reply):
         return Verdict.TRANSIENT
-    errors = [st for st in s.steps if st.error is not None and st.error.kind is not ErrorKind.REFUSED_LOCALLY]
+    errors = [
+        st
+        for st in s.steps
+        if st.error is not None and st.error.kind is not ErrorKind.REFUSED_LOCALLY
+    ]
     if not s.completed and errors:
         return Verdict.TRANSIENT
     return Verdict.ACCEPTED
@@ -166,7 +193,10 @@ def decide(dns: DnsResult | None, sessions: Sequence[Session]) -> tuple[Verdict,
         if dns.status in (DnsStatus.SERVFAIL, DnsStatus.TIMEOUT, DnsStatus.ERROR):
             return Verdict.DNS_FAILURE, f"the MX lookup failed: {dns.error}"
         if dns.null_mx:
-            return Verdict.NULL_MX, f"{dns.domain} publishes a null MX: it does not accept mail (RFC 7505)"
+            return (
+                Verdict.NULL_MX,
+                f"{dns.domain} publishes a null MX: it does not accept mail (RFC 7505)",
+            )
         if not any(h.addresses for h in dns.mx):
             if any(h.status in (DnsStatus.SERVFAIL, DnsStatus.TIMEOUT) for h in dns.mx):
                 return Verdict.DNS_FAILURE, "the mail hosts' addresses could not be looked up"
@@ -179,10 +209,17 @@ def decide(dns: DnsResult | None, sessions: Sequence[Session]) -> tuple[Verdict,
         for v in (Verdict.PERMANENT, Verdict.TRANSIENT):
             if v in outcomes:
                 s = done[outcomes.index(v)]
-                return v, f"{s.host} [{s.address}] answered with a {'5xx' if v is Verdict.PERMANENT else '4xx'} reply"
+                return (
+                    v,
+                    f"{s.host} [{s.address}] answered with a {'5xx' if v is Verdict.PERMANENT else '4xx'} reply",
+                )
         return Verdict.ACCEPTED, f"{done[-1].host} [{done[-1].address}] accepted the session"
-    greetings = [st.reply.code for s in sessions for st in s.steps
-                 if st.command == "CONNECT" and st.reply is not None]
+    greetings = [
+        st.reply.code
+        for s in sessions
+        for st in s.steps
+        if st.command == "CONNECT" and st.reply is not None
+    ]
     if greetings and all(c >= 500 for c in greetings):
         return Verdict.PERMANENT, "every server refused the session at the greeting"
     if greetings:
@@ -195,8 +232,10 @@ def decide(dns: DnsResult | None, sessions: Sequence[Session]) -> tuple[Verdict,
 
 
 def _connect_timed_out(s: Session) -> bool:
-    return any(st.command == "CONNECT" and st.error and st.error.kind is ErrorKind.TIMEOUT
-               for st in s.steps)
+    return any(
+        st.command == "CONNECT" and st.error and st.error.kind is ErrorKind.TIMEOUT
+        for st in s.steps
+    )
 
 
 EXIT = {

@@ -43,7 +43,9 @@ def _measure(rows: list[dict[str, str]], text_col: str, name: str) -> tuple[floa
             )
     n = len(rows)
     cat_acc, retry_acc = cat_ok / n, retry_ok / n
-    print(f"\n{name}: {n} lines, category accuracy {cat_acc:.1%}, retryable accuracy {retry_acc:.1%}")
+    print(
+        f"\n{name}: {n} lines, category accuracy {cat_acc:.1%}, retryable accuracy {retry_acc:.1%}"
+    )
     print("\n".join(misses))
     return cat_acc, retry_acc
 

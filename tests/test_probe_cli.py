@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import ssl
 import subprocess
 import sys
@@ -16,8 +18,8 @@ import trustme
 from click.testing import CliRunner
 
 from probe.cli import cli
-from tests.fakes.dnsfake import FakeDNS, LoopThread
-from tests.fakes.smtpd import Scripted, port_of, start_smtp
+from probe.lab.dns import LoopThread, ZoneDNS
+from probe.lab.smtp import Scripted, port_of, start_smtp
 
 ZONE = """
 ok.test. 60 IN MX 10 mx.ok.test.
@@ -30,6 +32,8 @@ busy.walk.test. 60 IN A 127.0.0.4
 null.test. 60 IN MX 0 .
 null.test. 60 IN A 127.0.0.2
 implicit.test. 60 IN A 127.0.0.2
+two.test. 60 IN MX 10 mx.ok.test.
+two.test. 60 IN MX 20 mx.grey.test.
 down.test. 60 IN MX 10 mx.down.test.
 mx.down.test. 60 IN A 127.0.0.5
 bücher.test. 60 IN MX 10 mx.ok.test.
@@ -66,13 +70,17 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     sctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("mx.ok.test").configure_cert(sctx)
     lt = LoopThread()
-    dns = FakeDNS(ZONE)
+    dns = ZoneDNS(ZONE)
     servers: list[Any] = []
     try:
         dns_port = lt.run(dns.start())
         ok = lt.run(
             start_smtp(
-                Scripted(rcpt={"nobody": "550 5.1.1 <nobody@ok.test>: Recipient address rejected: User unknown"}),
+                Scripted(
+                    rcpt={
+                        "nobody": "550 5.1.1 <nobody@ok.test>: Recipient address rejected: User unknown"
+                    }
+                ),
                 host="127.0.0.2",
                 tls_context=sctx,
                 hostname="mx.ok.test",
@@ -83,7 +91,11 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         servers.append(
             lt.run(
                 start_smtp(
-                    Scripted(rcpt={"": "450 4.2.0 Recipient address rejected: Greylisted, see http://postgrey.schweikert.ch/help/grey.test.html"}),
+                    Scripted(
+                        rcpt={
+                            "": "450 4.2.0 Recipient address rejected: Greylisted, see http://postgrey.schweikert.ch/help/grey.test.html"
+                        }
+                    ),
                     host="127.0.0.3",
                     port=port,
                     hostname="mx.grey.test",
@@ -91,9 +103,30 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             )
         )
         servers.append(
-            lt.run(start_smtp(Scripted(), host="127.0.0.4", port=port, greeting="421 4.3.2 Service busy, try later"))
+            lt.run(
+                start_smtp(
+                    Scripted(),
+                    host="127.0.0.4",
+                    port=port,
+                    greeting="421 4.3.2 Service busy, try later",
+                )
+            )
         )
+        # A listener that never accepts, its queue already full: connects time out (loopback only).
+        blackhole = socket.socket()
+        blackhole.bind(("127.0.0.5", port))
+        blackhole.listen(0)
+        fillers = []
+        for _ in range(4):
+            c = socket.socket()
+            c.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                c.connect(("127.0.0.5", port))
+            fillers.append(c)
         yield Lab(dns_port, port, str(cafile))
+        for c in fillers:
+            c.close()
+        blackhole.close()
     finally:
         for s in servers:
             lt.loop.call_soon_threadsafe(s.close)
@@ -106,9 +139,23 @@ def invoke(*args: str, env: dict[str, str] | None = None) -> Any:
 
 
 def test_accepted_with_trusted_starttls(lab: Lab) -> None:
-    r = invoke(*lab.args("alice@ok.test", "--cafile", lab.cafile, "--expect", "starttls",
-                         "--expect", "tls-trusted", "--expect", "rcpt=2xx", "--expect", "greeting=220",
-                         "--expect", "greeting-within=5s"))
+    r = invoke(
+        *lab.args(
+            "alice@ok.test",
+            "--cafile",
+            lab.cafile,
+            "--expect",
+            "starttls",
+            "--expect",
+            "tls-trusted",
+            "--expect",
+            "rcpt=2xx",
+            "--expect",
+            "greeting=220",
+            "--expect",
+            "greeting-within=5s",
+        )
+    )
     assert r.exit_code == 0, r.output
     out = r.stdout
     assert "mx.ok.test" in out and "<-  220 mx.ok.test" in out
@@ -145,8 +192,15 @@ def test_json_schema(lab: Lab) -> None:
     assert doc["schema"] == "smtp-probe/probe/1"
     assert doc["target"]["domain"] == "ok.test"
     assert doc["mx"] == [
-        {"host": "mx.ok.test", "preference": 10, "addresses": ["127.0.0.2"], "status": "ok",
-         "implicit": False, "cname": None, "error": None}
+        {
+            "host": "mx.ok.test",
+            "preference": 10,
+            "addresses": ["127.0.0.2"],
+            "status": "ok",
+            "implicit": False,
+            "cname": None,
+            "error": None,
+        }
     ]
     s = doc["sessions"][0]
     assert {"host", "address", "port", "steps", "tls"} <= set(s)
@@ -154,7 +208,9 @@ def test_json_schema(lab: Lab) -> None:
     rcpt = next(st for st in s["steps"] if st["command"] == "RCPT")
     assert rcpt["reply"]["code"] == 550 and rcpt["reply"]["enhanced"] == "5.1.1"
     assert rcpt["reply"]["category"] == "user_unknown" and rcpt["reply"]["retryable"] is False
-    assert rcpt["reply"]["lines"] == ["550 5.1.1 <nobody@ok.test>: Recipient address rejected: User unknown"]
+    assert rcpt["reply"]["lines"] == [
+        "550 5.1.1 <nobody@ok.test>: Recipient address rejected: User unknown"
+    ]
     assert isinstance(rcpt["elapsed_ms"], float)
     assert s["tls"]["trusted"] is True and s["tls"]["certificate"]["sans"] == ["mx.ok.test"]
     assert doc["verdict"] == "permanent" and doc["exit_status"] == 69
@@ -162,7 +218,11 @@ def test_json_schema(lab: Lab) -> None:
 
 @pytest.mark.parametrize(
     ("target", "status", "verdict"),
-    [("null.test", 68, "null_mx"), ("nowhere.test", 68, "no_domain"), ("implicit.test", 0, "accepted")],
+    [
+        ("null.test", 68, "null_mx"),
+        ("nowhere.test", 68, "no_domain"),
+        ("implicit.test", 0, "accepted"),
+    ],
 )
 def test_dns_outcomes(lab: Lab, target: str, status: int, verdict: str) -> None:
     r = invoke(*lab.args(target, "--format", "json"))
@@ -210,3 +270,23 @@ def test_shortcut_and_subprocess(lab: Lab) -> None:
     assert p.returncode == 0, p.stderr
     assert "Verdict: accepted" in p.stdout
     assert p.stderr == ""
+
+
+def test_all_connects_time_out(lab: Lab) -> None:
+    r = invoke(*lab.args("user@down.test", "--timeout", "0.5", "--format", "json"))
+    assert r.exit_code == 75, r.output
+    doc = json.loads(r.stdout)
+    assert doc["verdict"] == "unreachable"
+    assert "port 25 may be blocked" in doc["reason"]
+    assert doc["sessions"][0]["steps"][0]["error"]["kind"] == "timeout"
+
+
+def test_all_hosts_and_address_family(lab: Lab) -> None:
+    one = json.loads(invoke(*lab.args("alice@two.test", "--format", "json")).stdout)
+    assert [s["address"] for s in one["sessions"]] == ["127.0.0.2"]
+    r = invoke(*lab.args("alice@two.test", "--all", "--format", "json"))
+    doc = json.loads(r.stdout)
+    assert [s["address"] for s in doc["sessions"]] == ["127.0.0.2", "127.0.0.3"]
+    assert r.exit_code == 75 and doc["verdict"] == "transient"  # the second MX greylists
+    six = invoke(*lab.args("ok.test", "-6", "--format", "json"))
+    assert six.exit_code == 68 and json.loads(six.stdout)["verdict"] == "no_host"

@@ -141,7 +141,8 @@ def test_forms(
 
 
 @pytest.mark.parametrize(
-    "item", ["", "   ", "hello world", "0", "999", "99", "1000", "Nov 22 mx postfix: connect from x"]
+    "item",
+    ["", "   ", "hello world", "0", "999", "99", "1000", "Nov 22 mx postfix: connect from x"],
 )
 def test_not_a_reply(item: str) -> None:
     assert parse(item) is None
@@ -198,7 +199,9 @@ def test_parse_never_raises_on_bytes(b: bytes) -> None:
 @given(
     code=st.integers(200, 599),
     enh=st.one_of(st.none(), st.tuples(st.integers(0, 7), st.integers(0, 30))),
-    words=st.lists(st.from_regex(r"[A-Za-z][A-Za-z,.]{0,10}", fullmatch=True), min_size=1, max_size=8),
+    words=st.lists(
+        st.from_regex(r"[A-Za-z][A-Za-z,.]{0,10}", fullmatch=True), min_size=1, max_size=8
+    ),
     nlines=st.integers(1, 4),
 )
 def test_round_trip_well_formed(

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from probe.lab.dns import Behaviour, ZoneDNS
 from probe.mx import is_null_mx, order_mx
 from probe.resolve import make_resolver, resolve_domain
 from probe.result import DnsStatus
-from tests.fakes.dnsfake import Behaviour, FakeDNS
 
 ZONE = """
 good.test. 300 IN MX 10 mx1.good.test.
@@ -41,17 +41,20 @@ big.test. 300 IN MX 10 mx.big.test.
 mx.big.test. 300 IN A 127.0.0.11
 """
 
-BIG = "\n".join(f"many.test. 300 IN MX {i} mx{i:03d}.many.test.\nmx{i:03d}.many.test. 300 IN A 127.0.1.{i % 250 + 1}" for i in range(100))
+BIG = "\n".join(
+    f"many.test. 300 IN MX {i} mx{i:03d}.many.test.\nmx{i:03d}.many.test. 300 IN A 127.0.1.{i % 250 + 1}"
+    for i in range(100)
+)
 
 Resolve = Callable[..., Any]
 
 
 @pytest.fixture
 async def dns_server() -> AsyncIterator[Callable[..., Any]]:
-    started: list[FakeDNS] = []
+    started: list[ZoneDNS] = []
 
     async def start(zone: str = ZONE + BIG, behaviour: Behaviour | None = None) -> Any:
-        srv = FakeDNS(zone, behaviour)
+        srv = ZoneDNS(zone, behaviour)
         port = await srv.start()
         started.append(srv)
         return make_resolver([("127.0.0.1", port)], timeout=0.5, lifetime=1.5), srv

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import trustme
 
+from probe.lab.smtp import Scripted, port_of, start_raw, start_smtp
 from probe.result import ErrorKind, Session
 from probe.session import SessionOptions, run_session
-from tests.fakes.smtpd import Scripted, port_of, start_raw, start_smtp
 
 FAST = {"connect_timeout": 2.0, "greeting_timeout": 2.0, "command_timeout": 2.0, "budget": 10.0}
 
@@ -66,11 +66,27 @@ def codes(s: Session) -> list[int | None]:
     return [st.reply.code if st.reply else None for st in s.steps]
 
 
-async def test_full_session_with_starttls_trusted(smtp: Starter, ca: trustme.CA, cafile: str) -> None:
-    handler = Scripted(rcpt={"nobody": "550 5.1.1 <nobody@mx.test>: Recipient address rejected: User unknown"})
+async def test_full_session_with_starttls_trusted(
+    smtp: Starter, ca: trustme.CA, cafile: str
+) -> None:
+    handler = Scripted(
+        rcpt={"nobody": "550 5.1.1 <nobody@mx.test>: Recipient address rejected: User unknown"}
+    )
     port = await smtp(handler, tls_context=server_ctx(ca, "mx.test"))
-    s = await run(port, cafile=cafile, rcpts=("alice@mx.test", "nobody@mx.test"), helo="probe.example")
-    assert commands(s) == ["CONNECT", "EHLO", "STARTTLS", "EHLO", "MAIL", "RCPT", "RCPT", "RSET", "QUIT"]
+    s = await run(
+        port, cafile=cafile, rcpts=("alice@mx.test", "nobody@mx.test"), helo="probe.example"
+    )
+    assert commands(s) == [
+        "CONNECT",
+        "EHLO",
+        "STARTTLS",
+        "EHLO",
+        "MAIL",
+        "RCPT",
+        "RCPT",
+        "RSET",
+        "QUIT",
+    ]
     assert codes(s) == [220, 250, 220, 250, 250, 250, 550, 250, 221]
     assert s.completed
     assert s.steps[0].reply is not None and s.steps[0].reply.lines[0].startswith("220 mx.test")
@@ -158,8 +174,10 @@ async def test_ehlo_refused_falls_back_to_helo(smtp: Starter) -> None:
 
 async def test_greylisting_reply(smtp: Starter) -> None:
     handler = Scripted(
-        rcpt={"grey": "450 4.2.0 <grey@mx.test>: Recipient address rejected: Greylisted, see "
-              "http://postgrey.schweikert.ch/help/mx.test.html"}
+        rcpt={
+            "grey": "450 4.2.0 <grey@mx.test>: Recipient address rejected: Greylisted, see "
+            "http://postgrey.schweikert.ch/help/mx.test.html"
+        }
     )
     port = await smtp(handler)
     s = await run(port, rcpts=("grey@mx.test",), starttls="never")
@@ -219,3 +237,55 @@ async def test_implicit_tls(ca: trustme.CA, cafile: str, smtp: Starter) -> None:
     s = await run(port, implicit_tls=True, cafile=cafile, rcpts=("a@mx.test",))
     assert s.completed and s.tls.implicit and s.tls.ok and s.tls.trusted
     assert s.steps[0].tls
+
+
+async def test_starttls_refused_goes_on_in_plaintext(smtp: Starter) -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 raw.test ESMTP\r\n")
+        replies = {
+            b"EHLO": b"250-raw.test\r\n250 STARTTLS\r\n",
+            b"STARTTLS": b"454 4.7.0 TLS not available due to local problem\r\n",
+            b"QUIT": b"221 bye\r\n",
+        }
+        while line := await reader.readline():
+            verb = line.split()[0].upper() if line.split() else b""
+            writer.write(replies.get(verb, b"250 2.0.0 ok\r\n"))
+            await writer.drain()
+            if verb == b"QUIT":
+                break
+
+    srv = await start_raw(script)
+    s = await run(port_of(srv), rcpts=("a@raw.test",))
+    assert commands(s) == ["CONNECT", "EHLO", "STARTTLS", "MAIL", "RCPT", "RSET", "QUIT"]
+    assert s.completed and not s.tls.ok and "454" in (s.tls.error or "")
+    s2 = await run(port_of(srv), starttls="require")
+    assert not s2.completed and s2.outcome == "tls_failed"
+    srv.close()
+
+
+async def test_failed_handshake_reconnects_without_starttls() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 raw.test ESMTP\r\n")
+        while line := await reader.readline():
+            verb = line.split()[0].upper() if line.split() else b""
+            if verb == b"EHLO":
+                writer.write(b"250-raw.test\r\n250 STARTTLS\r\n")
+            elif verb == b"STARTTLS":
+                writer.write(b"220 go ahead\r\nthis is not TLS at all\r\n")
+                await writer.drain()
+                await asyncio.sleep(0.2)
+                return
+            elif verb == b"QUIT":
+                writer.write(b"221 bye\r\n")
+                break
+            else:
+                writer.write(b"250 ok\r\n")
+            await writer.drain()
+
+    srv = await start_raw(script)
+    s = await run(port_of(srv), rcpts=("a@raw.test",))
+    assert s.tls.attempted and not s.tls.ok
+    assert s.completed
+    assert commands(s).count("CONNECT") == 2
+    assert any(st.note == "retrying without STARTTLS" for st in s.steps)
+    srv.close()

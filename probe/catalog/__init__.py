@@ -69,8 +69,9 @@ class Rule:
     wait: int
     actor: str
 
-    def matches(self, code: int | None, klass: int, enhanced: str | None, command: str | None,
-                text: str) -> bool:
+    def matches(
+        self, code: int | None, klass: int, enhanced: str | None, command: str | None, text: str
+    ) -> bool:
         if self.codes and code not in self.codes:
             return False
         if self.classes and klass not in self.classes:

@@ -53,7 +53,11 @@ def retry_advice(i: Interpretation, loc: Locale) -> str:
     if i.reply_class in (2, 3):
         return loc.ui("retry.done")
     if i.retryable:
-        head = loc.ui("retry.yes_now") if i.wait <= 0 else loc.ui("retry.yes", wait=duration(loc, i.wait))
+        head = (
+            loc.ui("retry.yes_now")
+            if i.wait <= 0
+            else loc.ui("retry.yes", wait=duration(loc, i.wait))
+        )
     else:
         head = loc.ui("retry.no")
     return f"{head} {loc.ui('retry.who', actor=loc.ui(f'actor.{i.actor}'))}"

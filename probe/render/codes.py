@@ -15,7 +15,9 @@ def rows(
     out: list[dict[str, Any]] = []
     if kind in ("basic", "all"):
         for code, e in sorted(cat.basic.items()):
-            if (klass is None or code // 100 == klass) and (category is None or e.category == category):
+            if (klass is None or code // 100 == klass) and (
+                category is None or e.category == category
+            ):
                 out.append(
                     {
                         "kind": "basic",
@@ -33,8 +35,12 @@ def rows(
                     }
                 )
     if kind in ("enhanced", "all"):
-        for key, en in sorted(cat.enhanced.items(), key=lambda kv: tuple(map(int, kv[0].split(".")))):
-            if (klass is None or klass in en.classes) and (category is None or en.category == category):
+        for key, en in sorted(
+            cat.enhanced.items(), key=lambda kv: tuple(map(int, kv[0].split(".")))
+        ):
+            if (klass is None or klass in en.classes) and (
+                category is None or en.category == category
+            ):
                 out.append(
                     {
                         "kind": "enhanced",
@@ -51,7 +57,8 @@ def rows(
     if kind in ("rules", "all"):
         for r in cat.rules:
             if klass is not None and not (
-                (r.classes and klass in r.classes) or any(c // 100 == klass for c in r.codes)
+                (r.classes and klass in r.classes)
+                or any(c // 100 == klass for c in r.codes)
                 or any(e[0] in (str(klass), "X") for e in r.enhanced)
             ):
                 continue
@@ -85,5 +92,7 @@ def to_text(items: list[dict[str, Any]], style: Styler = plain) -> str:
         name = (i.get("name") or "").split(". ")[0] if i["kind"] == "rule" else i.get("name") or ""
         if i["kind"] == "rule":
             name = f"[{i['provider']}] {name}"
-        out.append(f"{style(pad(str(i['code']), code_w), colour, True)}{pad(i['category'], cat_w)}{name}")
+        out.append(
+            f"{style(pad(str(i['code']), code_w), colour, True)}{pad(i['category'], cat_w)}{name}"
+        )
     return "\n".join(out)

@@ -79,7 +79,11 @@ def _title(i: Interpretation, loc: Locale) -> str:
     if r.code is not None:
         name = loc.field("basic", str(r.code), "name") if i.basic_known else None
     else:
-        name = loc.field("enhanced", r.enhanced.key, "title") if r.enhanced and i.enhanced_known else None
+        name = (
+            loc.field("enhanced", r.enhanced.key, "title")
+            if r.enhanced and i.enhanced_known
+            else None
+        )
     return f"{_name(i)} {name or loc.ui('message.unknown_code')}"
 
 
@@ -91,8 +95,14 @@ def to_text(a: Interpretation, b: Interpretation, loc: Locale, style: Styler = p
         out.extend(
             fields(
                 [
-                    (loc.ui("heading.class"), f"{i.reply_class}xx {loc.ui(f'class.{i.reply_class}')}"),
-                    (loc.ui("heading.category"), f"{i.category} ({loc.ui(f'category.{i.category}.title')})"),
+                    (
+                        loc.ui("heading.class"),
+                        f"{i.reply_class}xx {loc.ui(f'class.{i.reply_class}')}",
+                    ),
+                    (
+                        loc.ui("heading.category"),
+                        f"{i.category} ({loc.ui(f'category.{i.category}.title')})",
+                    ),
                     (loc.ui("heading.description"), description),
                     (loc.ui("heading.when"), when),
                     (loc.ui("heading.fix"), fix),
@@ -120,4 +130,3 @@ def to_json(a: Interpretation, b: Interpretation, loc: Locale) -> dict[str, Any]
         "differences": differences(a, b, loc),
         "what_to_do": {_name(i): retry_advice(i, loc) for i in (a, b)},
     }
-

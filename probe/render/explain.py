@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from probe.catalog import Locale
-from probe.model import Explained, Interpretation, NotAReply
+from probe.model import Explained, NotAReply
 from probe.render import (
     CLASS_COLOURS,
     Styler,
@@ -128,7 +128,9 @@ def to_text(e: Explained, loc: Locale, style: Styler = plain) -> str:
         ]
         if i.enhanced_known:
             parts.append(loc.field("enhanced", r.enhanced.key, "title") or "")
-        rows.append((loc.ui("heading.enhanced"), f"{r.enhanced}  " + " / ".join(p for p in parts if p)))
+        rows.append(
+            (loc.ui("heading.enhanced"), f"{r.enhanced}  " + " / ".join(p for p in parts if p))
+        )
     rows += [
         (loc.ui("heading.description"), description),
         (loc.ui("heading.when"), when),
@@ -166,9 +168,7 @@ class Summary:
         if isinstance(e, NotAReply):
             return
         self.replies += 1
-        code = " ".join(
-            str(x) for x in (e.reply.code, e.reply.enhanced) if x is not None
-        )
+        code = " ".join(str(x) for x in (e.reply.code, e.reply.enhanced) if x is not None)
         self.by_category[e.category] += 1
         self.by_code[code] += 1
         self.examples_category.setdefault(e.category, e.input)
@@ -191,7 +191,8 @@ def summary_json(s: Summary, loc: Locale) -> dict[str, Any]:
             for c, n in s.by_category.most_common()
         ],
         "by_code": [
-            {"code": c, "count": n, "example": s.examples_code[c]} for c, n in s.by_code.most_common()
+            {"code": c, "count": n, "example": s.examples_code[c]}
+            for c, n in s.by_code.most_common()
         ],
     }
 
@@ -211,9 +212,13 @@ def summary_text(s: Summary, loc: Locale, style: Styler = plain) -> str:
     ]
     for c, n in s.by_category.most_common():
         out.append(f"  {n:>8}  {c} ({loc.ui(f'category.{c}.title')})")
-        out.append(f"            {loc.ui('heading.example')}: {safe(_clip(s.examples_category[c], 160))}")
+        out.append(
+            f"            {loc.ui('heading.example')}: {safe(_clip(s.examples_category[c], 160))}"
+        )
     out += ["", style(loc.ui("heading.by_code"), None, True)]
     for c, n in s.by_code.most_common():
         out.append(f"  {n:>8}  {c}")
-        out.append(f"            {loc.ui('heading.example')}: {safe(_clip(s.examples_code[c], 160))}")
+        out.append(
+            f"            {loc.ui('heading.example')}: {safe(_clip(s.examples_code[c], 160))}"
+        )
     return "\n".join(out)

@@ -26,6 +26,7 @@ def _reply_json(r: WireReply, loc: Locale) -> dict[str, Any]:
             "category": i.category,
             "retryable": i.retryable,
             "description": description,
+            "when": when,
             "fix": fix,
             "retry": {"wait_seconds": i.wait, "actor": i.actor, "advice": retry_advice(i, loc)},
             "rule": i.rule.id,
@@ -169,7 +170,9 @@ def _tls_lines(t: TlsInfo, host: str, loc: Locale) -> list[str]:
         out.append(f"    {loc.ui('probe.fingerprint')}: {c.sha256}")
     trusted = yes if t.trusted else f"{no} ({safe(t.verify_error or '')})"
     out.append(f"    {loc.ui('probe.trusted')}: {trusted}")
-    out.append(f"    {loc.ui('probe.name_matches')}: {yes if t.name_matches else no} ({safe(host)})")
+    out.append(
+        f"    {loc.ui('probe.name_matches')}: {yes if t.name_matches else no} ({safe(host)})"
+    )
     if t.injected_plaintext:
         out.append("    " + loc.ui("probe.injected", count=t.injected_plaintext))
     return out
@@ -195,7 +198,13 @@ def to_text(r: ProbeResult, loc: Locale, style: Styler = plain) -> str:
             out.append(f"    {safe(dns.error)}")
         out.append("")
     for s in r.sessions:
-        out.append(style(f"=== {loc.ui('probe.connecting', host=safe(s.host), address=s.address, port=s.port)}", None, True))
+        out.append(
+            style(
+                f"=== {loc.ui('probe.connecting', host=safe(s.host), address=s.address, port=s.port)}",
+                None,
+                True,
+            )
+        )
         tls_shown = False
         for st in s.steps:
             if st.tls and not tls_shown and not s.tls.implicit:
@@ -215,7 +224,10 @@ def to_text(r: ProbeResult, loc: Locale, style: Styler = plain) -> str:
                     out.append(style(f"{marker_in}{err} {safe(line)}", colour, False) + suffix)
                 out.extend(_annotation(st.reply, loc, style))
             if st.error is not None:
-                out.append(style(f"*** {safe(st.error.detail)}", "red", False) + f"   ({st.elapsed_ms:.0f} ms)")
+                out.append(
+                    style(f"*** {safe(st.error.detail)}", "red", False)
+                    + f"   ({st.elapsed_ms:.0f} ms)"
+                )
             if st.note:
                 out.append(f"*** {safe(st.note)}")
         if s.tls.attempted and not tls_shown:
@@ -224,8 +236,14 @@ def to_text(r: ProbeResult, loc: Locale, style: Styler = plain) -> str:
     if not r.sessions:
         out.append(loc.ui("probe.no_sessions"))
     for e in r.expectations:
-        mark = style(loc.ui("probe.met"), "green", False) if e.met else style(loc.ui("probe.not_met"), "red", True)
-        out.append(f"{loc.ui('probe.expectations')}: {safe(e.expectation)} {mark} ({safe(e.detail)})")
+        mark = (
+            style(loc.ui("probe.met"), "green", False)
+            if e.met
+            else style(loc.ui("probe.not_met"), "red", True)
+        )
+        out.append(
+            f"{loc.ui('probe.expectations')}: {safe(e.expectation)} {mark} ({safe(e.detail)})"
+        )
     status = exit_status(r.verdict)
     colour = "green" if status == 0 else ("yellow" if status == 75 else "red")
     out.append(

@@ -8,9 +8,10 @@ from __future__ import annotations
 import asyncio
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import dns.exception
 import dns.flags
@@ -21,6 +22,8 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 import dns.zone
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -36,7 +39,7 @@ def _norm(name: str) -> str:
     return name.lower().rstrip(".") + "."
 
 
-class FakeDNS:
+class ZoneDNS:
     """Answers from `zone_text` (absolute names, origin "."); see Behaviour for faults."""
 
     def __init__(self, zone_text: str, behaviour: Behaviour | None = None) -> None:
@@ -75,7 +78,13 @@ class FakeDNS:
             r.flags |= dns.flags.TC
             return r.to_wire()
 
-    def _fill(self, r: dns.message.Message, name: dns.name.Name, rdtype: int, depth: int) -> None:
+    def _fill(
+        self,
+        r: dns.message.Message,
+        name: dns.name.Name,
+        rdtype: dns.rdatatype.RdataType,
+        depth: int,
+    ) -> None:
         node = self.zone.get_node(name)
         if node is None:
             if depth == 0:
@@ -104,7 +113,7 @@ class FakeDNS:
                     self.t.sendto(out, addr)  # type: ignore[attr-defined]
 
         transport, _ = await loop.create_datagram_endpoint(Udp, local_addr=("127.0.0.1", 0))
-        self._udp = transport  # type: ignore[assignment]
+        self._udp = transport
         self.port = transport.get_extra_info("sockname")[1]
         if self.b.tcp:
             self._tcp = await asyncio.start_server(self._handle_tcp, "127.0.0.1", self.port)
@@ -141,7 +150,7 @@ class LoopThread:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
 
-    def run(self, coro):  # type: ignore[no-untyped-def]
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
 
     def close(self) -> None:
@@ -151,9 +160,9 @@ class LoopThread:
 
 
 @contextmanager
-def dns_in_thread(zone_text: str, behaviour: Behaviour | None = None) -> Iterator[FakeDNS]:
+def dns_in_thread(zone_text: str, behaviour: Behaviour | None = None) -> Iterator[ZoneDNS]:
     lt = LoopThread()
-    server = FakeDNS(zone_text, behaviour)
+    server = ZoneDNS(zone_text, behaviour)
     try:
         lt.run(server.start())
         yield server

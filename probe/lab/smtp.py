@@ -30,7 +30,12 @@ class Scripted:
         self.seen: list[str] = []
 
     async def handle_EHLO(
-        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
     ) -> list[str] | str:
         self.seen.append(f"EHLO {hostname}")
         if self.ehlo_reply is not None:
@@ -82,12 +87,14 @@ class GreetingSMTP(SMTP):
         if self._greeting is None:
             await super()._handle_client()
             return
+        transport = self.transport
+        assert transport is not None
         await self.push(self._greeting)
         if self._greeting.startswith("421"):
-            self.transport.close()
+            transport.close()
             return
         try:
-            while not self.transport.is_closing():
+            while not transport.is_closing():
                 line = await asyncio.wait_for(self._reader.readline(), 10)
                 if not line:
                     break
@@ -97,7 +104,7 @@ class GreetingSMTP(SMTP):
                 await self.push("503 5.5.1 No SMTP service here, only QUIT")
         except (TimeoutError, ConnectionError):
             pass
-        self.transport.close()
+        transport.close()
 
 
 async def start_smtp(

@@ -1,0 +1,257 @@
+"""Benchmarks: prints a table of figures and ratios and writes docs/benchmarks.md.
+
+    python benchmarks/run.py            # everything (a one-million-line log)
+    python benchmarks/run.py --quick    # smaller inputs, for a smoke run
+
+Everything runs on 127.0.0.1. swaks (Debian package `swaks`) is used when installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import random
+import shutil
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from probe.lab.dns import LoopThread  # noqa: E402
+from probe.lab.smtp import Scripted, port_of, start_smtp  # noqa: E402
+
+CLI = [sys.executable, "-m", "probe"]
+
+LOG_TEMPLATES = [
+    "Nov 22 09:{m:02d}:{s:02d} mx postfix/smtpd[{pid}]: connect from unknown[198.51.100.{o}]",
+    "Nov 22 09:{m:02d}:{s:02d} mx postfix/smtpd[{pid}]: NOQUEUE: reject: RCPT from unknown[198.51.100.{o}]: "
+    "450 4.7.25 Client host rejected: cannot find your hostname, [198.51.100.{o}]; from=<a{n}@example.com> "
+    "to=<b@example.net> proto=ESMTP helo=<box{n}>",
+    "Nov 22 09:{m:02d}:{s:02d} mx postfix/smtp[{pid}]: 4Bc{n:06X}: to=<u{n}@example.org>, relay=mx.example.org"
+    "[192.0.2.10]:25, delay=0.4, dsn=5.1.1, status=bounced (host mx.example.org[192.0.2.10] said: 550 5.1.1 "
+    "<u{n}@example.org>: Recipient address rejected: User unknown in virtual mailbox table (in reply to RCPT TO "
+    "command))",
+    "Nov 22 09:{m:02d}:{s:02d} mx postfix/smtp[{pid}]: 4Bc{n:06X}: to=<v{n}@example.com>, relay=mx.example.com"
+    "[192.0.2.20]:25, delay=301, dsn=4.2.0, status=deferred (host mx.example.com[192.0.2.20] said: 450 4.2.0 "
+    "<v{n}@example.com>: Recipient address rejected: Greylisted, see http://postgrey.schweikert.ch/help/"
+    "example.com.html (in reply to RCPT TO command))",
+    "Nov 22 09:{m:02d}:{s:02d} mx postfix/qmgr[{pid}]: 4Bc{n:06X}: removed",
+    "Nov 22 09:{m:02d}:{s:02d} mx postfix/smtp[{pid}]: 4Bc{n:06X}: to=<w{n}@example.net>, relay=mx.example.net"
+    "[192.0.2.30]:25, delay=1, dsn=5.7.1, status=bounced (host mx.example.net[192.0.2.30] said: 554 5.7.1 "
+    "Service unavailable; Client host [203.0.113.{o}] blocked using zen.spamhaus.org (in reply to RCPT TO command))",
+]
+
+
+def make_log(path: Path, lines: int) -> None:
+    rng = random.Random(1)
+    with path.open("w") as f:
+        for n in range(lines):
+            t = LOG_TEMPLATES[rng.randrange(len(LOG_TEMPLATES))]
+            f.write(t.format(m=n // 60 % 60, s=n % 60, pid=1000 + n % 900, o=n % 250, n=n) + "\n")
+
+
+def timed(cmd: list[str], stdin: Path | None = None) -> float:
+    start = time.perf_counter()
+    with open(stdin, "rb") if stdin else open(os.devnull, "rb") as inp:
+        subprocess.run(
+            cmd, stdin=inp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False
+        )
+    return time.perf_counter() - start
+
+
+def median_time(cmd: list[str], runs: int) -> float:
+    timed(cmd)  # warm the file cache
+    return statistics.median(timed(cmd) for _ in range(runs))
+
+
+def bench_explain(lines: int) -> list[tuple[str, str]]:
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "mail.log"
+        make_log(log, lines)
+        bare = timed(
+            [sys.executable, "-c", f"import sys\nfor line in open({str(log)!r}, 'rb'): pass"]
+        )
+        jsonl = timed([*CLI, "explain", "--format", "jsonl", "-"], stdin=log)
+        summary = timed([*CLI, "explain", "--summary", "-"], stdin=log)
+    return [
+        (
+            f"explain --format jsonl, {lines:,} log lines",
+            f"{jsonl:.1f} s, {lines / jsonl:,.0f} lines/s",
+        ),
+        (
+            f"explain --summary, {lines:,} log lines",
+            f"{summary:.1f} s, {lines / summary:,.0f} lines/s",
+        ),
+        ("bare Python loop over the same file", f"{bare:.2f} s, {lines / bare:,.0f} lines/s"),
+        ("ratio jsonl / bare loop", f"{jsonl / bare:.0f}x"),
+        ("ratio summary / bare loop", f"{summary / bare:.0f}x"),
+    ]
+
+
+def bench_startup(runs: int) -> list[tuple[str, str]]:
+    click_t = median_time([sys.executable, "-c", "import click"], runs)
+    rows = [("python -c 'import click'", f"{click_t * 1000:.0f} ms")]
+    for args in (["--help"], ["explain", "550"], ["compare", "421", "521"], ["codes"]):
+        t = median_time([*CLI, *args], runs)
+        rows.append(
+            (f"smtp-probe {' '.join(args)}", f"{t * 1000:.0f} ms ({t / click_t:.1f}x import click)")
+        )
+    if shutil.which("swaks"):
+        t = median_time(["swaks", "--version"], runs)
+        rows.append(("swaks --version", f"{t * 1000:.0f} ms"))
+    return rows
+
+
+async def raw_session(port: int, ctx: ssl.SSLContext) -> None:
+    """The same exchange with nothing but asyncio streams: the floor for our session."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+
+    async def reply() -> bytes:
+        while True:
+            line = await reader.readline()
+            if line[3:4] != b"-":
+                return line
+
+    async def cmd(c: bytes) -> bytes:
+        writer.write(c + b"\r\n")
+        await writer.drain()
+        return await reply()
+
+    await reply()
+    await cmd(b"EHLO bench.test")
+    await cmd(b"STARTTLS")
+    await writer.start_tls(ctx, server_hostname="mx.bench.test")
+    await cmd(b"EHLO bench.test")
+    await cmd(b"MAIL FROM:<>")
+    await cmd(b"RCPT TO:<user@bench.test>")
+    await cmd(b"RSET")
+    await cmd(b"QUIT")
+    writer.close()
+    await writer.wait_closed()
+
+
+def bench_session(runs: int) -> list[tuple[str, str]]:
+    import trustme
+
+    from probe.session import SessionOptions, run_session
+
+    ca = trustme.CA()
+    sctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("mx.bench.test").configure_cert(sctx)
+    lt = LoopThread()
+    srv = lt.run(start_smtp(Scripted(), tls_context=sctx, hostname="mx.bench.test"))
+    port = port_of(srv)
+    rows: list[tuple[str, str]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        cafile = Path(tmp) / "ca.pem"
+        ca.cert_pem.write_to_path(str(cafile))
+        cctx = ssl.create_default_context(cafile=str(cafile))
+        cctx.check_hostname = False
+        opts = SessionOptions(helo="bench.test", rcpts=("user@bench.test",), cafile=str(cafile))
+
+        async def ours() -> None:
+            await run_session("mx.bench.test", "127.0.0.1", port, opts)
+
+        async def measure(fn: Any) -> float:
+            await fn()
+            samples = []
+            for _ in range(runs):
+                t = time.perf_counter()
+                await fn()
+                samples.append(time.perf_counter() - t)
+            return statistics.median(samples)
+
+        ours_t = asyncio.run(measure(ours))
+        raw_t = asyncio.run(measure(lambda: raw_session(port, cctx)))
+        rows.append(
+            (
+                "in-process session (EHLO STARTTLS EHLO MAIL RCPT RSET QUIT)",
+                f"{ours_t * 1000:.1f} ms",
+            )
+        )
+        rows.append(("raw asyncio client, same exchange", f"{raw_t * 1000:.1f} ms"))
+        rows.append(
+            ("ratio smtp-probe session / raw client (aim <= 1.2)", f"{ours_t / raw_t:.2f}x")
+        )
+        proc = [
+            *CLI,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--helo",
+            "bench.test",
+            "--rcpt",
+            "user@bench.test",
+            "--cafile",
+            str(cafile),
+            "--format",
+            "json",
+        ]
+        proc_t = median_time(proc, max(3, runs // 10))
+        rows.append(("smtp-probe as a whole process", f"{proc_t * 1000:.0f} ms"))
+        if shutil.which("swaks"):
+            sw = [
+                "swaks",
+                "--server",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--tls",
+                "--quit-after",
+                "RCPT",
+                "--to",
+                "user@bench.test",
+                "--from",
+                "",
+                "--helo",
+                "bench.test",
+            ]
+            sw_t = median_time(sw, max(3, runs // 10))
+            rows.append(("swaks, same exchange, whole process", f"{sw_t * 1000:.0f} ms"))
+            rows.append(("ratio smtp-probe process / swaks process", f"{proc_t / sw_t:.2f}x"))
+        else:
+            rows.append(("swaks", "not installed (apt-get install swaks)"))
+    lt.loop.call_soon_threadsafe(srv.close)
+    lt.close()
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="small inputs for a smoke run")
+    ap.add_argument("--lines", type=int, default=None)
+    args = ap.parse_args()
+    lines = args.lines or (20_000 if args.quick else 1_000_000)
+    runs = 5 if args.quick else 20
+    sections = [
+        ("Start-up (median of whole processes)", bench_startup(runs)),
+        ("Explain throughput", bench_explain(lines)),
+        ("One live session on loopback", bench_session(runs * 5)),
+    ]
+    machine = f"{platform.node()}: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    out = [
+        f"# Benchmarks\n\nMachine: {machine}. Date: {time.strftime('%Y-%m-%d')}.\n",
+        "Made by `python benchmarks/run.py`" + (" --quick" if args.quick else "") + ".\n",
+    ]
+    for title, rows in sections:
+        print(f"\n{title}")
+        out.append(f"\n## {title}\n\n| measure | result |\n|---|---|")
+        for name, value in rows:
+            print(f"  {name:<62} {value}")
+            out.append(f"| {name} | {value} |")
+    (ROOT / "docs" / "benchmarks.md").write_text("\n".join(out) + "\n")
+    print(f"\nwritten to {ROOT / 'docs' / 'benchmarks.md'}")
+
+
+if __name__ == "__main__":
+    main()
