@@ -28,6 +28,9 @@ def interpret_reply(reply: Reply, input_text: str | None = None) -> Interpretati
             flags.append(Flag("unknown_code", (("code", str(reply.code)),)))
         elif not basic.standard:
             flags.append(Flag("nonstandard", (("code", str(reply.code)),)))
+    if reply.other_codes:
+        codes = ", ".join(str(c) for c in (reply.code, *reply.other_codes))
+        flags.append(Flag("mixed_codes", (("codes", codes),)))
     if enh is not None:
         if enh_entry is None:
             flags.append(Flag("unregistered", (("enhanced", str(enh)),)))

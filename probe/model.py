@@ -100,6 +100,9 @@ class Reply:
     lines: tuple[str, ...]
     form: Form
     command: str | None = None
+    other_codes: tuple[
+        int, ...
+    ] = ()  # codes of lines that disagree with the first (RFC 5321 §4.2.1)
 
     @property
     def reply_class(self) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 
 from probe.model import EnhancedCode, Form, NotAReply, Reply
 
@@ -105,12 +106,15 @@ def _from_lines(lines: list[str], form: Form, command: str | None) -> Reply | No
     code: int | None = None
     enh: EnhancedCode | None = None
     texts: list[str] = []
+    others: list[int] = []
     for line in lines:
         m = _LINE.fullmatch(line.strip())
         if not m:
             return None
         c = int(m.group(1))
         code = c if code is None else code
+        if c != code and c not in others:
+            others.append(c)
         rest = (m.group(3) or "").strip()
         e, rest = _strip_lead_enhanced(rest)
         if e is not None and enh is None:
@@ -128,7 +132,7 @@ def _from_lines(lines: list[str], form: Form, command: str | None) -> Reply | No
         m = _TRAIL_ENH.search(text)
         if m:
             enh = _enhanced(m.group(1))
-    return Reply(code, enh, " ".join(text.split()), tuple(lines), form, command)
+    return Reply(code, enh, " ".join(text.split()), tuple(lines), form, command, tuple(others))
 
 
 def _reply_text(s: str, form: Form, command: str | None) -> Reply | None:
@@ -268,7 +272,7 @@ def iter_replies(lines: Iterable[str]) -> Iterator[tuple[str, Reply | NotAReply]
             continue
         r = parse(line)
         if r is not None and r.command is None and command is not None:
-            r = Reply(r.code, r.enhanced, r.text, r.lines, r.form, command)
+            r = replace(r, command=command)
         if r is not None:
             command = None
         yield line, (r if r is not None else NotAReply(line))

@@ -59,7 +59,6 @@ class RecordingProtocol(SMTPProtocol):
         self.lost = asyncio.Event()
         super().__init__(loop=loop, connection_lost_callback=lambda _p: self.lost.set())
         self.last_raw = b""
-        self.leftover = 0
         self.unsolicited = bytearray()
         self.unsolicited_total = 0
 
@@ -67,10 +66,7 @@ class RecordingProtocol(SMTPProtocol):
         waiter = self._response_waiter
         if waiter is not None and (not self._response_pending or waiter.done()):
             # aiosmtplib drops data nobody asked for; keep a bounded copy for the record.
-            self.unsolicited_total += len(data)
-            room = WIRE_LIMIT - len(self.unsolicited)
-            if room > 0:
-                self.unsolicited += data[:room]
+            self._keep_unsolicited(data)
         super().data_received(data)
 
     def _read_response_from_buffer(self) -> SMTPResponse | None:
@@ -78,8 +74,18 @@ class RecordingProtocol(SMTPProtocol):
         response = super()._read_response_from_buffer()
         if response is not None:
             self.last_raw = before[: len(before) - len(self._buffer)]
-            self.leftover = len(self._buffer)
+            if self._buffer:
+                # We never pipeline, so bytes past the reply were not asked for; left in the
+                # buffer they would be taken as the answer to our next command.
+                self._keep_unsolicited(bytes(self._buffer))
+                del self._buffer[:]
         return response
+
+    def _keep_unsolicited(self, data: bytes) -> None:
+        self.unsolicited_total += len(data)
+        room = WIRE_LIMIT - len(self.unsolicited)
+        if room > 0:
+            self.unsolicited += data[:room]
 
 
 def _lines(raw: bytes) -> tuple[str, ...]:
@@ -246,8 +252,20 @@ class _Conversation:
             await self.close()
             return None
         reply = _wire_reply(proto.last_raw, resp, "CONNECT")
-        self.steps.append(Step("CONNECT", None, reply, _ms(start), None, self.tls_active))
+        self.steps.append(
+            Step("CONNECT", None, reply, _ms(start), None, self.tls_active, self._unasked(0))
+        )
         return reply
+
+    def _unasked(self, before: int) -> str | None:
+        """A note when the server sent more than the reply (we never pipeline)."""
+        proto = self.proto
+        if proto is None or proto.unsolicited_total <= before:
+            return None
+        n = proto.unsolicited_total - before
+        preview = proto.unsolicited[-min(n, len(proto.unsolicited)) :][:80]
+        text = preview.decode("utf-8", "backslashreplace")
+        return f"the server also sent {n} bytes nobody asked for (discarded): {text!r}"
 
     def _record_failure(
         self, command: str, sent: str | None, start: float, e: BaseException
@@ -284,6 +302,7 @@ class _Conversation:
         if self.proto is None or not self.proto.is_connected:
             self._err(name, sent, start, ErrorKind.DISCONNECTED, "the connection is already closed")
             return None
+        before = self.proto.unsolicited_total
         try:
             resp = await self.proto.execute_command(
                 *(a.encode("utf-8") for a in (name, *args)), timeout=self.opts.command_timeout
@@ -293,7 +312,9 @@ class _Conversation:
             await self.close()
             return None
         reply = _wire_reply(self.proto.last_raw, resp, name)
-        self.steps.append(Step(name, sent, reply, _ms(start), None, self.tls_active))
+        self.steps.append(
+            Step(name, sent, reply, _ms(start), None, self.tls_active, self._unasked(before))
+        )
         if resp.code == 421:
             await self.close()
         return reply
@@ -534,11 +555,10 @@ async def _session(
                 )
                 await _finish(conv, rset=False)
                 return done(False, "starttls_not_offered")
+            before = conv.proto.unsolicited_total if conv.proto else 0
             reply, err = await conv.starttls(verify_ctx if trusted else loose_ctx)
             proto = conv.proto
-            injected = 0
-            if proto is not None:
-                injected = proto.leftover
+            injected = proto.unsolicited_total - before if proto is not None else 0
             if err is not None and attempt == 0 and isinstance(err, ssl.SSLCertVerificationError):
                 trusted, verify_error = (
                     False,

@@ -228,7 +228,23 @@ def decide(dns: DnsResult | None, sessions: Sequence[Session]) -> tuple[Verdict,
         return Verdict.UNREACHABLE, (
             "every connection attempt timed out; outbound port 25 may be blocked on your own network"
         )
-    return Verdict.UNREACHABLE, "no server could be reached"
+    last = next((st.error for st in reversed(sessions[-1].steps) if st.error), None)
+    if any(
+        st.command == "CONNECT"
+        and st.error
+        and st.error.kind is not ErrorKind.REFUSED
+        and st.error.kind is not ErrorKind.UNREACHABLE
+        for s in sessions
+        for st in s.steps
+    ):
+        return (
+            Verdict.TRANSIENT,
+            f"no server completed a session ({last.detail if last else 'no reply'})",
+        )
+    return (
+        Verdict.UNREACHABLE,
+        f"no server could be reached ({last.detail if last else 'no reply'})",
+    )
 
 
 def _connect_timed_out(s: Session) -> bool:

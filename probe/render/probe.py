@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from probe.catalog import Locale
-from probe.render import CLASS_COLOURS, Styler, plain, retry_advice, texts
+from probe.render import CLASS_COLOURS, Styler, flag_messages, plain, retry_advice, texts
 from probe.result import ProbeResult, Session, Step, TlsInfo, WireReply
 from probe.text import safe
 from probe.verdict import exit_status
@@ -141,15 +141,20 @@ def _annotation(r: WireReply, loc: Locale, style: Styler) -> list[str]:
     i = r.interpretation
     if i is None:
         return []
+    notes = [f"    ! {msg}" for fid, msg in flag_messages(i, loc) if fid != "nonstandard"]
     if i.reply_class in (2, 3):
         name = loc.field("basic", str(r.code), "name") if i.basic_known else None
-        return [style(f"    = {name or loc.ui(f'category.{i.category}.title')}", None, False)]
+        return [
+            style(f"    = {name or loc.ui(f'category.{i.category}.title')}", None, False),
+            *notes,
+        ]
     description, _when, fix = texts(i, loc)
     colour = CLASS_COLOURS.get(i.reply_class)
     return [
         style(f"    ! {i.category}: {description}", colour, False),
         f"    {loc.ui('probe.fix')}: {fix}",
         f"    {loc.ui('probe.retry')}: {retry_advice(i, loc)}",
+        *notes,
     ]
 
 
