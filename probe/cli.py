@@ -342,6 +342,7 @@ def _nameserver(value: str) -> tuple[str, int]:
 @click.option(
     "--format", "fmt", type=click.Choice(("text", "json")), default="text", show_default=True
 )
+@click.option("--redact", is_flag=True, help="Mask local parts and IP addresses in the output.")
 @lang_option
 def probe(
     target: str,
@@ -366,6 +367,7 @@ def probe(
     nameserver: tuple[str, ...],
     expect: tuple[str, ...],
     fmt: str,
+    redact: bool,
     lang: str | None,
 ) -> None:
     """Probe TARGET live: a domain, user@domain, a host (--host), [IP] or host:port."""
@@ -421,11 +423,16 @@ def probe(
         expectations=expectations,
     )
     result = asyncio.run(run_probe(req))
+    from probe.text import redact as mask
+    from probe.text import redact_json
+
     loc = locale(loc_lang)
     if fmt == "json":
-        _echo(_dump(render.to_json(result, loc)))
+        doc = render.to_json(result, loc)
+        _echo(_dump(redact_json(doc) if redact else doc))
     else:
-        _echo(render.to_text(result, loc, _styler(_colour_enabled(sys.stdout))))
+        text = render.to_text(result, loc, _styler(_colour_enabled(sys.stdout)))
+        _echo(mask(text) if redact else text)
     raise SystemExit(exit_status(result.verdict))
 
 

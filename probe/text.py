@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 
@@ -30,6 +31,40 @@ def _escape_one(m: re.Match[str]) -> str:
 def safe(s: str) -> str:
     """Make text from outside safe for a terminal: every control character shown escaped."""
     return _UNSAFE.sub(_escape_one, s)
+
+
+_EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~\x80-\uffff-]+@(?=[A-Za-z0-9\[])")
+_LITERAL6 = re.compile(r"IPv6:[0-9A-Fa-f:.]+", re.IGNORECASE)
+_IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
+_IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
+
+
+def _mask_v6(m: re.Match[str]) -> str:
+    # Only what really parses as IPv6: "10:20:30" in a log line is a time.
+    try:
+        ipaddress.IPv6Address(m.group(0))
+    except ValueError:
+        return m.group(0)
+    return "x:x::x"
+
+
+def redact(s: str) -> str:
+    """Mask local parts of addresses and IP addresses, for output pasted into tickets."""
+    s = _EMAIL.sub("***@", s)
+    s = _LITERAL6.sub("IPv6:x:x::x", s)
+    s = _IPV4.sub("x.x.x.x", s)
+    return _IPV6.sub(_mask_v6, s)
+
+
+def redact_json(obj: object) -> object:
+    """`redact` applied to every string inside a JSON-like value."""
+    if isinstance(obj, str):
+        return redact(obj)
+    if isinstance(obj, list):
+        return [redact_json(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: redact_json(v) for k, v in obj.items()}
+    return obj
 
 
 def lang_from_env(env: Mapping[str, str]) -> str:

@@ -290,3 +290,11 @@ def test_all_hosts_and_address_family(lab: Lab) -> None:
     assert r.exit_code == 75 and doc["verdict"] == "transient"  # the second MX greylists
     six = invoke(*lab.args("ok.test", "-6", "--format", "json"))
     assert six.exit_code == 68 and json.loads(six.stdout)["verdict"] == "no_host"
+
+
+def test_redact_masks_addresses_and_ips(lab: Lab) -> None:
+    for fmt in ("json", "text"):
+        r = invoke(*lab.args("nobody@ok.test", "--cafile", lab.cafile, "--redact", "--format", fmt))
+        assert r.exit_code == 69
+        assert "127.0.0." not in r.stdout and "nobody@" not in r.stdout
+        assert "***@ok.test" in r.stdout and "x.x.x.x" in r.stdout
