@@ -437,6 +437,116 @@ def probe(
 
 
 @cli.command()
+@click.argument("domain")
+@click.option(
+    "--connect/--no-connect",
+    default=True,
+    show_default=True,
+    help="Also connect to every MX address (STARTTLS, certificate, greeting).",
+)
+@click.option("--port", type=click.IntRange(1, 65535), default=25, show_default=True)
+@click.option("--timeout", type=click.FloatRange(0.1, 3600), default=10.0, show_default=True)
+@click.option("-4", "ipv4", is_flag=True, help="IPv4 only.")
+@click.option("-6", "ipv6", is_flag=True, help="IPv6 only.")
+@click.option("--nameserver", multiple=True, help="Ask this DNS server (HOST[:PORT]; repeatable).")
+@click.option(
+    "--allow-private", is_flag=True, help="Private and loopback MX addresses are fine (test labs)."
+)
+@click.option(
+    "--fail-on", type=click.Choice(("error", "warning")), default="error", show_default=True
+)
+@click.option(
+    "--cafile", type=click.Path(exists=True, dir_okay=False), help="Trust this CA bundle too."
+)
+@click.option("--helo", help="Name sent in EHLO (default: this host's FQDN or an address literal).")
+@click.option("--https-port", type=click.IntRange(1, 65535), default=443, hidden=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(("text", "json")), default="text", show_default=True
+)
+@lang_option
+def mx(
+    domain: str,
+    connect: bool,
+    port: int,
+    timeout: float,
+    ipv4: bool,
+    ipv6: bool,
+    nameserver: tuple[str, ...],
+    allow_private: bool,
+    fail_on: str,
+    cafile: str | None,
+    helo: str | None,
+    https_port: int,
+    fmt: str,
+    lang: str | None,
+) -> None:
+    """Check a domain's mail setup: MX, DNS, reverse DNS, SPF, DMARC, MTA-STS, TLS, DANE."""
+    from probe.target import TargetError, check_helo, to_ascii_domain
+
+    loc_lang = _lang(lang)
+    if ipv4 and ipv6:
+        fail("-4 and -6 exclude each other")
+    try:
+        name = to_ascii_domain(domain)
+        helo_v = check_helo(helo) if helo else None
+    except TargetError as e:
+        fail(str(e))
+    servers = tuple(_nameserver(n) for n in nameserver)
+
+    import asyncio
+
+    from probe.catalog import locale
+    from probe.checks import Severity, check
+    from probe.mxscan import scan
+    from probe.render import mx as render
+    from probe.resolve import make_resolver
+    from probe.session import SessionOptions
+
+    opts = SessionOptions(
+        helo=helo_v,
+        quit_after="tls",
+        cafile=cafile,
+        connect_timeout=timeout,
+        greeting_timeout=timeout,
+        command_timeout=timeout,
+        budget=timeout * 6,
+    )
+
+    async def run() -> object:
+        res = make_resolver(servers or None, timeout=min(timeout, 3.0), lifetime=timeout)
+        return await scan(
+            res,
+            name,
+            connect=connect,
+            port=port,
+            opts=opts,
+            family=4 if ipv4 else 6 if ipv6 else None,
+            allow_private=allow_private,
+            https_port=https_port,
+            cafile=cafile,
+        )
+
+    facts = asyncio.run(run())
+    from probe.checks import DomainFacts
+
+    assert isinstance(facts, DomainFacts)
+    findings = check(facts)
+    threshold = Severity.WARNING if fail_on == "warning" else Severity.ERROR
+    if any(f.id == "domain-nxdomain" for f in findings):
+        status = exitcodes.NOHOST
+    elif any(f.severity >= threshold for f in findings):
+        status = exitcodes.UNAVAILABLE
+    else:
+        status = exitcodes.OK
+    loc = locale(loc_lang)
+    if fmt == "json":
+        _echo(_dump(render.to_json(facts, findings, loc, status)))
+    else:
+        _echo(render.to_text(facts, findings, loc, _styler(_colour_enabled(sys.stdout))))
+    raise SystemExit(status)
+
+
+@cli.command()
 @lang_option
 def demo(lang: str | None) -> None:
     """Probe mail servers started on 127.0.0.1 just for this: no network needed."""

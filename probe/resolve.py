@@ -10,10 +10,12 @@ from dataclasses import dataclass
 
 import dns.asyncresolver
 import dns.exception
+import dns.flags
 import dns.name
 import dns.nameserver
 import dns.rdatatype
 import dns.resolver
+import dns.reversename
 
 from probe.mx import is_null_mx, is_null_target, order_mx
 from probe.result import DnsResult, DnsStatus, MxHost
@@ -33,6 +35,8 @@ def make_resolver(
         res = dns.asyncresolver.Resolver(configure=True)
     res.timeout = timeout
     res.lifetime = lifetime
+    # Ask for the AD bit so DANE findings can say whether the answers were validated.
+    res.flags = dns.flags.RD | dns.flags.AD
     res.cache = dns.resolver.Cache()
     return res
 
@@ -43,6 +47,7 @@ class Lookup:
     records: tuple[str, ...] = ()
     canonical: str | None = None
     error: str | None = None
+    authenticated: bool = False  # the resolver set the AD bit (RFC 4035 §3.2.3)
 
 
 def _status(e: BaseException) -> tuple[DnsStatus, str]:
@@ -51,7 +56,12 @@ def _status(e: BaseException) -> tuple[DnsStatus, str]:
     if isinstance(e, dns.resolver.NoAnswer):
         return DnsStatus.NODATA, "no records of that type"
     if isinstance(e, dns.resolver.NoNameservers):
-        return DnsStatus.SERVFAIL, "every name server failed to answer (SERVFAIL or refused)"
+        errors = " ".join(str(x[3]) for x in e.kwargs.get("errors", ()))
+        if "REFUSED" in errors:
+            return DnsStatus.REFUSED, "the name server refused to answer (lame delegation?)"
+        if "SERVFAIL" in errors or not errors.strip():
+            return DnsStatus.SERVFAIL, "every name server failed to answer (SERVFAIL)"
+        return DnsStatus.ERROR, f"the name servers answered with an error ({errors.strip()[:80]})"
     if isinstance(e, dns.exception.Timeout):
         return DnsStatus.TIMEOUT, "no answer from the name servers in time"
     return DnsStatus.ERROR, f"DNS error: {type(e).__name__}"
@@ -65,9 +75,20 @@ async def lookup(res: dns.asyncresolver.Resolver, name: str, rdtype: str) -> Loo
         status, detail = _status(e)
         return Lookup(status, error=detail)
     canonical = ans.canonical_name.to_text().rstrip(".")
-    records = tuple(r.to_text() for r in ans)
+    if rdtype == "TXT":
+        # A TXT record is a list of strings of up to 255 bytes each; they form one value.
+        records = tuple(b"".join(r.strings).decode("utf-8", "backslashreplace") for r in ans)
+    else:
+        records = tuple(r.to_text() for r in ans)
     qname = dns.name.from_text(name).to_text().rstrip(".")
-    return Lookup(DnsStatus.OK, records, canonical if canonical.lower() != qname.lower() else None)
+    ad = bool(ans.response.flags & dns.flags.AD)
+    alias = canonical if canonical.lower() != qname.lower() else None
+    return Lookup(DnsStatus.OK, records, alias, None, ad)
+
+
+async def ptr(res: dns.asyncresolver.Resolver, address: str) -> Lookup:
+    """Reverse lookup of an IP address."""
+    return await lookup(res, dns.reversename.from_address(address).to_text(), "PTR")
 
 
 async def addresses(
@@ -81,7 +102,13 @@ async def addresses(
     if found:
         return DnsStatus.OK, found, cname, None
     statuses = [r.status for r in results]
-    for s in (DnsStatus.NXDOMAIN, DnsStatus.SERVFAIL, DnsStatus.TIMEOUT, DnsStatus.ERROR):
+    for s in (
+        DnsStatus.NXDOMAIN,
+        DnsStatus.SERVFAIL,
+        DnsStatus.REFUSED,
+        DnsStatus.TIMEOUT,
+        DnsStatus.ERROR,
+    ):
         if s in statuses:
             err = next(r.error for r in results if r.status is s)
             return s, (), cname, err

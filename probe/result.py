@@ -18,6 +18,7 @@ class DnsStatus(StrEnum):
     NODATA = "nodata"
     SERVFAIL = "servfail"
     TIMEOUT = "timeout"
+    REFUSED = "refused"
     ERROR = "error"
 
 
@@ -75,6 +76,7 @@ class Certificate:
     not_after: str
     days_left: int
     sha256: str
+    der: bytes = field(default=b"", repr=False)  # for DANE matching; never rendered
 
 
 @dataclass(frozen=True, slots=True)

@@ -162,6 +162,7 @@ def certificate_facts(der: bytes) -> Certificate | None:
         not_after=not_after.isoformat(),
         days_left=days,
         sha256=hashlib.sha256(der).hexdigest(),
+        der=der,
     )
 
 

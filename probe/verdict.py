@@ -190,7 +190,12 @@ def decide(dns: DnsResult | None, sessions: Sequence[Session]) -> tuple[Verdict,
     if dns is not None:
         if dns.status is DnsStatus.NXDOMAIN:
             return Verdict.NO_DOMAIN, f"{dns.domain} does not exist (NXDOMAIN)"
-        if dns.status in (DnsStatus.SERVFAIL, DnsStatus.TIMEOUT, DnsStatus.ERROR):
+        if dns.status in (
+            DnsStatus.SERVFAIL,
+            DnsStatus.TIMEOUT,
+            DnsStatus.REFUSED,
+            DnsStatus.ERROR,
+        ):
             return Verdict.DNS_FAILURE, f"the MX lookup failed: {dns.error}"
         if dns.null_mx:
             return (

@@ -15,7 +15,7 @@ from typing import Any
 from probe.model import ACTORS, CATEGORIES, COMMANDS
 
 LANGUAGES: tuple[str, ...] = ("en", "zh", "de", "ko")
-SECTIONS: tuple[str, ...] = ("ui", "basic", "enhanced", "rules")
+SECTIONS: tuple[str, ...] = ("ui", "basic", "enhanced", "rules", "findings")
 
 
 class CatalogError(Exception):

@@ -29,6 +29,9 @@ T = TypeVar("T")
 @dataclass
 class Behaviour:
     servfail: set[str] = field(default_factory=set)
+    refused: set[str] = field(default_factory=set)
+    notimp: set[str] = field(default_factory=set)
+    authenticated: set[str] = field(default_factory=set)
     silent: set[str] = field(default_factory=set)
     truncate: set[str] = field(default_factory=set)
     tcp: bool = True
@@ -65,6 +68,14 @@ class ZoneDNS:
         if key in self.b.servfail:
             r.set_rcode(dns.rcode.SERVFAIL)
             return r.to_wire()
+        if key in self.b.refused:
+            r.set_rcode(dns.rcode.REFUSED)
+            return r.to_wire()
+        if key in self.b.notimp:
+            r.set_rcode(dns.rcode.NOTIMP)
+            return r.to_wire()
+        if key in self.b.authenticated and q.flags & dns.flags.AD:
+            r.flags |= dns.flags.AD
         if key in self.b.truncate and not tcp:
             r.flags |= dns.flags.TC
             return r.to_wire()

@@ -1,0 +1,448 @@
+"""Pure MX-setup checks: facts gathered from DNS and SMTP in, findings a mail admin can act on out.
+
+Every finding has a stable id; its message, fix and reference live in the locale files
+(`locales/<lang>/findings.toml`), keyed by that id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from probe.result import DnsStatus, Session
+
+
+class Severity(IntEnum):
+    OK = 0
+    INFO = 1
+    WARNING = 2
+    ERROR = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    id: str
+    severity: Severity
+    subject: str
+    params: tuple[tuple[str, str], ...] = ()
+
+    def kwargs(self) -> dict[str, str]:
+        return {"subject": self.subject, **dict(self.params)}
+
+
+@dataclass(frozen=True, slots=True)
+class Records:
+    """One DNS answer as the checks see it."""
+
+    status: DnsStatus
+    records: tuple[str, ...] = ()
+    canonical: str | None = None
+    authenticated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AddressFacts:
+    address: str
+    ptr: Records
+    ptr_forward: tuple[str, ...] = ()  # addresses of the PTR names, for forward confirmation
+    session: Session | None = None
+    tls_der: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HostFacts:
+    host: str
+    preference: int
+    a: Records
+    aaaa: Records
+    addresses: tuple[AddressFacts, ...] = ()
+    tlsa: Records | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyFacts:
+    """The MTA-STS policy fetched over HTTPS, or why it could not be."""
+
+    fetched: bool
+    error: str | None = None
+    mode: str | None = None
+    mx_patterns: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DomainFacts:
+    domain: str
+    mx: Records
+    implicit: Records | None = None  # A/AAAA of the domain when it has no MX
+    hosts: tuple[HostFacts, ...] = ()
+    txt: Records | None = None
+    dmarc: Records | None = None
+    mta_sts: Records | None = None
+    policy: PolicyFacts | None = None
+    tlsrpt: Records | None = None
+    connected: bool = False
+    allow_private: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+WANTED_EXTENSIONS = (
+    "STARTTLS",
+    "SIZE",
+    "PIPELINING",
+    "8BITMIME",
+    "SMTPUTF8",
+    "ENHANCEDSTATUSCODES",
+    "CHUNKING",
+)
+_DNS_FAILURE_IDS = {
+    DnsStatus.SERVFAIL: "dns-servfail",
+    DnsStatus.TIMEOUT: "dns-timeout",
+    DnsStatus.REFUSED: "dns-lame",
+    DnsStatus.ERROR: "dns-error",
+}
+
+
+def parse_mx(records: tuple[str, ...]) -> list[tuple[int, str]]:
+    out = []
+    for text in records:
+        pref, _, host = text.partition(" ")
+        if pref.isdigit():
+            out.append((int(pref), host.rstrip(".").lower()))
+    return out
+
+
+def _p(**kw: object) -> tuple[tuple[str, str], ...]:
+    return tuple((k, str(v)) for k, v in kw.items())
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _special(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    return bool(
+        ip.is_private
+        or ip.is_loopback
+        or ip.is_reserved
+        or ip.is_link_local
+        or ip.is_unspecified
+        or ip.is_multicast
+    )
+
+
+def check(f: DomainFacts) -> list[Finding]:
+    """All findings for one domain, worst first within each subject."""
+    out: list[Finding] = []
+    d = f.domain
+    if f.mx.status is DnsStatus.NXDOMAIN:
+        return [Finding("domain-nxdomain", Severity.ERROR, d)]
+    if f.mx.status in _DNS_FAILURE_IDS:
+        out.append(Finding(_DNS_FAILURE_IDS[f.mx.status], Severity.ERROR, d, _p(query=f"{d} MX")))
+    records = parse_mx(f.mx.records)
+    nulls = [(p, h) for p, h in records if h in ("", ".")]
+    if f.mx.status is DnsStatus.NODATA:
+        if f.implicit is not None and f.implicit.records:
+            out.append(Finding("mx-missing-implicit", Severity.WARNING, d))
+        else:
+            out.append(Finding("mx-missing-no-address", Severity.ERROR, d))
+    elif f.mx.status is DnsStatus.OK:
+        if nulls:
+            if len(records) > 1:
+                out.append(Finding("null-mx-mixed", Severity.ERROR, d))
+            elif nulls[0][0] != 0:
+                out.append(
+                    Finding("null-mx-preference", Severity.ERROR, d, _p(preference=nulls[0][0]))
+                )
+            else:
+                out.append(Finding("null-mx", Severity.OK, d))
+        else:
+            out.append(Finding("mx-present", Severity.OK, d, _p(count=len(records))))
+        counts = Counter(h for _, h in records if h not in ("", "."))
+        out += [
+            Finding("mx-duplicate-target", Severity.WARNING, h, _p(count=n))
+            for h, n in counts.items()
+            if n > 1
+        ]
+        prefs = Counter(p for p, h in records if h not in ("", "."))
+        out += [
+            Finding("mx-equal-preference", Severity.INFO, d, _p(preference=p, count=n))
+            for p, n in prefs.items()
+            if n > 1
+        ]
+    null_only = bool(nulls) and len(records) == 1 and nulls[0][0] == 0
+    for h in f.hosts:
+        out += _host_findings(h, f.allow_private)
+    usable = [h for h in f.hosts if h.addresses]
+    if usable and not null_only:
+        if any(h.aaaa.records for h in usable):
+            out.append(Finding("mx-ipv6", Severity.OK, d))
+        else:
+            out.append(Finding("mx-no-ipv6", Severity.INFO, d))
+    out += _policy_findings(f, null_only)
+    return out
+
+
+def _host_findings(h: HostFacts, allow_private: bool) -> list[Finding]:
+    out: list[Finding] = []
+    if _is_ip(h.host):
+        return [Finding("mx-target-ip", Severity.ERROR, h.host)]
+    if h.a.status is DnsStatus.NXDOMAIN:
+        return [Finding("mx-target-nxdomain", Severity.ERROR, h.host)]
+    if h.a.status in _DNS_FAILURE_IDS:
+        out.append(
+            Finding(_DNS_FAILURE_IDS[h.a.status], Severity.ERROR, h.host, _p(query=f"{h.host} A"))
+        )
+    canonical = h.a.canonical or h.aaaa.canonical
+    if canonical:
+        out.append(Finding("mx-target-cname", Severity.ERROR, h.host, _p(target=canonical)))
+    if not h.a.records and not h.aaaa.records and h.a.status not in _DNS_FAILURE_IDS:
+        out.append(Finding("mx-target-no-address", Severity.ERROR, h.host))
+    for a in h.addresses:
+        if _special(a.address):
+            sev = Severity.INFO if allow_private else Severity.WARNING
+            out.append(Finding("mx-private-address", sev, a.address, _p(host=h.host)))
+        out += _ptr_findings(a, h.host)
+        if a.session is not None:
+            out += _session_findings(a, h)
+    return out
+
+
+def _ptr_findings(a: AddressFacts, host: str) -> list[Finding]:
+    names = [r.rstrip(".").lower() for r in a.ptr.records]
+    if not names:
+        return [Finding("ptr-missing", Severity.WARNING, a.address, _p(host=host))]
+    if a.address not in a.ptr_forward:
+        return [Finding("ptr-not-confirmed", Severity.WARNING, a.address, _p(ptr=", ".join(names)))]
+    return [Finding("ptr-ok", Severity.OK, a.address, _p(ptr=", ".join(names)))]
+
+
+def _session_findings(a: AddressFacts, h: HostFacts) -> list[Finding]:
+    s = a.session
+    assert s is not None
+    subj = f"{h.host} [{a.address}]"
+    greeting = next((st for st in s.steps if st.command == "CONNECT"), None)
+    if greeting is None or greeting.reply is None:
+        detail = greeting.error.detail if greeting and greeting.error else "no reply"
+        return [Finding("smtp-unreachable", Severity.ERROR, subj, _p(port=s.port, detail=detail))]
+    out: list[Finding] = []
+    code = greeting.reply.code
+    if code != 220:
+        return [
+            Finding(
+                "smtp-greeting-refused",
+                Severity.ERROR,
+                subj,
+                _p(reply=" ".join(greeting.reply.lines)[:200]),
+            )
+        ]
+    ms = round(greeting.elapsed_ms)
+    sev = Severity.WARNING if ms > 10_000 else Severity.OK
+    out.append(Finding("smtp-greeting", sev, subj, _p(ms=ms)))
+    banner = (
+        greeting.reply.lines[0][4:].split(" ", 1)[0].rstrip(".").lower()
+        if greeting.reply.lines
+        else ""
+    )
+    names = {h.host.lower(), *(r.rstrip(".").lower() for r in a.ptr.records)}
+    if banner and banner not in names:
+        out.append(
+            Finding(
+                "smtp-banner-name",
+                Severity.INFO,
+                subj,
+                _p(banner=banner, names=", ".join(sorted(names))),
+            )
+        )
+    offered = {k for k, _ in s.extensions}
+    missing = [e for e in WANTED_EXTENSIONS if e not in offered and e != "STARTTLS"]
+    if missing:
+        out.append(
+            Finding("smtp-extensions-missing", Severity.INFO, subj, _p(missing=", ".join(missing)))
+        )
+    t = s.tls
+    if not t.offered:
+        out.append(Finding("starttls-missing", Severity.ERROR, subj))
+        return out
+    if not t.ok:
+        out.append(
+            Finding(
+                "starttls-failed", Severity.ERROR, subj, _p(detail=t.error or "handshake failed")
+            )
+        )
+        return out
+    out.append(Finding("starttls-ok", Severity.OK, subj, _p(protocol=t.protocol or "?")))
+    cert = t.certificate
+    if cert is not None:
+        if t.name_matches is False:
+            out.append(
+                Finding(
+                    "cert-name-mismatch",
+                    Severity.ERROR,
+                    subj,
+                    _p(names=", ".join(cert.sans) or cert.subject),
+                )
+            )
+        if cert.days_left < 0:
+            out.append(Finding("cert-expired", Severity.ERROR, subj, _p(date=cert.not_after[:10])))
+        elif cert.days_left < 7:
+            out.append(Finding("cert-expiring", Severity.ERROR, subj, _p(days=cert.days_left)))
+        elif cert.days_left < 30:
+            out.append(Finding("cert-expiring", Severity.WARNING, subj, _p(days=cert.days_left)))
+        if t.trusted is False and cert.days_left >= 0:
+            out.append(
+                Finding("cert-untrusted", Severity.ERROR, subj, _p(detail=t.verify_error or ""))
+            )
+        if t.trusted and t.name_matches and cert.days_left >= 30:
+            out.append(Finding("cert-ok", Severity.OK, subj, _p(days=cert.days_left)))
+    if h.tlsa is not None and h.tlsa.records and a.tls_der is not None:
+        out += _dane(h, a, subj)
+    return out
+
+
+def tlsa_matches(record: str, der: bytes) -> bool:
+    """Whether a TLSA record ("usage selector mtype data") matches a leaf certificate."""
+    parts = record.split()
+    if len(parts) < 4:
+        return False
+    selector, mtype = parts[1], parts[2]
+    data = "".join(parts[3:]).lower()
+    content = der
+    if selector == "1":
+        from cryptography import x509
+        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+        content = (
+            x509.load_der_x509_certificate(der)
+            .public_key()
+            .public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+        )
+    if mtype == "0":
+        return content.hex() == data
+    if mtype == "1":
+        return hashlib.sha256(content).hexdigest() == data
+    if mtype == "2":
+        return hashlib.sha512(content).hexdigest() == data
+    return False
+
+
+def _dane(h: HostFacts, a: AddressFacts, subj: str) -> list[Finding]:
+    assert h.tlsa is not None and a.tls_der is not None
+    out: list[Finding] = []
+    if not h.tlsa.authenticated:
+        out.append(Finding("dane-unauthenticated", Severity.WARNING, h.host))
+    ee = [r for r in h.tlsa.records if r.split()[:1] in (["3"], ["1"])]
+    if ee and any(tlsa_matches(r, a.tls_der) for r in ee):
+        out.append(Finding("dane-match", Severity.OK, subj))
+    elif ee:
+        out.append(Finding("dane-mismatch", Severity.ERROR, subj))
+    return out
+
+
+def _policy_findings(f: DomainFacts, null_only: bool) -> list[Finding]:
+    d = f.domain
+    out: list[Finding] = []
+    for rec, query in (
+        (f.txt, f"{d} TXT"),
+        (f.dmarc, f"_dmarc.{d} TXT"),
+        (f.mta_sts, f"_mta-sts.{d} TXT"),
+        (f.tlsrpt, f"_smtp._tls.{d} TXT"),
+    ):
+        if rec is not None and rec.status in _DNS_FAILURE_IDS:
+            # A failed lookup is not a missing record: say which query failed instead.
+            out.append(Finding(_DNS_FAILURE_IDS[rec.status], Severity.ERROR, d, _p(query=query)))
+
+    def ok(rec: Records | None) -> bool:
+        return rec is not None and rec.status not in _DNS_FAILURE_IDS
+
+    if ok(f.txt):
+        assert f.txt is not None
+        spf = [
+            t
+            for t in f.txt.records
+            if t.lower().startswith("v=spf1") and (len(t) == 6 or t[6] == " ")
+        ]
+        if len(spf) > 1:
+            out.append(Finding("spf-multiple", Severity.ERROR, d, _p(count=len(spf))))
+        elif not spf:
+            out.append(Finding("spf-missing", Severity.WARNING, d))
+        else:
+            out.append(Finding("spf-ok", Severity.OK, d, _p(record=spf[0][:200])))
+    if ok(f.dmarc):
+        assert f.dmarc is not None
+        dm = [t for t in f.dmarc.records if t.replace(" ", "").lower().startswith("v=dmarc1")]
+        tags = {}
+        if dm:
+            for part in dm[0].split(";"):
+                k, _, v = part.strip().partition("=")
+                tags[k.strip().lower()] = v.strip()
+        if not dm:
+            out.append(Finding("dmarc-missing", Severity.WARNING, d))
+        elif len(dm) > 1:
+            out.append(Finding("dmarc-multiple", Severity.ERROR, d, _p(count=len(dm))))
+        elif "p" not in tags:
+            out.append(Finding("dmarc-no-policy", Severity.ERROR, d))
+        else:
+            out.append(Finding("dmarc-ok", Severity.OK, d, _p(policy=tags["p"])))
+    if null_only:
+        return out
+    if ok(f.mta_sts):
+        assert f.mta_sts is not None
+        sts = [t for t in f.mta_sts.records if t.replace(" ", "").lower().startswith("v=stsv1")]
+        if not sts:
+            out.append(Finding("mta-sts-missing", Severity.INFO, d))
+        else:
+            out += _mta_sts_policy(f)
+    if ok(f.tlsrpt):
+        assert f.tlsrpt is not None
+        rpt = [t for t in f.tlsrpt.records if t.replace(" ", "").lower().startswith("v=tlsrptv1")]
+        if rpt:
+            out.append(Finding("tlsrpt-ok", Severity.OK, d))
+        else:
+            out.append(Finding("tlsrpt-missing", Severity.INFO, d))
+    return out
+
+
+def mx_pattern_matches(pattern: str, host: str) -> bool:
+    """RFC 8461 §4.1: a pattern matches the host, "*." covering exactly one label."""
+    pattern, host = pattern.lower().rstrip("."), host.lower().rstrip(".")
+    if pattern.startswith("*."):
+        return "." in host and host.split(".", 1)[1] == pattern[2:]
+    return pattern == host
+
+
+def _mta_sts_policy(f: DomainFacts) -> list[Finding]:
+    d = f.domain
+    p = f.policy
+    if p is None or not p.fetched:
+        return [
+            Finding(
+                "mta-sts-policy-unreachable",
+                Severity.WARNING,
+                d,
+                _p(detail=p.error if p else "not fetched"),
+            )
+        ]
+    if p.mode not in ("enforce", "testing", "none") or not p.mx_patterns:
+        return [Finding("mta-sts-policy-invalid", Severity.ERROR, d, _p(mode=p.mode or "-"))]
+    uncovered = [
+        h.host for h in f.hosts if not any(mx_pattern_matches(m, h.host) for m in p.mx_patterns)
+    ]
+    if uncovered:
+        return [Finding("mta-sts-mx-mismatch", Severity.ERROR, d, _p(hosts=", ".join(uncovered)))]
+    return [Finding("mta-sts-ok", Severity.OK, d, _p(mode=p.mode))]
+
+
+def worst(findings: list[Finding]) -> Severity:
+    return max((x.severity for x in findings), default=Severity.OK)

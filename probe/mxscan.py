@@ -1,0 +1,173 @@
+"""I/O: gather the DNS and SMTP facts that `checks` judges, for `smtp-probe mx DOMAIN`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from dataclasses import replace
+
+import dns.asyncresolver
+
+from probe.checks import AddressFacts, DomainFacts, HostFacts, PolicyFacts, Records, parse_mx
+from probe.resolve import Lookup, lookup, ptr
+from probe.result import DnsStatus
+from probe.session import SessionOptions, run_session
+
+POLICY_LIMIT = 64 * 1024  # RFC 8461 §3.2: policies are small; refuse to read more
+
+
+def _rec(lk: Lookup) -> Records:
+    return Records(lk.status, lk.records, lk.canonical, lk.authenticated)
+
+
+async def _address(
+    res: dns.asyncresolver.Resolver,
+    host: str,
+    address: str,
+    connect: bool,
+    port: int,
+    opts: SessionOptions,
+) -> AddressFacts:
+    rev = await ptr(res, address)
+    forward: list[str] = []
+    for name in rev.records[:5]:
+        kind = "AAAA" if ":" in address else "A"
+        forward += (await lookup(res, name.rstrip("."), kind)).records
+    facts = AddressFacts(address, _rec(rev), tuple(forward))
+    if connect:
+        session = await run_session(host, address, port, opts)
+        cert = session.tls.certificate
+        facts = replace(facts, session=session, tls_der=cert.der if cert else None)
+    return facts
+
+
+async def _host(
+    res: dns.asyncresolver.Resolver,
+    pref: int,
+    host: str,
+    connect: bool,
+    port: int,
+    opts: SessionOptions,
+    family: int | None,
+) -> HostFacts:
+    a, aaaa, tlsa = await asyncio.gather(
+        lookup(res, host, "A"), lookup(res, host, "AAAA"), lookup(res, f"_25._tcp.{host}", "TLSA")
+    )
+    addrs = [x for lk, fam in ((a, 4), (aaaa, 6)) if family in (None, fam) for x in lk.records]
+    facts = await asyncio.gather(*(_address(res, host, x, connect, port, opts) for x in addrs))
+    return HostFacts(
+        host,
+        pref,
+        _rec(a),
+        _rec(aaaa),
+        tuple(facts),
+        _rec(tlsa) if tlsa.status is DnsStatus.OK else None,
+    )
+
+
+async def fetch_policy(
+    res: dns.asyncresolver.Resolver,
+    domain: str,
+    *,
+    port: int = 443,
+    cafile: str | None = None,
+    timeout: float = 10.0,
+) -> PolicyFacts:
+    """GET https://mta-sts.<domain>/.well-known/mta-sts.txt (RFC 8461 §3.3), via our resolver."""
+    host = f"mta-sts.{domain}"
+    a = await lookup(res, host, "A")
+    if not a.records:
+        return PolicyFacts(False, f"{host} has no address ({a.error or a.status.value})")
+    ctx = ssl.create_default_context(cafile=cafile)
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(a.records[0], port, ssl=ctx, server_hostname=host), timeout
+        )
+    except (OSError, TimeoutError, ssl.SSLError) as e:
+        return PolicyFacts(False, f"cannot reach https://{host}/: {e}")
+    try:
+        writer.write(
+            f"GET /.well-known/mta-sts.txt HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n"
+            "User-Agent: smtp-probe\r\n\r\n".encode()
+        )
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(POLICY_LIMIT), timeout)
+    except (OSError, TimeoutError, ssl.SSLError) as e:
+        return PolicyFacts(False, f"https://{host}/ failed: {e}")
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):
+            await asyncio.wait_for(writer.wait_closed(), 2)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status = head.split(b"\r\n", 1)[0].split()
+    if len(status) < 2 or status[1] != b"200":
+        return PolicyFacts(
+            False, f"https://{host}/.well-known/mta-sts.txt answered {status[1:2]!r}"
+        )
+    mode = None
+    mx: list[str] = []
+    for line in body.decode("utf-8", "replace").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "mode":
+            mode = value.strip()
+        elif key.strip() == "mx":
+            mx.append(value.strip())
+    return PolicyFacts(True, None, mode, tuple(mx))
+
+
+async def scan(
+    res: dns.asyncresolver.Resolver,
+    domain: str,
+    *,
+    connect: bool = True,
+    port: int = 25,
+    opts: SessionOptions | None = None,
+    family: int | None = None,
+    allow_private: bool = False,
+    https_port: int = 443,
+    cafile: str | None = None,
+) -> DomainFacts:
+    """Every fact the checks need, looked up concurrently where that is safe."""
+    opts = opts or SessionOptions(quit_after="tls", cafile=cafile)
+    mx, txt, dmarc, sts, rpt = await asyncio.gather(
+        lookup(res, domain, "MX"),
+        lookup(res, domain, "TXT"),
+        lookup(res, f"_dmarc.{domain}", "TXT"),
+        lookup(res, f"_mta-sts.{domain}", "TXT"),
+        lookup(res, f"_smtp._tls.{domain}", "TXT"),
+    )
+    implicit = None
+    targets: list[tuple[int, str]] = []
+    if mx.status is DnsStatus.NODATA:
+        a = await lookup(res, domain, "A")
+        aaaa = await lookup(res, domain, "AAAA")
+        implicit = Records(a.status, a.records + aaaa.records)
+        if implicit.records:
+            targets = [(0, domain)]
+    elif mx.status is DnsStatus.OK:
+        # Each host once, at its best preference (duplicates are a finding, not extra work).
+        best: dict[str, int] = {}
+        for p, h in sorted(parse_mx(mx.records)):
+            if h not in ("", "."):
+                best.setdefault(h, p)
+        targets = [(p, h) for h, p in best.items()]
+    hosts = await asyncio.gather(
+        *(_host(res, p, h, connect, port, opts, family) for p, h in targets)
+    )
+    policy = None
+    if any(t.replace(" ", "").lower().startswith("v=stsv1") for t in sts.records):
+        policy = await fetch_policy(res, domain, port=https_port, cafile=cafile)
+    return DomainFacts(
+        domain=domain,
+        mx=_rec(mx),
+        implicit=implicit,
+        hosts=tuple(hosts),
+        txt=_rec(txt),
+        dmarc=_rec(dmarc),
+        mta_sts=_rec(sts),
+        policy=policy,
+        tlsrpt=_rec(rpt),
+        connected=connect,
+        allow_private=allow_private,
+    )
