@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator
 from typing import IO, Any, NoReturn
 
@@ -284,148 +285,161 @@ def _nameserver(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+_SESSION_OPTIONS = [
+    click.option(
+        "--port", type=click.IntRange(1, 65535), help="SMTP port (default 25; 465 with --tls)."
+    ),
+    click.option("--tls", "implicit_tls", is_flag=True, help="Implicit TLS (SMTPS, port 465)."),
+    click.option(
+        "--starttls",
+        type=click.Choice(("auto", "require", "never")),
+        default="auto",
+        show_default=True,
+    ),
+    click.option(
+        "--cafile", type=click.Path(exists=True, dir_okay=False), help="Trust this CA bundle."
+    ),
+    click.option(
+        "--helo", help="Name sent in EHLO/HELO (default: this host's FQDN or an address literal)."
+    ),
+    click.option(
+        "--from", "mail_from", default="", help="MAIL FROM address (default: the null sender <>)."
+    ),
+    click.option("--rcpt", multiple=True, help="RCPT TO address (repeatable)."),
+    click.option("--quit-after", type=click.Choice(("connect", "ehlo", "tls", "mail", "rcpt"))),
+    click.option(
+        "--timeout", type=click.FloatRange(0.1, 3600), help="Set every timeout at once (seconds)."
+    ),
+    click.option(
+        "--connect-timeout", type=click.FloatRange(0.1, 3600), default=10.0, show_default=True
+    ),
+    click.option(
+        "--greeting-timeout", type=click.FloatRange(0.1, 3600), default=30.0, show_default=True
+    ),
+    click.option(
+        "--command-timeout", type=click.FloatRange(0.1, 3600), default=30.0, show_default=True
+    ),
+    click.option(
+        "--budget",
+        type=click.FloatRange(0.1, 36000),
+        default=120.0,
+        show_default=True,
+        help="Total seconds allowed per address.",
+    ),
+    click.option(
+        "--all",
+        "all_hosts",
+        is_flag=True,
+        help="Probe every MX address, not just the first that works.",
+    ),
+    click.option("-4", "ipv4", is_flag=True, help="IPv4 only."),
+    click.option("-6", "ipv6", is_flag=True, help="IPv6 only."),
+    click.option("--seed", type=int, help="Seed for shuffling MX hosts of equal preference."),
+    click.option(
+        "--nameserver", multiple=True, help="Ask this DNS server (HOST[:PORT]; repeatable)."
+    ),
+    click.option(
+        "--expect", multiple=True, help="Expectation for CI, e.g. starttls, tls-trusted, rcpt=2xx."
+    ),
+]
+
+
+def session_options(f: Any) -> Any:
+    """The options shared by `probe` and `batch`."""
+    for option in reversed(_SESSION_OPTIONS):
+        f = option(f)
+    return f
+
+
+def _request_template(kw: dict[str, Any]) -> Any:
+    """Validate the shared options into a ProbeRequest template (target filled in later)."""
+    from probe.result import Target
+    from probe.runner import ProbeRequest
+    from probe.session import SessionOptions
+    from probe.target import TargetError, check_address, check_helo
+    from probe.verdict import parse_expectation
+
+    if kw["ipv4"] and kw["ipv6"]:
+        fail("-4 and -6 exclude each other")
+    try:
+        helo_v = check_helo(kw["helo"]) if kw["helo"] is not None else None
+        from_v = check_address(kw["mail_from"], "--from")
+        rcpts = tuple(check_address(r, "--rcpt") for r in kw["rcpt"])
+        expectations = tuple(parse_expectation(e) for e in kw["expect"])
+    except (TargetError, ValueError) as e:
+        fail(str(e))
+    servers = tuple(_nameserver(n) for n in kw["nameserver"])
+    connect_t, greeting_t, command_t, budget = (
+        kw["connect_timeout"],
+        kw["greeting_timeout"],
+        kw["command_timeout"],
+        kw["budget"],
+    )
+    if kw["timeout"] is not None:
+        connect_t = greeting_t = command_t = kw["timeout"]
+        if budget == 120.0:
+            budget = kw["timeout"] * 8
+    opts = SessionOptions(
+        helo=helo_v,
+        mail_from=from_v,
+        rcpts=rcpts,
+        starttls=kw["starttls"],
+        implicit_tls=kw["implicit_tls"],
+        cafile=kw["cafile"],
+        quit_after=kw["quit_after"],
+        connect_timeout=connect_t,
+        greeting_timeout=greeting_t,
+        command_timeout=command_t,
+        budget=budget,
+    )
+    return ProbeRequest(
+        target=Target("", "domain", None, None, None),
+        session=opts,
+        port=kw["port"],
+        all_hosts=kw["all_hosts"],
+        family=4 if kw["ipv4"] else 6 if kw["ipv6"] else None,
+        seed=kw["seed"],
+        nameservers=servers,
+        expectations=expectations,
+    )
+
+
 @cli.command()
 @click.argument("target")
 @click.option(
     "--host", "host_mode", is_flag=True, help="TARGET is a host to connect to: no MX lookup."
 )
-@click.option(
-    "--port", type=click.IntRange(1, 65535), help="SMTP port (default 25; 465 with --tls)."
-)
-@click.option("--tls", "implicit_tls", is_flag=True, help="Implicit TLS (SMTPS, port 465).")
-@click.option(
-    "--starttls", type=click.Choice(("auto", "require", "never")), default="auto", show_default=True
-)
-@click.option(
-    "--cafile", type=click.Path(exists=True, dir_okay=False), help="Trust this CA bundle."
-)
-@click.option(
-    "--helo", help="Name sent in EHLO/HELO (default: this host's FQDN or an address literal)."
-)
-@click.option(
-    "--from", "mail_from", default="", help="MAIL FROM address (default: the null sender <>)."
-)
-@click.option("--rcpt", multiple=True, help="RCPT TO address (repeatable).")
-@click.option("--quit-after", type=click.Choice(("connect", "ehlo", "tls", "mail", "rcpt")))
-@click.option(
-    "--timeout", type=click.FloatRange(0.1, 3600), help="Set every timeout at once (seconds)."
-)
-@click.option(
-    "--connect-timeout", type=click.FloatRange(0.1, 3600), default=10.0, show_default=True
-)
-@click.option(
-    "--greeting-timeout", type=click.FloatRange(0.1, 3600), default=30.0, show_default=True
-)
-@click.option(
-    "--command-timeout", type=click.FloatRange(0.1, 3600), default=30.0, show_default=True
-)
-@click.option(
-    "--budget",
-    type=click.FloatRange(0.1, 36000),
-    default=120.0,
-    show_default=True,
-    help="Total seconds allowed per address.",
-)
-@click.option(
-    "--all",
-    "all_hosts",
-    is_flag=True,
-    help="Probe every MX address, not just the first that works.",
-)
-@click.option("-4", "ipv4", is_flag=True, help="IPv4 only.")
-@click.option("-6", "ipv6", is_flag=True, help="IPv6 only.")
-@click.option("--seed", type=int, help="Seed for shuffling MX hosts of equal preference.")
-@click.option("--nameserver", multiple=True, help="Ask this DNS server (HOST[:PORT]; repeatable).")
-@click.option(
-    "--expect", multiple=True, help="Expectation for CI, e.g. starttls, tls-trusted, rcpt=2xx."
-)
+@session_options
 @click.option(
     "--format", "fmt", type=click.Choice(("text", "json")), default="text", show_default=True
 )
 @click.option("--redact", is_flag=True, help="Mask local parts and IP addresses in the output.")
 @lang_option
 def probe(
-    target: str,
-    host_mode: bool,
-    port: int | None,
-    implicit_tls: bool,
-    starttls: str,
-    cafile: str | None,
-    helo: str | None,
-    mail_from: str,
-    rcpt: tuple[str, ...],
-    quit_after: str | None,
-    timeout: float | None,
-    connect_timeout: float,
-    greeting_timeout: float,
-    command_timeout: float,
-    budget: float,
-    all_hosts: bool,
-    ipv4: bool,
-    ipv6: bool,
-    seed: int | None,
-    nameserver: tuple[str, ...],
-    expect: tuple[str, ...],
-    fmt: str,
-    redact: bool,
-    lang: str | None,
+    target: str, host_mode: bool, fmt: str, redact: bool, lang: str | None, **kw: Any
 ) -> None:
     """Probe TARGET live: a domain, user@domain, a host (--host), [IP] or host:port."""
-    from probe.target import TargetError, check_address, check_helo, parse_target
-    from probe.verdict import parse_expectation
+    from dataclasses import replace
+
+    from probe.target import TargetError, parse_target
 
     loc_lang = _lang(lang)
-    if ipv4 and ipv6:
-        fail("-4 and -6 exclude each other")
+    template = _request_template(kw)
     try:
         t = parse_target(target, host_mode=host_mode)
-        helo_v = check_helo(helo) if helo is not None else None
-        from_v = check_address(mail_from, "--from")
-        rcpts = tuple(check_address(r, "--rcpt") for r in rcpt)
-        expectations = tuple(parse_expectation(e) for e in expect)
-    except (TargetError, ValueError) as e:
+    except TargetError as e:
         fail(str(e))
-    servers = tuple(_nameserver(n) for n in nameserver)
-    if timeout is not None:
-        connect_timeout = greeting_timeout = command_timeout = timeout
-        budget = max(budget if budget != 120.0 else 0, timeout * 8)
 
     import asyncio
 
     from probe.catalog import locale
     from probe.render import probe as render
-    from probe.runner import ProbeRequest
     from probe.runner import probe as run_probe
-    from probe.session import SessionOptions
-    from probe.verdict import exit_status
-
-    opts = SessionOptions(
-        helo=helo_v,
-        mail_from=from_v,
-        rcpts=rcpts,
-        starttls=starttls,
-        implicit_tls=implicit_tls,
-        cafile=cafile,
-        quit_after=quit_after,
-        connect_timeout=connect_timeout,
-        greeting_timeout=greeting_timeout,
-        command_timeout=command_timeout,
-        budget=budget,
-    )
-    req = ProbeRequest(
-        target=t,
-        session=opts,
-        port=port,
-        all_hosts=all_hosts,
-        family=4 if ipv4 else 6 if ipv6 else None,
-        seed=seed,
-        nameservers=servers,
-        expectations=expectations,
-    )
-    result = asyncio.run(run_probe(req))
     from probe.text import redact as mask
     from probe.text import redact_json
+    from probe.verdict import exit_status
 
+    result = asyncio.run(run_probe(replace(template, target=t)))
     loc = locale(loc_lang)
     if fmt == "json":
         doc = render.to_json(result, loc)
@@ -434,6 +448,162 @@ def probe(
         text = render.to_text(result, loc, _styler(_colour_enabled(sys.stdout)))
         _echo(mask(text) if redact else text)
     raise SystemExit(exit_status(result.verdict))
+
+
+@cli.command()
+@click.argument("source", default="-")
+@session_options
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 10000),
+    default=20,
+    show_default=True,
+    help="Sessions at once, overall.",
+)
+@click.option(
+    "--per-host",
+    type=click.IntRange(1, 1000),
+    default=2,
+    show_default=True,
+    help="Sessions at once to one MX address.",
+)
+@click.option(
+    "--rate", type=click.FloatRange(0.01, 100000), help="New sessions per second at most."
+)
+@click.option("--output", type=click.Path(dir_okay=False), help="Append JSON Lines to this file.")
+@click.option("--resume", is_flag=True, help="With --output: skip inputs already recorded there.")
+@lang_option
+def batch(
+    source: str,
+    concurrency: int,
+    per_host: int,
+    rate: float | None,
+    output: str | None,
+    resume: bool,
+    lang: str | None,
+    **kw: Any,
+) -> None:
+    """Probe many targets, one a line (FILE or '-'), streaming JSON Lines in completion order."""
+    if resume and not output:
+        fail("--resume needs --output FILE")
+    template = _request_template(kw)
+    loc_lang = _lang(lang)
+
+    import asyncio
+
+    from probe.batch import read_targets, recorded_lines, run_batch
+    from probe.catalog import locale
+
+    done = recorded_lines(output) if (output and resume) else set()
+    if output and resume:
+        _drop_torn_tail(output)
+    try:
+        stream: IO[str] = (
+            sys.stdin if source == "-" else open(source, encoding="utf-8", errors="replace")  # noqa: SIM115
+        )
+    except OSError as e:
+        fail(f"cannot read {source}: {e.strerror}")
+    sink: IO[str] = open(output, "a", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
+    progress = _Progress() if sys.stderr.isatty() else None
+
+    async def targets() -> Any:
+        loop = asyncio.get_running_loop()
+        lines = iter(read_targets(stream))
+        while True:
+            # Read in the executor, a chunk at a time: stdin may be slow, the loop must not stall.
+            chunk = await loop.run_in_executor(None, _take, lines, 512)
+            if not chunk:
+                return
+            for n, text in chunk:
+                if n not in done:
+                    yield n, text
+
+    def emit(rec: dict[str, Any]) -> None:
+        sink.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        sink.flush()
+
+    try:
+        stats = asyncio.run(
+            run_batch(
+                targets(),
+                template,
+                emit,
+                locale(loc_lang),
+                concurrency=concurrency,
+                per_host=per_host,
+                rate=rate,
+                on_progress=progress.update if progress else None,
+            )
+        )
+    except KeyboardInterrupt:
+        click.echo(
+            "smtp-probe: interrupted; every record written is complete"
+            + (" (rerun with --resume)" if output else ""),
+            err=True,
+        )
+        raise SystemExit(exitcodes.INTERRUPTED) from None
+    finally:
+        if progress:
+            progress.close()
+        if source != "-":
+            stream.close()
+        if output:
+            sink.close()
+    verdicts = ", ".join(f"{k} {v}" for k, v in stats.by_verdict.most_common())
+    cats = ", ".join(f"{k} {v}" for k, v in stats.by_category.most_common())
+    elapsed = time.monotonic() - stats.started
+    click.echo(
+        f"smtp-probe: {stats.done} records in {elapsed:.1f} s; verdicts: {verdicts or '-'}; "
+        f"categories: {cats or '-'}",
+        err=True,
+    )
+
+
+def _take(it: Iterator[tuple[int, str]], n: int) -> list[tuple[int, str]]:
+    out = []
+    for item in it:
+        out.append(item)
+        if len(out) >= n:
+            break
+    return out
+
+
+def _drop_torn_tail(path: str) -> None:
+    """An interrupted write can leave half a line at the end; cut it before appending."""
+    try:
+        with open(path, "rb+") as f:
+            data = f.read()
+            if data and not data.endswith(b"\n"):
+                f.truncate(data.rfind(b"\n") + 1)
+    except FileNotFoundError:
+        pass
+
+
+class _Progress:
+    """A progress line on a terminal's stderr (rich is imported only when one is there)."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self._p = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self._task = self._p.add_task("starting")
+        self._p.start()
+
+    def update(self, stats: Any) -> None:
+        rate = stats.done / max(time.monotonic() - stats.started, 1e-6)
+        self._p.update(
+            self._task, description=f"{stats.done} done, {stats.errors} errors, {rate:.1f}/s"
+        )
+
+    def close(self) -> None:
+        self._p.stop()
 
 
 @cli.command()

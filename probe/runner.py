@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -34,10 +33,19 @@ def _family_ok(addr: str, family: int | None) -> bool:
     return family is None or ipaddress.ip_address(addr).version == family
 
 
+SessionFn = Callable[[str, str, int, SessionOptions], Awaitable[Session]]
+
+
 async def probe(
-    req: ProbeRequest, *, resolver: dns.asyncresolver.Resolver | None = None
+    req: ProbeRequest,
+    *,
+    resolver: dns.asyncresolver.Resolver | None = None,
+    session_fn: SessionFn = run_session,
 ) -> ProbeResult:
-    """Probe one target; network trouble ends up in the result, never as an exception."""
+    """Probe one target; network trouble ends up in the result, never as an exception.
+
+    `session_fn` runs one SMTP session; `batch` passes one that applies its limits and cache.
+    """
     started = datetime.now(UTC).isoformat(timespec="seconds")
     t0 = time.perf_counter()
     t = req.target
@@ -68,7 +76,7 @@ async def probe(
     port = t.port or req.port or (465 if opts.implicit_tls else 25)
     sessions: list[Session] = []
     for host, addr in candidates:
-        s = await run_session(host, addr, port, opts)
+        s = await session_fn(host, addr, port, opts)
         sessions.append(s)
         if s.completed and not req.all_hosts:
             break
@@ -94,8 +102,3 @@ async def probe(
         started_at=started,
         elapsed_ms=round((time.perf_counter() - t0) * 1000, 1),
     )
-
-
-def run(req: ProbeRequest, nameservers: Sequence[tuple[str, int]] | None = None) -> ProbeResult:
-    """Synchronous wrapper for the CLI."""
-    return asyncio.run(probe(req))

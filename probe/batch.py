@@ -1,0 +1,195 @@
+"""Bulk probing: a stream of targets in, one JSON record per input line out, in completion order.
+
+Concurrency is bounded overall and per MX address; DNS answers are cached for the run; a
+session without RCPT to an address already probed is shared rather than repeated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import dns.asyncresolver
+
+from probe.catalog import Locale
+from probe.render.probe import to_json
+from probe.resolve import make_resolver
+from probe.result import ProbeResult, Session
+from probe.runner import ProbeRequest, probe
+from probe.session import SessionOptions, run_session
+from probe.target import TargetError, parse_target
+from probe.verdict import exit_status
+
+SCHEMA = "smtp-probe/batch/1"
+ProbeFn = Callable[[ProbeRequest], Awaitable[ProbeResult]]
+
+
+def read_targets(lines: Iterable[str]) -> Iterable[tuple[int, str]]:
+    """(line number, text) for every line that names a target; blanks and # comments skipped."""
+    for n, raw in enumerate(lines, 1):
+        text = raw.strip()
+        if text and not text.startswith("#"):
+            yield n, text
+
+
+class Limits:
+    """Sessions at once per MX address, and new sessions per second overall."""
+
+    def __init__(self, per_host: int, rate: float | None) -> None:
+        self.per_host = per_host
+        self._sems: dict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(per_host))
+        self._interval = 1.0 / rate if rate else 0.0
+        self._next = 0.0
+        self._lock = asyncio.Lock()
+
+    async def _pace(self) -> None:
+        if not self._interval:
+            return
+        async with self._lock:
+            now = time.monotonic()
+            wait = self._next - now
+            self._next = max(now, self._next) + self._interval
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    async def session(self, host: str, address: str, port: int, opts: SessionOptions) -> Session:
+        async with self._sems[f"{address}:{port}"]:
+            await self._pace()
+            return await run_session(host, address, port, opts)
+
+
+@dataclass
+class SessionCache:
+    """Shares sessions that check no recipient: many domains often point at one provider's MX."""
+
+    limits: Limits
+    _done: dict[tuple[str, str, int, SessionOptions], asyncio.Future[Session]] = field(
+        default_factory=dict
+    )
+
+    async def session(self, host: str, address: str, port: int, opts: SessionOptions) -> Session:
+        if opts.rcpts:
+            return await self.limits.session(host, address, port, opts)
+        key = (host, address, port, opts)
+        fut = self._done.get(key)
+        if fut is None:
+            fut = asyncio.get_running_loop().create_future()
+            self._done[key] = fut
+            try:
+                fut.set_result(await self.limits.session(host, address, port, opts))
+            except BaseException as e:
+                fut.set_exception(e)
+                fut.exception()  # retrieved: the caller below re-raises it
+                del self._done[key]
+                raise
+        return await asyncio.shield(fut)
+
+
+@dataclass
+class Stats:
+    done: int = 0
+    errors: int = 0
+    by_verdict: Counter[str] = field(default_factory=Counter)
+    by_category: Counter[str] = field(default_factory=Counter)
+    started: float = field(default_factory=time.monotonic)
+
+
+def _categories(doc: dict[str, Any]) -> list[str]:
+    out = []
+    for s in doc.get("sessions", []):
+        for st in s["steps"]:
+            reply = st.get("reply")
+            if reply and reply.get("category") and reply["category"] != "success":
+                out.append(reply["category"])
+    return out
+
+
+async def run_batch(
+    targets: AsyncIterator[tuple[int, str]],
+    template: ProbeRequest,
+    emit: Callable[[dict[str, Any]], None],
+    loc: Locale,
+    *,
+    concurrency: int = 20,
+    per_host: int = 2,
+    rate: float | None = None,
+    resolver: dns.asyncresolver.Resolver | None = None,
+    probe_fn: ProbeFn | None = None,
+    on_progress: Callable[[Stats], None] | None = None,
+) -> Stats:
+    """Probe every target; exactly one record per target reaches `emit`, failures included."""
+    res = resolver or make_resolver(template.nameservers or None)
+    cache = SessionCache(Limits(per_host, rate))
+
+    async def default_probe(req: ProbeRequest) -> ProbeResult:
+        return await probe(req, resolver=res, session_fn=cache.session)
+
+    run_one = probe_fn or default_probe
+    stats = Stats()
+    queue: asyncio.Queue[tuple[int, str] | None] = asyncio.Queue(maxsize=concurrency * 2)
+
+    async def one(n: int, text: str) -> dict[str, Any]:
+        head: dict[str, Any] = {"schema": SCHEMA, "line": n, "input": text}
+        try:
+            t = parse_target(text)
+        except TargetError as e:
+            return {**head, "error": {"kind": "bad_target", "detail": str(e)}, "exit_status": 64}
+        try:
+            result = await run_one(replace(template, target=t))
+        except Exception as e:  # one broken probe must never cost the others their records
+            return {
+                **head,
+                "error": {"kind": "internal", "detail": f"{type(e).__name__}: {e}"},
+                "exit_status": 70,
+            }
+        doc = to_json(result, loc)
+        doc.pop("schema", None)
+        return {**head, **doc, "exit_status": exit_status(result.verdict)}
+
+    async def worker() -> None:
+        while (item := await queue.get()) is not None:
+            rec = await one(*item)
+            stats.done += 1
+            if "error" in rec:
+                stats.errors += 1
+                stats.by_verdict["error"] += 1
+            else:
+                stats.by_verdict[rec["verdict"]] += 1
+                stats.by_category.update(_categories(rec))
+            emit(rec)
+            if on_progress is not None:
+                on_progress(stats)
+
+    workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
+    try:
+        async for item in targets:
+            await queue.put(item)
+        for _ in workers:
+            await queue.put(None)
+        await asyncio.gather(*workers)
+    finally:
+        for w in workers:
+            w.cancel()
+    return stats
+
+
+def recorded_lines(path: str) -> set[int]:
+    """Line numbers already in an output file; a torn last line (no newline) is ignored."""
+    done: set[int] = set()
+    try:
+        with open(path, encoding="utf-8") as f:
+            for raw in f:
+                if not raw.endswith("\n"):
+                    break
+                try:
+                    done.add(int(json.loads(raw)["line"]))
+                except (ValueError, KeyError, TypeError):
+                    continue
+    except FileNotFoundError:
+        pass
+    return done

@@ -1,0 +1,204 @@
+"""`smtp-probe batch`: one record per input line, per-host limits, resume, errors as records."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from probe.batch import read_targets, recorded_lines, run_batch
+from probe.catalog import locale
+from probe.cli import cli
+from probe.lab.dns import LoopThread, ZoneDNS
+from probe.lab.smtp import GreetingSMTP, Scripted
+from probe.result import Target
+from probe.runner import ProbeRequest
+from probe.session import SessionOptions
+
+HOSTS = [f"127.0.0.{i}" for i in range(2, 7)]
+N = 1000
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.active: dict[str, int] = defaultdict(int)
+        self.peak: dict[str, int] = defaultdict(int)
+        self.total = 0
+
+
+def counting_smtp(counter: Counter, listener: str, loop: asyncio.AbstractEventLoop) -> Any:
+    class Counting(GreetingSMTP):
+        def connection_made(self, transport: Any) -> None:
+            counter.active[listener] += 1
+            counter.total += 1
+            counter.peak[listener] = max(counter.peak[listener], counter.active[listener])
+            super().connection_made(transport)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            counter.active[listener] -= 1
+            super().connection_lost(exc)
+
+    return lambda: Counting(
+        Scripted(rcpt={"nobody": "550 5.1.1 no such user"}), hostname=f"mx-{listener}", loop=loop
+    )
+
+
+@dataclass
+class Farm:
+    dns_port: int
+    port: int
+    counter: Counter
+    lt: LoopThread
+
+
+@pytest.fixture(scope="module")
+def farm() -> Iterator[Farm]:
+    zone = (
+        "\n".join(f"d{i}.test. 60 IN MX 10 mx{i % len(HOSTS)}.farm.test." for i in range(N))
+        + "\n"
+        + "\n".join(f"mx{j}.farm.test. 60 IN A {h}" for j, h in enumerate(HOSTS))
+    )
+    lt = LoopThread()
+    dns = ZoneDNS(zone)
+    counter = Counter()
+    servers: list[Any] = []
+    try:
+        dns_port = lt.run(dns.start())
+        port = 0
+        for h in HOSTS:
+            srv = lt.run(lt.loop.create_server(counting_smtp(counter, h, lt.loop), h, port))
+            port = srv.sockets[0].getsockname()[1]
+            servers.append(srv)
+        yield Farm(dns_port, port, counter, lt)
+    finally:
+        for s in servers:
+            lt.loop.call_soon_threadsafe(s.close)
+        lt.run(dns.stop())
+        lt.close()
+
+
+def write_inputs(path: Path, n: int = N) -> None:
+    lines = ["# a comment line", ""]
+    lines += [f"{'nobody' if i % 10 == 0 else 'user'}{i}@d{i}.test" for i in range(n)]
+    lines.append("not a valid target!")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def base_args(farm: Farm) -> list[str]:
+    return [
+        "--nameserver",
+        f"127.0.0.1:{farm.dns_port}",
+        "--port",
+        str(farm.port),
+        "--timeout",
+        "5",
+        "--helo",
+        "batch.test",
+        "--starttls",
+        "never",
+    ]
+
+
+def test_thousand_inputs_give_thousand_records_within_per_host_limits(
+    farm: Farm, tmp_path: Path
+) -> None:
+    inputs = tmp_path / "targets.txt"
+    write_inputs(inputs)
+    farm.counter.peak.clear()
+    r = CliRunner().invoke(
+        cli, ["batch", str(inputs), *base_args(farm), "--concurrency", "50", "--per-host", "2"]
+    )
+    assert r.exit_code == 0, r.output[-2000:]
+    records = [json.loads(x) for x in r.stdout.splitlines()]
+    assert len(records) == N + 1
+    lines = [rec["line"] for rec in records]
+    assert sorted(lines) == list(range(3, N + 4))  # the comment and the blank line are skipped
+    by_line = {rec["line"]: rec for rec in records}
+    assert by_line[3]["verdict"] == "permanent" and by_line[4]["verdict"] == "accepted"
+    assert by_line[N + 3]["error"]["kind"] == "bad_target"
+    assert all(rec["schema"] == "smtp-probe/batch/1" for rec in records)
+    assert max(farm.counter.peak.values()) == 2  # the limit held, and was used
+    assert "1001 records" in r.stderr
+
+
+def test_domains_sharing_an_mx_share_one_session(farm: Farm, tmp_path: Path) -> None:
+    inputs = tmp_path / "domains.txt"
+    inputs.write_text("\n".join(f"d{i}.test" for i in range(200)) + "\n")
+    before = farm.counter.total
+    r = CliRunner().invoke(cli, ["batch", str(inputs), *base_args(farm), "--quit-after", "ehlo"])
+    assert r.exit_code == 0
+    assert len(r.stdout.splitlines()) == 200
+    assert farm.counter.total - before == len(HOSTS)
+
+
+def test_resume_after_interruption(farm: Farm, tmp_path: Path) -> None:
+    inputs = tmp_path / "targets.txt"
+    write_inputs(inputs)
+    out = tmp_path / "out.jsonl"
+    cmd = [
+        sys.executable,
+        "-m",
+        "probe",
+        "batch",
+        str(inputs),
+        "--output",
+        str(out),
+        *base_args(farm),
+        "--concurrency",
+        "4",
+        "--rate",
+        "200",
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ}
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not out.exists() or out.read_text().count("\n") < 100):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert b"rerun with --resume" in err
+    first = out.read_text().splitlines()
+    assert 100 <= len(first) < N + 1
+    with out.open("a") as f:
+        f.write('{"schema": "smtp-probe/batch/1", "line": 77')  # a torn last line
+    r = subprocess.run([*cmd[:-2], "--resume"], capture_output=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    records = [json.loads(x) for x in out.read_text().splitlines()]
+    lines = [rec["line"] for rec in records]
+    assert len(lines) == len(set(lines)) == N + 1
+    assert recorded_lines(str(out)) == set(range(3, N + 4))
+
+
+async def test_a_probe_that_raises_becomes_an_error_record() -> None:
+    async def targets() -> AsyncIterator[tuple[int, str]]:
+        for item in read_targets(["ok.test", "boom.test", "", "also.test"]):
+            yield item
+
+    async def fake_probe(req: ProbeRequest) -> Any:
+        if req.target.domain == "boom.test":
+            raise RuntimeError("kaboom")
+        raise ValueError("no network here")
+
+    got: list[dict[str, Any]] = []
+    template = ProbeRequest(Target("", "domain", None, None, None), SessionOptions())
+    stats = await run_batch(
+        targets(), template, got.append, locale("en"), probe_fn=fake_probe, concurrency=2
+    )
+    assert sorted(r["line"] for r in got) == [1, 2, 4]
+    boom = next(r for r in got if r["line"] == 2)
+    assert boom["error"] == {"kind": "internal", "detail": "RuntimeError: kaboom"}
+    assert stats.errors == 3 and stats.done == 3
