@@ -226,6 +226,123 @@ def bench_session(runs: int) -> list[tuple[str, str]]:
     return rows
 
 
+def _child_peak_rss_mb(cmd: list[str], stdin: Path) -> tuple[float, float]:
+    """Run cmd in a fresh wrapper process; return (seconds, peak RSS of the child in MB)."""
+    code = (
+        "import resource, subprocess, sys, time\n"
+        f"t = time.perf_counter()\n"
+        f"subprocess.run({cmd!r}, stdin=open({str(stdin)!r}, 'rb'), stdout=subprocess.DEVNULL,"
+        " stderr=subprocess.DEVNULL)\n"
+        "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True
+    ).stdout.split()
+    return float(out[0]), float(out[1]) / 1024
+
+
+def bench_batch(quick: bool) -> list[tuple[str, str]]:
+    import json
+
+    n = 200 if quick else 1000
+    sizes = (1_000, 5_000) if quick else (1_000, 10_000, 100_000)
+    listeners = 20
+    farm = subprocess.Popen(
+        [sys.executable, "-m", "probe.lab.farm", str(listeners), str(max(sizes))],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert farm.stdout is not None and farm.stdin is not None
+    info = json.loads(farm.stdout.readline())
+    rows: list[tuple[str, str]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        targets = Path(tmp) / "targets.txt"
+        targets.write_text("".join(f"user{i}@d{i}.test\n" for i in range(n)))
+        common = [
+            "--nameserver",
+            f"127.0.0.1:{info['dns_port']}",
+            "--port",
+            str(info["smtp_port"]),
+            "--cafile",
+            info["cafile"],
+            "--helo",
+            "bench.test",
+            "--timeout",
+            "20",
+        ]
+        rates = {}
+        for c in (1, 10, 50, 200):
+            t = timed(
+                [*CLI, "batch", "-", *common, "--concurrency", str(c), "--per-host", "10"],
+                stdin=targets,
+            )
+            rates[c] = n / t
+            rows.append(
+                (f"smtp-probe batch, {n} targets, concurrency {c}", f"{rates[c]:.0f} sessions/s")
+            )
+        if shutil.which("swaks"):
+            hosts = info["hosts"]
+
+            def swaks(i: int) -> list[str]:
+                return [
+                    "swaks",
+                    "--server",
+                    hosts[i % listeners],
+                    "--port",
+                    str(info["smtp_port"]),
+                    "--to",
+                    f"user{i}@d{i}.test",
+                    "--from",
+                    "",
+                    "--helo",
+                    "bench.test",
+                    "--tls",
+                    "--quit-after",
+                    "RCPT",
+                ]
+
+            k = 30 if quick else 100
+            t0 = time.perf_counter()
+            for i in range(k):
+                subprocess.run(swaks(i), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            seq = k / (time.perf_counter() - t0)
+            cmds = Path(tmp) / "swaks.txt"
+            cmds.write_text(
+                "".join(
+                    " ".join(swaks(i)).replace(" --from  ", " --from '' ") + "\n" for i in range(n)
+                )
+            )
+            t0 = time.perf_counter()
+            subprocess.run(
+                f"xargs -P 50 -I CMD sh -c CMD < {cmds}",
+                shell=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            par = n / (time.perf_counter() - t0)
+            best = max(rates.values())
+            rows += [
+                (f"swaks sequential ({k} targets)", f"{seq:.1f} sessions/s"),
+                (f"xargs -P 50 swaks ({n} targets)", f"{par:.0f} sessions/s"),
+                ("best batch / sequential swaks (aim >= 50)", f"{best / seq:.0f}x"),
+                ("best batch / 50 parallel swaks (aim > 1)", f"{best / par:.1f}x"),
+            ]
+        for size in sizes:
+            doms = Path(tmp) / f"domains{size}.txt"
+            doms.write_text("".join(f"d{i}.test\n" for i in range(size)))
+            secs, peak = _child_peak_rss_mb(
+                [*CLI, "batch", "-", *common, "--quit-after", "ehlo", "--concurrency", "50"], doms
+            )
+            rows.append(
+                (f"batch peak memory, {size:,} domain inputs", f"{peak:.0f} MB ({secs:.1f} s)")
+            )
+    farm.stdin.close()
+    farm.wait(timeout=30)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="small inputs for a smoke run")
@@ -237,6 +354,7 @@ def main() -> None:
         ("Start-up (median of whole processes)", bench_startup(runs)),
         ("Explain throughput", bench_explain(lines)),
         ("One live session on loopback", bench_session(runs * 5)),
+        ("Batch against a farm of loopback MX servers", bench_batch(args.quick)),
     ]
     machine = f"{platform.node()}: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     out = [
