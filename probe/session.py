@@ -106,9 +106,15 @@ def _wire_reply(raw: bytes, resp: SMTPResponse, command: str) -> WireReply:
     )
 
 
+@lru_cache(maxsize=1)
+def _fqdn() -> str:
+    # getfqdn() may ask the resolver: once per process is enough.
+    return socket.getfqdn()
+
+
 def default_helo(sockname: Sequence[object] | None) -> str:
     """An FQDN when the machine has one, else an address literal (RFC 5321 §4.1.3)."""
-    fqdn = socket.getfqdn()
+    fqdn = _fqdn()
     if "." in fqdn and not fqdn.startswith("localhost") and not fqdn.endswith(".localdomain"):
         return fqdn
     if sockname:
