@@ -60,6 +60,8 @@ def _status(e: BaseException) -> tuple[DnsStatus, str]:
         errors = " ".join(str(x[3]) for x in e.kwargs.get("errors", ()))
         if "REFUSED" in errors:
             return DnsStatus.REFUSED, "the name server refused to answer (lame delegation?)"
+        if "CNAME" in errors:
+            return DnsStatus.ERROR, "a CNAME loop, or a CNAME chain too long to follow"
         if "SERVFAIL" in errors or not errors.strip():
             return DnsStatus.SERVFAIL, "every name server failed to answer (SERVFAIL)"
         return DnsStatus.ERROR, f"the name servers answered with an error ({errors.strip()[:80]})"

@@ -14,7 +14,9 @@ from probe.model import Interpretation
 from probe.render import explain as render
 from probe.text import safe
 
-RAW_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ud800-\udfff]")
+RAW_CONTROL = re.compile(
+    r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ud800-\udfff]"
+)
 LANGS = ("en", "zh", "de", "ko")
 
 reply_like = st.builds(
@@ -24,8 +26,11 @@ reply_like = st.builds(
     st.sampled_from(["", "5.1.1 ", "4.7.0 ", "2.0.0 ", "5.7.999 ", "9.9.9 "]),
     st.text(max_size=120),
 )
-anything = st.one_of(st.text(max_size=300), reply_like, st.binary(max_size=300).map(
-    lambda b: b.decode("utf-8", "surrogateescape")))
+anything = st.one_of(
+    st.text(max_size=300),
+    reply_like,
+    st.binary(max_size=300).map(lambda b: b.decode("utf-8", "surrogateescape")),
+)
 
 
 @settings(max_examples=500, deadline=None)
@@ -55,7 +60,9 @@ def test_safe_leaves_no_control_character(s: str) -> None:
     words=st.lists(st.from_regex(r"[A-Za-z][a-z]{0,9}", fullmatch=True), min_size=1, max_size=10),
     lines=st.integers(1, 3),
 )
-def test_parse_then_render_round_trip(code: int, detail: tuple[int, int], words: list[str], lines: int) -> None:
+def test_parse_then_render_round_trip(
+    code: int, detail: tuple[int, int], words: list[str], lines: int
+) -> None:
     enhanced = f"{code // 100}.{detail[0]}.{detail[1]}"
     text = " ".join(words)
     parts = [" ".join(words[i::lines]) for i in range(lines) if words[i::lines]]

@@ -37,6 +37,11 @@ dangling.test. 300 IN MX 10 gone.dangling.test.
 nohost.test. 300 IN TXT "v=spf1 -all"
 iplit.test. 300 IN MX 10 192.0.2.1.
 broken.test. 300 IN MX 10 mx.broken.test.
+loop.test. 300 IN MX 10 a.loop.test.
+a.loop.test. 300 IN CNAME b.loop.test.
+b.loop.test. 300 IN CNAME a.loop.test.
+self.test. 300 IN MX 10 self.test.
+self.test. 300 IN A 127.0.0.12
 big.test. 300 IN MX 10 mx.big.test.
 mx.big.test. 300 IN A 127.0.0.11
 """
@@ -149,3 +154,11 @@ def test_pure_mx_helpers() -> None:
     assert is_null_mx([(0, "")])
     assert not is_null_mx([(0, ""), (10, "mx")])
     assert not is_null_mx([(10, "")])
+
+
+async def test_cname_loop_and_mx_at_own_domain(dns_server: Resolve) -> None:
+    res, _ = await dns_server()
+    loop = await resolve_domain(res, "loop.test")
+    assert loop.mx[0].status is DnsStatus.ERROR and "CNAME loop" in (loop.mx[0].error or "")
+    own = await resolve_domain(res, "self.test")
+    assert own.mx[0].host == "self.test" and own.mx[0].addresses == ("127.0.0.12",)
