@@ -52,9 +52,10 @@ def interpret_reply(reply: Reply, input_text: str | None = None) -> Interpretati
             )
 
     text = reply.text
+    lowered = text.lower()
     enh_str = str(enh) if enh else None
     for rule in cat.rules:
-        if rule.matches(reply.code, klass, enh_str, reply.command, text):
+        if rule.matches(reply.code, klass, enh_str, reply.command, text, lowered):
             retryable = rule.retryable if rule.retryable is not None else klass == 4
             return Interpretation(
                 input=input_text if input_text is not None else text,

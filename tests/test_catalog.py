@@ -227,3 +227,38 @@ def test_translated_text_is_in_its_script() -> None:
         ko = _flatten(raw("locales", "ko", f"{section}.toml"))
         assert sum(bool(han.search(v)) for v in zh.values()) > 0.9 * len(zh)
         assert sum(bool(hangul.search(v)) for v in ko.values()) > 0.9 * len(ko)
+
+
+def test_rule_prefilter_never_hides_a_match() -> None:
+    """Each rule's needles occur in every text its pattern matches (fixtures and corpus-like)."""
+    texts = []
+    with (FIXTURES / "replies.tsv").open(encoding="utf-8") as f:
+        texts += [line.split("\t", 1)[0] for line in f]
+    from probe.reply import parse
+
+    replies = [r.text for r in map(parse, texts) if r is not None]
+    checked = 0
+    for rule in catalog.load().rules:
+        for text in replies:
+            if rule.text.search(text):
+                checked += 1
+                assert not rule.needles or any(n in text.lower() for n in rule.needles), (
+                    rule.id,
+                    text,
+                )
+    assert checked >= len(catalog.load().rules)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "needles"),
+    [
+        (r"receiving (?:e-?mail|mail) too quickly", ("receiving ",)),
+        (r"e-?mail|greylisted", ("mail", "greylisted")),
+        (r"\[TS[S]?0[1-8]\]|unexpected volume", ()),
+        (r"\.\.\. User unknown", ("... user unknown",)),
+        (r"exceeded \d+ hops", ("exceeded ",)),
+        (r"SPF|DKIM", ()),
+    ],
+)
+def test_needles(pattern: str, needles: tuple[str, ...]) -> None:
+    assert catalog.needles_for(pattern) == needles

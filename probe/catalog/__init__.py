@@ -68,9 +68,16 @@ class Rule:
     retryable: bool | None
     wait: int
     actor: str
+    needles: tuple[str, ...] = ()  # one of these occurs in any text the pattern matches
 
     def matches(
-        self, code: int | None, klass: int, enhanced: str | None, command: str | None, text: str
+        self,
+        code: int | None,
+        klass: int,
+        enhanced: str | None,
+        command: str | None,
+        text: str,
+        lowered: str | None = None,
     ) -> bool:
         if self.codes and code not in self.codes:
             return False
@@ -84,7 +91,93 @@ class Rule:
                 return False
         if self.commands and command is not None and command not in self.commands:
             return False
+        if self.needles:
+            low = text.lower() if lowered is None else lowered
+            if not any(n in low for n in self.needles):
+                return False
         return self.text.search(text) is not None
+
+
+_SPECIAL = set("()[]{}?*+^$.|\\")
+
+
+def _top_branches(pattern: str) -> list[str] | None:
+    """Split a pattern at its top-level "|"; None if that cannot be done safely."""
+    out: list[str] = []
+    depth, start, i = 0, 0, 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "[":
+            end = pattern.find("]", i + 2)
+            if end < 0:
+                return None
+            i = end + 1
+            continue
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c == "|" and depth == 0:
+            out.append(pattern[start:i])
+            start = i + 1
+        i += 1
+    out.append(pattern[start:])
+    return out
+
+
+def _longest_literal(branch: str) -> str:
+    """The longest run of plain characters, outside groups, that every match contains."""
+    best, run, depth, i = "", "", 0, 0
+    while i < len(branch):
+        c = branch[i]
+        if depth:
+            depth += {"(": 1, ")": -1}.get(c, 0)
+            i += 2 if c == "\\" else 1
+            continue
+        if c in "?*{" or (c == "+" and run):
+            run = run[:-1]  # the character before a quantifier may be absent or repeated
+            best, run = max(best, run, key=len), ""
+        elif c == "\\":
+            nxt = branch[i + 1 : i + 2]
+            if nxt and not nxt.isalnum():
+                run += nxt
+            else:
+                best, run = max(best, run, key=len), ""
+            i += 2
+            continue
+        elif c in _SPECIAL:
+            best, run = max(best, run, key=len), ""
+            if c == "(":
+                depth = 1
+            elif c == "[":
+                end = branch.find("]", i + 2)
+                i = (end if end > 0 else len(branch)) + 1
+                continue
+        else:
+            run += c
+        i += 1
+    return max(best, run, key=len)
+
+
+def needles_for(pattern: str) -> tuple[str, ...]:
+    """Literals of which one must occur for `pattern` to match; empty when none is certain.
+
+    Checking them with `in` before running the regular expression makes a log of a million
+    lines several times faster: most rules are rejected without entering the regex engine.
+    """
+    branches = _top_branches(pattern)
+    if branches is None:
+        return ()
+    out = []
+    for b in branches:
+        lit = _longest_literal(b).lower()
+        if len(lit) < 4 or not lit.isascii():
+            return ()
+        out.append(lit)
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +255,7 @@ def load() -> Catalog:
                 retryable=None if retry is None else bool(retry),
                 wait=int(e.get("wait", 0)),
                 actor=_check(e.get("actor", "sender"), ACTORS, where),
+                needles=needles_for(e["text"]),
             )
         )
     return Catalog(
