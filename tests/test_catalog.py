@@ -252,7 +252,7 @@ def test_rule_prefilter_never_hides_a_match() -> None:
 @pytest.mark.parametrize(
     ("pattern", "needles"),
     [
-        (r"receiving (?:e-?mail|mail) too quickly", ("receiving ",)),
+        (r"receiving (?:e-?mail|mail) too quickly", (" too quickly",)),
         (r"e-?mail|greylisted", ("mail", "greylisted")),
         (r"\[TS[S]?0[1-8]\]|unexpected volume", ()),
         (r"\.\.\. User unknown", ("... user unknown",)),
