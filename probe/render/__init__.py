@@ -60,7 +60,8 @@ def retry_advice(i: Interpretation, loc: Locale) -> str:
         )
     else:
         head = loc.ui("retry.no")
-    return f"{head} {loc.ui('retry.who', actor=loc.ui(f'actor.{i.actor}'))}"
+    sep = "" if loc.lang == "zh" else " "  # Chinese sentences are not separated by spaces
+    return f"{head}{sep}{loc.ui('retry.who', actor=loc.ui(f'actor.{i.actor}'))}"
 
 
 def class_name(loc: Locale, klass: int) -> str:
