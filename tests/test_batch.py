@@ -202,3 +202,15 @@ async def test_a_probe_that_raises_becomes_an_error_record() -> None:
     boom = next(r for r in got if r["line"] == 2)
     assert boom["error"] == {"kind": "internal", "detail": "RuntimeError: kaboom"}
     assert stats.errors == 3 and stats.done == 3
+
+
+def test_no_file_descriptor_leaks(farm: Farm, tmp_path: Path) -> None:
+    inputs = tmp_path / "few.txt"
+    inputs.write_text("".join(f"user{i}@d{i}.test\n" for i in range(50)))
+    fd_dir = Path("/proc/self/fd")
+    CliRunner().invoke(cli, ["batch", str(inputs), *base_args(farm)])  # warm up imports and caches
+    before = len(list(fd_dir.iterdir()))
+    for _ in range(3):
+        r = CliRunner().invoke(cli, ["batch", str(inputs), *base_args(farm), "--concurrency", "10"])
+        assert r.exit_code == 0
+    assert len(list(fd_dir.iterdir())) <= before

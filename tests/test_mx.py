@@ -114,6 +114,8 @@ host.noaddr.test. 60 IN TXT "no address here"
 mismatch.test. 60 IN MX 10 mx.good.test.
 _mta-sts.mismatch.test. 60 IN TXT "v=STSv1; id=3"
 mta-sts.mismatch.test. 60 IN A 127.0.0.2
+trunc.test. 60 IN MX 10 mx.good.test.
+trunc.test. 60 IN TXT "v=spf1 -all"
 sf.test. 60 IN MX 10 mx.good.test.
 lame.test. 60 IN MX 10 mx.good.test.
 slow.test. 60 IN MX 10 mx.good.test.
@@ -185,6 +187,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MxLab]:
             silent={"slow.test."},
             notimp={"odd.test."},
             authenticated={"_25._tcp.mx.good.test."},
+            truncate={"trunc.test."},
         ),
     )
     servers: list[Any] = []
@@ -342,6 +345,8 @@ CASES: dict[str, tuple[tuple[str, ...], set[str]]] = {
     "lame.test": (("--no-connect",), {"dns-lame"}),
     "slow.test": (("--no-connect", "--timeout", "1"), {"dns-timeout"}),
     "odd.test": (("--no-connect",), {"dns-error"}),
+    # Truncated over UDP, answered over TCP: a real answer, not a DNS finding.
+    "trunc.test": (("--no-connect",), {"mx-present", "spf-ok"}),
     "nowhere.test": (("--no-connect",), {"domain-nxdomain"}),
 }
 SEEN: dict[str, set[str]] = {}
