@@ -54,7 +54,9 @@ def interpret_reply(reply: Reply, input_text: str | None = None) -> Interpretati
     text = reply.text
     lowered = text.lower()
     enh_str = str(enh) if enh else None
-    for rule in cat.rules:
+    # Provider and MTA rules explain refusals; a 2xx or 3xx reply needs none (and is most of a
+    # live session, so skipping them keeps the probe close to a bare client's speed).
+    for rule in cat.rules if klass >= 4 else ():
         if rule.matches(reply.code, klass, enh_str, reply.command, text, lowered):
             retryable = rule.retryable if rule.retryable is not None else klass == 4
             return Interpretation(

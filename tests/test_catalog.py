@@ -262,3 +262,11 @@ def test_rule_prefilter_never_hides_a_match() -> None:
 )
 def test_needles(pattern: str, needles: tuple[str, ...]) -> None:
     assert catalog.needles_for(pattern) == needles
+
+
+def test_no_rule_targets_positive_replies() -> None:
+    """The interpreter skips rules for 2xx/3xx replies; that is only safe while none applies."""
+    for r in catalog.load().rules:
+        assert not (r.classes & {2, 3}), r.id
+        assert all(c >= 400 for c in r.codes), r.id
+        assert all(e[0] in "45X" for e in r.enhanced), r.id
