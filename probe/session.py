@@ -13,7 +13,7 @@ import ipaddress
 import socket
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -167,6 +167,50 @@ def certificate_facts(der: bytes) -> Certificate | None:
         not_before=cert.not_valid_before_utc.isoformat(),
         not_after=not_after.isoformat(),
         days_left=days,
+        sha256=hashlib.sha256(der).hexdigest(),
+        der=der,
+    )
+
+
+_RDN = {
+    "commonName": "CN",
+    "organizationName": "O",
+    "organizationalUnitName": "OU",
+    "countryName": "C",
+    "localityName": "L",
+    "stateOrProvinceName": "ST",
+    "domainComponent": "DC",
+}
+
+
+def _rfc4514(name: object) -> str:
+    """ssl's decoded name (RDNs in certificate order) as an RFC 4514 string (reversed order)."""
+    parts = []
+    if isinstance(name, tuple):
+        for rdn in name:
+            for key, value in rdn:
+                esc = str(value).replace("\\", "\\\\").replace(",", "\\,")
+                parts.append(f"{_RDN.get(str(key), str(key))}={esc}")
+    return ",".join(reversed(parts))
+
+
+def verified_facts(decoded: Mapping[str, object] | None, der: bytes) -> Certificate | None:
+    """Certificate facts from ssl's own decoding of a verified peer certificate."""
+    if not decoded or "notAfter" not in decoded:
+        return None
+    sans = decoded.get("subjectAltName", ())
+    names = (
+        [str(v) for k, v in sans if k in ("DNS", "IP Address")] if isinstance(sans, tuple) else []
+    )
+    not_after = datetime.fromtimestamp(ssl.cert_time_to_seconds(str(decoded["notAfter"])), UTC)
+    not_before = datetime.fromtimestamp(ssl.cert_time_to_seconds(str(decoded["notBefore"])), UTC)
+    return Certificate(
+        subject=_rfc4514(decoded.get("subject")),
+        issuer=_rfc4514(decoded.get("issuer")),
+        sans=tuple(names),
+        not_before=not_before.isoformat(),
+        not_after=not_after.isoformat(),
+        days_left=(not_after - datetime.now(UTC)).days,
         sha256=hashlib.sha256(der).hexdigest(),
         der=der,
     )
@@ -445,7 +489,11 @@ def _tls_facts(
             injected_plaintext=injected,
         )
     der = obj.getpeercert(binary_form=True)
-    cert = certificate_facts(der) if der else None
+    # A verified handshake already has the certificate decoded by OpenSSL; parse it ourselves
+    # only when verification was off (untrusted certificates).
+    cert = (verified_facts(obj.getpeercert(), der) if trusted else None) if der else None
+    if der and cert is None:
+        cert = certificate_facts(der)
     cipher = obj.cipher()
     return TlsInfo(
         offered=offered,

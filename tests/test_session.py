@@ -99,6 +99,10 @@ async def test_full_session_with_starttls_trusted(
     assert t.protocol in ("TLSv1.2", "TLSv1.3")
     assert t.certificate is not None and "mx.test" in t.certificate.sans
     assert len(t.certificate.sha256) == 64
+    # The verified path uses ssl's decoding; it must agree with the full X.509 parse.
+    from probe.session import certificate_facts
+
+    assert certificate_facts(t.certificate.der) == t.certificate
     rcpt = s.steps[6].reply
     assert rcpt is not None and rcpt.interpretation is not None
     assert rcpt.interpretation.category == "user_unknown"
