@@ -169,6 +169,5 @@ class ProbeResult:
     verdict: Verdict
     reason: str
     expectations: tuple[ExpectationResult, ...] = ()
-    notes: tuple[str, ...] = field(default=())
     started_at: str = ""
     elapsed_ms: float = 0.0

@@ -8,8 +8,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import threading
-from collections.abc import Coroutine, Iterator
-from contextlib import contextmanager
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -177,15 +176,3 @@ class LoopThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=5)
         self.loop.close()
-
-
-@contextmanager
-def dns_in_thread(zone_text: str, behaviour: Behaviour | None = None) -> Iterator[ZoneDNS]:
-    lt = LoopThread()
-    server = ZoneDNS(zone_text, behaviour)
-    try:
-        lt.run(server.start())
-        yield server
-    finally:
-        lt.run(server.stop())
-        lt.close()
