@@ -122,11 +122,20 @@ class ZoneDNS:
                 if out is not None:
                     self.t.sendto(out, addr)  # type: ignore[attr-defined]
 
-        transport, _ = await loop.create_datagram_endpoint(Udp, local_addr=("127.0.0.1", 0))
+        for attempt in range(20):
+            transport, _ = await loop.create_datagram_endpoint(Udp, local_addr=("127.0.0.1", 0))
+            self.port = transport.get_extra_info("sockname")[1]
+            if not self.b.tcp:
+                break
+            try:
+                # DNS uses one port number for UDP and TCP; a TCP socket may already hold it.
+                self._tcp = await asyncio.start_server(self._handle_tcp, "127.0.0.1", self.port)
+                break
+            except OSError:
+                transport.close()
+                if attempt == 19:
+                    raise
         self._udp = transport
-        self.port = transport.get_extra_info("sockname")[1]
-        if self.b.tcp:
-            self._tcp = await asyncio.start_server(self._handle_tcp, "127.0.0.1", self.port)
         return self.port
 
     async def _handle_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
