@@ -1,9 +1,13 @@
 """A farm of loopback MX servers for benchmarks: `python -m probe.lab.farm LISTENERS DOMAINS`.
 
-Each listener (127.0.0.2, 127.0.0.3, ...) behaves like a real MX: STARTTLS with a certificate
-made at start, 250 for recipients, 550 5.1.1 for those starting with "nobody". A DNS server on
-127.0.0.1 maps d0.test ... d{DOMAINS-1}.test to them. Prints one JSON line with the ports and
-the CA file, then serves until stdin closes.
+Each listener (127.0.0.2, 127.0.0.3, ...) behaves like a real MX: a 220 greeting, EHLO with
+STARTTLS and a certificate made at start, 250 for recipients and 550 5.1.1 for those starting
+with "nobody". A DNS server on 127.0.0.1 maps d0.test ... d{DOMAINS-1}.test to them. Prints one
+JSON line with the ports and the CA file, then serves until stdin closes.
+
+Both sides are lean asyncio protocols rather than aiosmtpd and the zone server of
+`probe.lab.dns`: the farm shares the machine with the clients it measures (ours and swaks
+alike), so every millisecond it spends is taken from them.
 """
 
 from __future__ import annotations
@@ -11,12 +15,164 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import struct
 import sys
 import tempfile
 from pathlib import Path
+from typing import cast
 
-from probe.lab.dns import ZoneDNS
-from probe.lab.smtp import Scripted, port_of, start_smtp
+
+class FarmMX(asyncio.Protocol):
+    """One SMTP session: enough of RFC 5321 and RFC 3207 for a probe that stops before DATA."""
+
+    def __init__(self, name: str, ctx: ssl.SSLContext) -> None:
+        self.name = name.encode()
+        self.ctx = ctx
+        self.buf = b""
+        self.tls = False
+        # None: plain; "plain": STARTTLS answered, bytes before the handshake are dropped
+        # (RFC 3207 section 4.2: nothing sent before TLS may carry over); "tls": handshaking.
+        self.upgrading: str | None = None
+        self.t: asyncio.Transport | None = None
+        self._task: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.t = cast(asyncio.Transport, transport)
+        self.t.write(b"220 " + self.name + b" ESMTP farm\r\n")
+
+    def data_received(self, data: bytes) -> None:
+        if self.upgrading == "plain":
+            return
+        self.buf += data
+        if self.upgrading is None:
+            self._drain()
+
+    def _drain(self) -> None:
+        while (i := self.buf.find(b"\n")) >= 0:
+            line, self.buf = self.buf[:i].rstrip(b"\r"), self.buf[i + 1 :]
+            if not self._line(line):
+                return
+        if len(self.buf) > 4096:
+            self._reply(b"500 5.5.6 Line too long")
+            self._close()
+
+    def _reply(self, *lines: bytes) -> None:
+        assert self.t is not None
+        last = len(lines) - 1
+        self.t.write(
+            b"".join(
+                line[:3] + (b" " if n == last else b"-") + line[4:] + b"\r\n"
+                for n, line in enumerate(lines)
+            )
+        )
+
+    def _close(self) -> None:
+        if self.t is not None:
+            self.t.close()
+
+    def _line(self, line: bytes) -> bool:
+        """Answer one command; False when the session stops reading (QUIT, STARTTLS)."""
+        verb = line[:8].split(b" ", 1)[0].upper()
+        if verb == b"EHLO":
+            ext = [b"250 PIPELINING", b"250 SIZE 10240000", b"250 ENHANCEDSTATUSCODES"]
+            if not self.tls:
+                ext.append(b"250 STARTTLS")
+            self._reply(b"250 " + self.name, *ext, b"250 8BITMIME")
+        elif verb == b"HELO":
+            self._reply(b"250 " + self.name)
+        elif verb == b"STARTTLS" and not self.tls:
+            self._reply(b"220 2.0.0 Ready to start TLS")
+            self.upgrading = "plain"
+            self.buf = b""
+            self._task = asyncio.ensure_future(self._upgrade())  # kept: tasks are weakly held
+            return False
+        elif verb == b"MAIL":
+            self._reply(b"250 2.1.0 Sender OK")
+        elif verb == b"RCPT":
+            addr = line.partition(b":")[2].strip().lstrip(b"<")
+            if addr.lower().startswith(b"nobody"):
+                self._reply(b"550 5.1.1 <nobody>: User unknown")
+            else:
+                self._reply(b"250 2.1.5 Recipient OK")
+        elif verb in (b"RSET", b"NOOP"):
+            self._reply(b"250 2.0.0 OK")
+        elif verb == b"QUIT":
+            self._reply(b"221 2.0.0 Bye")
+            self._close()
+            return False
+        elif verb == b"DATA":
+            self._reply(b"554 5.7.1 This test server never takes data")
+        else:
+            self._reply(b"502 5.5.2 Command not recognised")
+        return True
+
+    async def _upgrade(self) -> None:
+        assert self.t is not None
+        self.upgrading = "tls"
+        try:
+            new = await asyncio.get_running_loop().start_tls(
+                self.t, self, self.ctx, server_side=True
+            )
+        except (OSError, ssl.SSLError, ConnectionError, asyncio.CancelledError):
+            self._close()
+            return
+        if new is None:
+            return
+        self.t = new
+        self.tls = True
+        self.upgrading = None
+        self._drain()
+
+
+def _qname(wire: bytes) -> tuple[str, int] | None:
+    """The first question's name (lower case, trailing dot) and the offset after its type/class."""
+    labels = []
+    i = 12
+    try:
+        while (n := wire[i]) != 0:
+            if n > 63:
+                return None
+            labels.append(wire[i + 1 : i + 1 + n].decode("ascii").lower())
+            i += 1 + n
+    except (IndexError, UnicodeDecodeError):
+        return None
+    return ".".join(labels) + ".", i + 5
+
+
+class FarmDNS(asyncio.DatagramProtocol):
+    """Answers MX and A questions from two dicts; everything else is an empty NOERROR."""
+
+    def __init__(self, mx: dict[str, str], a: dict[str, str]) -> None:
+        self.mx = mx
+        self.a = a
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.t = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        q = _qname(data)
+        if q is None or len(data) < q[1]:
+            return
+        name, end = q
+        qtype = struct.unpack("!H", data[end - 4 : end - 2])[0]
+        answers: list[bytes] = []
+        rcode = 0
+        if name in self.mx:
+            if qtype == 15:
+                target = b"".join(
+                    bytes([len(p)]) + p.encode() for p in self.mx[name].rstrip(".").split(".")
+                )
+                rdata = struct.pack("!H", 10) + target + b"\0"
+                answers.append(struct.pack("!HHHIH", 0xC00C, 15, 1, 60, len(rdata)) + rdata)
+        elif name in self.a:
+            if qtype == 1:
+                rdata = bytes(int(o) for o in self.a[name].split("."))
+                answers.append(struct.pack("!HHHIH", 0xC00C, 1, 1, 60, 4) + rdata)
+        else:
+            rcode = 3
+        flags = 0x8400 | (struct.unpack("!H", data[2:4])[0] & 0x0100) | rcode
+        head = data[:2] + struct.pack("!HHHHH", flags, 1, len(answers), 0, 0)
+        self.t.sendto(head + data[12:end] + b"".join(answers), addr)
 
 
 async def main(listeners: int, domains: int) -> None:
@@ -27,21 +183,23 @@ async def main(listeners: int, domains: int) -> None:
     names = [f"mx{j}.farm.test" for j in range(listeners)]
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert(*names).configure_cert(ctx)
-    zone = [f"d{i}.test. 60 IN MX 10 mx{i % listeners}.farm.test." for i in range(domains)]
-    zone += [f"{n}. 60 IN A {h}" for n, h in zip(names, hosts, strict=True)]
-    dns = ZoneDNS("\n".join(zone))
-    dns_port = await dns.start()
+    loop = asyncio.get_running_loop()
+    mx = {f"d{i}.test.": f"{names[i % listeners]}." for i in range(domains)}
+    dns_t, _ = await loop.create_datagram_endpoint(
+        lambda: FarmDNS(mx, {f"{n}.": h for n, h in zip(names, hosts, strict=True)}),
+        local_addr=("127.0.0.1", 0),
+    )
+    dns_port = dns_t.get_extra_info("sockname")[1]
     port = 0
     servers = []
     for n, h in zip(names, hosts, strict=True):
-        srv = await start_smtp(
-            Scripted(rcpt={"nobody": "550 5.1.1 <nobody>: User unknown"}),
-            host=h,
-            port=port,
-            tls_context=ctx,
-            hostname=n,
+        srv = await loop.create_server(
+            lambda n=n: FarmMX(n, ctx),  # type: ignore[misc]
+            h,
+            port,
+            backlog=1024,
         )
-        port = port_of(srv)
+        port = srv.sockets[0].getsockname()[1]
         servers.append(srv)
     tmp = Path(tempfile.mkdtemp(prefix="smtp-probe-farm-"))
     ca.cert_pem.write_to_path(str(tmp / "ca.pem"))
@@ -51,12 +209,17 @@ async def main(listeners: int, domains: int) -> None:
         ),
         flush=True,
     )
-    loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, sys.stdin.read)
     for s in servers:
         s.close()
-    await dns.stop()
+    dns_t.close()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]), int(sys.argv[2])))
+    args = (int(sys.argv[1]), int(sys.argv[2]))
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main(*args))
+    else:
+        uvloop.run(main(*args))
