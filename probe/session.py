@@ -94,12 +94,19 @@ def _lines(raw: bytes) -> tuple[str, ...]:
 
 
 def _wire_reply(raw: bytes, resp: SMTPResponse, command: str) -> WireReply:
-    lines = _lines(raw) or (f"{resp.code} {resp.message}",)
+    return _wire_reply_cached(raw, resp.code, resp.message, command)
+
+
+# A batch sees the same greetings, EHLO lists and 250s thousands of times; parsing and
+# interpreting is pure, so a bounded cache keeps it to once per distinct reply.
+@lru_cache(maxsize=4096)
+def _wire_reply_cached(raw: bytes, code: int, message: str, command: str) -> WireReply:
+    lines = _lines(raw) or (f"{code} {message}",)
     reply = reply_from_lines(lines, command)
     if reply is None:
-        return WireReply(resp.code, None, lines, None)
+        return WireReply(code, None, lines, None)
     return WireReply(
-        resp.code,
+        code,
         str(reply.enhanced) if reply.enhanced else None,
         lines,
         interpret_reply(reply, "\n".join(lines)),
