@@ -496,11 +496,7 @@ def _tls_facts(
             injected_plaintext=injected,
         )
     der = obj.getpeercert(binary_form=True)
-    # A verified handshake already has the certificate decoded by OpenSSL; parse it ourselves
-    # only when verification was off (untrusted certificates).
-    cert = (verified_facts(obj.getpeercert(), der) if trusted else None) if der else None
-    if der and cert is None:
-        cert = certificate_facts(der)
+    cert = _certificate(obj, der, trusted) if der else None
     cipher = obj.cipher()
     return TlsInfo(
         offered=offered,
@@ -515,6 +511,29 @@ def _tls_facts(
         name_matches=name_matches(conv.host, cert) if cert else None,
         injected_plaintext=injected,
     )
+
+
+_CERTS: dict[tuple[bytes, bool], Certificate | None] = {}
+
+
+def _certificate(obj: ssl.SSLObject, der: bytes, trusted: bool) -> Certificate | None:
+    """Facts of a peer certificate; one MX shows the same one to every session of a batch."""
+    key = (der, trusted)
+    if key in _CERTS:
+        cert = _CERTS[key]
+        if cert is None:
+            return None
+        left = (datetime.fromisoformat(cert.not_after) - datetime.now(UTC)).days
+        return replace(cert, days_left=left)
+    # A verified handshake already has the certificate decoded by OpenSSL; parse it ourselves
+    # only when verification was off (untrusted certificates).
+    cert = verified_facts(obj.getpeercert(), der) if trusted else None
+    if cert is None:
+        cert = certificate_facts(der)
+    if len(_CERTS) >= 1024:
+        del _CERTS[next(iter(_CERTS))]
+    _CERTS[key] = cert
+    return cert
 
 
 async def run_session(host: str, address: str, port: int, opts: SessionOptions) -> Session:
