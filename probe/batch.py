@@ -10,7 +10,7 @@ import asyncio
 import json
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Container, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -27,6 +27,33 @@ from probe.verdict import exit_status
 
 SCHEMA = "smtp-probe/batch/1"
 ProbeFn = Callable[[ProbeRequest], Awaitable[ProbeResult]]
+
+
+async def stream_targets(
+    items: Iterator[tuple[int, str]], skip: Container[int] = ()
+) -> AsyncIterator[tuple[int, str]]:
+    """Targets from a blocking iterator, read in the executor a chunk at a time.
+
+    The input may be a slow pipe or a file of millions of lines: the loop must neither stall on
+    it nor hold it all.
+    """
+    loop = asyncio.get_running_loop()
+    while True:
+        chunk = await loop.run_in_executor(None, _take, items, 512)
+        if not chunk:
+            return
+        for n, text in chunk:
+            if n not in skip:
+                yield n, text
+
+
+def _take(it: Iterator[tuple[int, str]], n: int) -> list[tuple[int, str]]:
+    out = []
+    for item in it:
+        out.append(item)
+        if len(out) >= n:
+            break
+    return out
 
 
 def read_targets(lines: Iterable[str]) -> Iterable[tuple[int, str]]:
@@ -98,6 +125,15 @@ class Stats:
     by_category: Counter[str] = field(default_factory=Counter)
     started: float = field(default_factory=time.monotonic)
 
+    def add(self, rec: dict[str, Any]) -> None:
+        self.done += 1
+        if "error" in rec:
+            self.errors += 1
+            self.by_verdict["error"] += 1
+        else:
+            self.by_verdict[rec["verdict"]] += 1
+            self.by_category.update(_categories(rec))
+
 
 def _categories(doc: dict[str, Any]) -> list[str]:
     out = []
@@ -154,13 +190,7 @@ async def run_batch(
     async def worker() -> None:
         while (item := await queue.get()) is not None:
             rec = await one(*item)
-            stats.done += 1
-            if "error" in rec:
-                stats.errors += 1
-                stats.by_verdict["error"] += 1
-            else:
-                stats.by_verdict[rec["verdict"]] += 1
-                stats.by_category.update(_categories(rec))
+            stats.add(rec)
             emit(rec)
             if on_progress is not None:
                 on_progress(stats)

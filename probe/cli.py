@@ -470,6 +470,14 @@ def probe(
 @click.option(
     "--rate", type=click.FloatRange(0.01, 100000), help="New sessions per second at most."
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Processes to spread the targets over (for more than one core); the limits above "
+    "are shared out among them.",
+)
 @click.option("--output", type=click.Path(dir_okay=False), help="Append JSON Lines to this file.")
 @click.option("--resume", is_flag=True, help="With --output: skip inputs already recorded there.")
 @lang_option
@@ -478,6 +486,7 @@ def batch(
     concurrency: int,
     per_host: int,
     rate: float | None,
+    workers: int,
     output: str | None,
     resume: bool,
     lang: str | None,
@@ -486,13 +495,33 @@ def batch(
     """Probe many targets, one a line (FILE or '-'), streaming JSON Lines in completion order."""
     if resume and not output:
         fail("--resume needs --output FILE")
+    pool: list[Any] = []
+    if workers > 1:
+        from probe.workers import plan, spawn
+
+        pool = spawn(plan(workers, concurrency, per_host))
+    try:
+        _batch(source, concurrency, per_host, rate, pool, output, resume, lang, kw)
+    finally:
+        for w in pool:
+            w.close()
+
+
+def _batch(
+    source: str,
+    concurrency: int,
+    per_host: int,
+    rate: float | None,
+    pool: list[Any],
+    output: str | None,
+    resume: bool,
+    lang: str | None,
+    kw: dict[str, Any],
+) -> None:
     template = _request_template(kw)
     loc_lang = _lang(lang)
 
-    import asyncio
-
-    from probe.batch import read_targets, recorded_lines, run_batch
-    from probe.catalog import locale
+    from probe.batch import Stats, read_targets, recorded_lines
 
     done = recorded_lines(output) if (output and resume) else set()
     if output and resume:
@@ -505,36 +534,44 @@ def batch(
         fail(f"cannot read {source}: {e.strerror}")
     sink: IO[str] = open(output, "a", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
     progress = _Progress() if sys.stderr.isatty() else None
+    items = ((n, text) for n, text in read_targets(stream) if n not in done)
 
-    async def targets() -> Any:
-        loop = asyncio.get_running_loop()
-        lines = iter(read_targets(stream))
-        while True:
-            # Read in the executor, a chunk at a time: stdin may be slow, the loop must not stall.
-            chunk = await loop.run_in_executor(None, _take, lines, 512)
-            if not chunk:
-                return
-            for n, text in chunk:
-                if n not in done:
-                    yield n, text
-
-    def emit(rec: dict[str, Any]) -> None:
-        sink.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    def write(line: str) -> None:
+        # One whole line per write, flushed: an interrupted run leaves only complete records.
+        sink.write(line)
         sink.flush()
 
+    stats = Stats()
     try:
-        stats = asyncio.run(
-            run_batch(
-                targets(),
-                template,
-                emit,
-                locale(loc_lang),
-                concurrency=concurrency,
-                per_host=per_host,
-                rate=rate,
-                on_progress=progress.update if progress else None,
+        if pool:
+            from probe.workers import WorkerConfig, run_workers
+
+            def on_record(line: str, rec: dict[str, Any]) -> None:
+                write(line)
+                stats.add(rec)
+                if progress:
+                    progress.update(stats)
+
+            cfg = WorkerConfig(template, loc_lang, concurrency, per_host, rate)
+            run_workers(items, cfg, pool, on_record)
+        else:
+            import asyncio
+
+            from probe.batch import run_batch, stream_targets
+            from probe.catalog import locale
+
+            stats = asyncio.run(
+                run_batch(
+                    stream_targets(items),
+                    template,
+                    lambda rec: write(json.dumps(rec, ensure_ascii=False) + "\n"),
+                    locale(loc_lang),
+                    concurrency=concurrency,
+                    per_host=per_host,
+                    rate=rate,
+                    on_progress=progress.update if progress else None,
+                )
             )
-        )
     except KeyboardInterrupt:
         click.echo(
             "smtp-probe: interrupted; every record written is complete"
@@ -557,15 +594,6 @@ def batch(
         f"categories: {cats or '-'}",
         err=True,
     )
-
-
-def _take(it: Iterator[tuple[int, str]], n: int) -> list[tuple[int, str]]:
-    out = []
-    for item in it:
-        out.append(item)
-        if len(out) >= n:
-            break
-    return out
 
 
 def _drop_torn_tail(path: str) -> None:

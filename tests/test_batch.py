@@ -26,6 +26,7 @@ from probe.lab.smtp import GreetingSMTP, Scripted
 from probe.result import Target
 from probe.runner import ProbeRequest
 from probe.session import SessionOptions
+from probe.workers import WorkerConfig, plan, share
 
 HOSTS = [f"127.0.0.{i}" for i in range(2, 7)]
 N = 1000
@@ -143,7 +144,100 @@ def test_domains_sharing_an_mx_share_one_session(farm: Farm, tmp_path: Path) -> 
     assert farm.counter.total - before == len(HOSTS)
 
 
-def test_resume_after_interruption(farm: Farm, tmp_path: Path) -> None:
+def test_workers_give_one_record_per_line_within_overall_limits(farm: Farm, tmp_path: Path) -> None:
+    inputs = tmp_path / "targets.txt"
+    write_inputs(inputs)
+    farm.counter.peak.clear()
+    r = CliRunner().invoke(
+        cli,
+        [
+            "batch",
+            str(inputs),
+            *base_args(farm),
+            "--concurrency",
+            "50",
+            "--per-host",
+            "2",
+            "--workers",
+            "2",
+        ],
+    )
+    assert r.exit_code == 0, r.output[-2000:]
+    records = [json.loads(x) for x in r.stdout.splitlines()]
+    assert sorted(rec["line"] for rec in records) == list(range(3, N + 4))
+    by_line = {rec["line"]: rec for rec in records}
+    assert by_line[3]["verdict"] == "permanent" and by_line[4]["verdict"] == "accepted"
+    assert by_line[N + 3]["error"]["kind"] == "bad_target"
+    # Each worker holds one slot per address, so two processes together stay within 2.
+    assert 1 <= max(farm.counter.peak.values()) <= 2
+    assert "1001 records" in r.stderr and "accepted" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("workers", "concurrency", "per_host", "rate"),
+    [(2, 50, 2, None), (4, 3, 10, 90.0), (8, 100, 3, 10.0), (3, 10, 10, None)],
+)
+def test_workers_share_the_limits_without_exceeding_them(
+    workers: int, concurrency: int, per_host: int, rate: float | None
+) -> None:
+    cfg = WorkerConfig(
+        ProbeRequest(Target("", "domain", None, None, None)), "en", concurrency, per_host, rate
+    )
+    n = plan(workers, concurrency, per_host)
+    part = share(cfg, n)
+    assert 1 <= n <= workers
+    assert n * part.concurrency <= concurrency and n * part.per_host <= per_host
+    assert part.per_host >= 1 and part.concurrency >= 1
+    if rate:
+        assert part.rate is not None and n * part.rate == pytest.approx(rate)
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_a_worker_that_dies_leaves_error_records_not_lost_lines(farm: Farm, tmp_path: Path) -> None:
+    inputs = tmp_path / "targets.txt"
+    write_inputs(inputs, 300)
+    out = tmp_path / "out.jsonl"
+    cmd = [
+        sys.executable,
+        "-m",
+        "probe",
+        "batch",
+        str(inputs),
+        "--output",
+        str(out),
+        *base_args(farm),
+        "--rate",
+        "60",
+        "--workers",
+        "2",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not out.exists() or out.read_text().count("\n") < 20):
+        time.sleep(0.05)
+    victim = _children(proc.pid)[0]
+    os.kill(victim, signal.SIGKILL)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert b"Traceback" not in err
+    records = [json.loads(x) for x in out.read_text().splitlines()]
+    assert sorted(rec["line"] for rec in records) == list(range(3, 304))
+    lost = [r for r in records if r.get("error", {}).get("kind") == "internal"]
+    assert lost, "the killed worker had targets in hand"
+    assert all("worker process ended" in r["error"]["detail"] for r in lost)
+    assert all(r["exit_status"] == 70 for r in lost)
+    # The run went on with the other worker: real results were written after the lost ones.
+    last_lost = max(
+        i for i, r in enumerate(records) if r.get("error", {}).get("kind") == "internal"
+    )
+    assert any("verdict" in r for r in records[last_lost + 1 :])
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_resume_after_interruption(farm: Farm, tmp_path: Path, workers: int) -> None:
     inputs = tmp_path / "targets.txt"
     write_inputs(inputs)
     out = tmp_path / "out.jsonl"
@@ -156,6 +250,8 @@ def test_resume_after_interruption(farm: Farm, tmp_path: Path) -> None:
         "--output",
         str(out),
         *base_args(farm),
+        "--workers",
+        str(workers),
         "--concurrency",
         "4",
         "--rate",
