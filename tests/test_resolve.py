@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -162,3 +163,30 @@ async def test_cname_loop_and_mx_at_own_domain(dns_server: Resolve) -> None:
     assert loop.mx[0].status is DnsStatus.ERROR and "CNAME loop" in (loop.mx[0].error or "")
     own = await resolve_domain(res, "self.test")
     assert own.mx[0].host == "self.test" and own.mx[0].addresses == ("127.0.0.12",)
+
+
+async def test_answers_are_reused_within_their_ttl_and_asked_again_after(
+    dns_server: Resolve,
+) -> None:
+    zone = "short.test. 1 IN MX 10 mx.short.test.\nmx.short.test. 1 IN A 127.0.0.2\n"
+    res, srv = await dns_server(zone)
+    for _ in range(5):
+        r = await resolve_domain(res, "short.test")
+        assert r.mx[0].addresses == ("127.0.0.2",)
+    asked = [q for q in srv.b.queries if q[:2] == ("short.test.", "MX")]
+    assert len(asked) == 1  # one query served five resolutions
+    await asyncio.sleep(1.2)  # the TTL of 1 s has run out
+    r = await resolve_domain(res, "short.test")
+    assert r.mx[0].addresses == ("127.0.0.2",)
+    asked = [q for q in srv.b.queries if q[:2] == ("short.test.", "MX")]
+    assert len(asked) == 2
+
+
+async def test_failures_are_not_reused(dns_server: Resolve) -> None:
+    res, srv = await dns_server(ZONE, Behaviour(servfail={"broken.test."}))
+    counts = []
+    for _ in range(3):
+        r = await resolve_domain(res, "broken.test")
+        assert r.status is DnsStatus.SERVFAIL
+        counts.append(len([q for q in srv.b.queries if q[0] == "broken.test."]))
+    assert counts[0] >= 1 and counts[0] < counts[1] < counts[2]  # every resolution asked again
