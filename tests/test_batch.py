@@ -310,3 +310,53 @@ def test_no_file_descriptor_leaks(farm: Farm, tmp_path: Path) -> None:
         r = CliRunner().invoke(cli, ["batch", str(inputs), *base_args(farm), "--concurrency", "10"])
         assert r.exit_code == 0
     assert len(list(fd_dir.iterdir())) <= before
+
+
+def test_benchmark_farm_speaks_starttls_and_answers_recipients(tmp_path: Path) -> None:
+    farm = subprocess.Popen(
+        [sys.executable, "-m", "probe.lab.farm", "3", "12"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert farm.stdout is not None
+        info = json.loads(farm.stdout.readline())
+        inputs = tmp_path / "t.txt"
+        inputs.write_text(
+            "".join(f"{'nobody' if i % 4 == 0 else 'user'}{i}@d{i}.test\n" for i in range(12))
+        )
+        r = CliRunner().invoke(
+            cli,
+            [
+                "batch",
+                str(inputs),
+                "--nameserver",
+                f"127.0.0.1:{info['dns_port']}",
+                "--port",
+                str(info["smtp_port"]),
+                "--cafile",
+                info["cafile"],
+                "--starttls",
+                "require",
+                "--timeout",
+                "5",
+                "--workers",
+                "2",
+            ],
+        )
+        assert r.exit_code == 0, r.output[-2000:]
+        records = {rec["line"]: rec for rec in map(json.loads, r.stdout.splitlines())}
+        assert len(records) == 12
+        for line, rec in records.items():
+            assert rec["verdict"] == ("permanent" if (line - 1) % 4 == 0 else "accepted"), rec
+            tls = rec["sessions"][0]["tls"]
+            assert tls["ok"] and tls["trusted"] and tls["name_matches"]
+            commands = [st["command"] for st in rec["sessions"][0]["steps"]]
+            assert commands[:4] == ["CONNECT", "EHLO", "STARTTLS", "EHLO"]
+    finally:
+        assert farm.stdin is not None
+        farm.stdin.close()
+        farm.wait(timeout=10)
+        if farm.stdout is not None:
+            farm.stdout.close()
