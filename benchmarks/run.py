@@ -275,15 +275,32 @@ def bench_batch(quick: bool) -> list[tuple[str, str]]:
             "--timeout",
             "20",
         ]
-        rates = {}
-        for c in (1, 10, 50, 200):
-            t = timed(
-                [*CLI, "batch", "-", *common, "--concurrency", str(c), "--per-host", "10"],
-                stdin=targets,
+        rates: dict[str, float] = {}
+        runs = 1 if quick else 3
+        for c, w in ((1, 1), (10, 1), (50, 1), (200, 1), (50, 2), (200, 2)):
+            # Median of whole-process runs: start-up is part of what a user waits for.
+            t = statistics.median(
+                timed(
+                    [
+                        *CLI,
+                        "batch",
+                        "-",
+                        *common,
+                        "--concurrency",
+                        str(c),
+                        "--per-host",
+                        "10",
+                        "--workers",
+                        str(w),
+                    ],
+                    stdin=targets,
+                )
+                for _ in range(runs)
             )
-            rates[c] = n / t
+            label = f"concurrency {c}" + (f", {w} workers" if w > 1 else "")
+            rates[label] = n / t
             rows.append(
-                (f"smtp-probe batch, {n} targets, concurrency {c}", f"{rates[c]:.0f} sessions/s")
+                (f"smtp-probe batch, {n} targets, {label}", f"{rates[label]:.0f} sessions/s")
             )
         if shutil.which("swaks"):
             hosts = info["hosts"]
@@ -325,11 +342,17 @@ def bench_batch(quick: bool) -> list[tuple[str, str]]:
                 stderr=subprocess.DEVNULL,
             )
             par = n / (time.perf_counter() - t0)
-            best = max(rates.values())
+            best_label = max(rates, key=lambda k: rates[k])
+            best = rates[best_label]
+            one = max(v for k, v in rates.items() if "workers" not in k)
             rows += [
                 (f"swaks sequential ({k} targets)", f"{seq:.1f} sessions/s"),
                 (f"xargs -P 50 swaks ({n} targets)", f"{par:.0f} sessions/s"),
-                ("best batch / sequential swaks (aim >= 50)", f"{best / seq:.0f}x"),
+                (
+                    f"best batch ({best_label}) / sequential swaks (aim >= 50)",
+                    f"{best / seq:.0f}x",
+                ),
+                ("best one-process batch / sequential swaks", f"{one / seq:.0f}x"),
                 ("best batch / 50 parallel swaks (aim > 1)", f"{best / par:.1f}x"),
             ]
         for size in sizes:
