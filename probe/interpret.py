@@ -56,7 +56,7 @@ def interpret_reply(reply: Reply, input_text: str | None = None) -> Interpretati
     enh_str = str(enh) if enh else None
     # Provider and MTA rules explain refusals; a 2xx or 3xx reply needs none (and is most of a
     # live session, so skipping them keeps the probe close to a bare client's speed).
-    for rule in cat.rules if klass >= 4 else ():
+    for rule in cat.candidates(lowered) if klass >= 4 else ():
         if rule.matches(reply.code, klass, enh_str, reply.command, text, lowered):
             retryable = rule.retryable if rule.retryable is not None else klass == 4
             return Interpretation(

@@ -249,6 +249,29 @@ def test_rule_prefilter_never_hides_a_match() -> None:
     assert checked >= len(catalog.load().rules)
 
 
+def test_candidate_index_decides_as_a_scan_of_every_rule() -> None:
+    """The needle index picks the same first matching rule as trying all rules in order."""
+    from probe.reply import parse
+
+    lines = [
+        line.split("\t", 1)[0]
+        for line in (FIXTURES / "replies.tsv").read_text(encoding="utf-8").splitlines()
+    ]
+    cat = catalog.load()
+    decided = 0
+    for reply in filter(None, map(parse, lines)):
+        if reply.code is None:
+            continue
+        klass = reply.code // 100
+        enh = str(reply.enhanced) if reply.enhanced else None
+        args = (reply.code, klass, enh, reply.command, reply.text, reply.text.lower())
+        every = next((r.id for r in cat.rules if r.matches(*args)), None)
+        indexed = next((r.id for r in cat.candidates(reply.text.lower()) if r.matches(*args)), None)
+        assert indexed == every, reply.text
+        decided += every is not None
+    assert decided >= len(cat.rules) // 2  # the fixtures exercise the rules, not only misses
+
+
 @pytest.mark.parametrize(
     ("pattern", "needles"),
     [

@@ -187,6 +187,21 @@ class Catalog:
     classes: frozenset[int]
     subjects: frozenset[int]
     rules: tuple[Rule, ...]
+    # needle -> indexes of the rules that need it; rules with no needle are always candidates
+    by_needle: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    unfiltered: frozenset[int] = frozenset()
+
+    def candidates(self, lowered: str) -> list[Rule]:
+        """Rules that may match a text (lower-cased), in catalog order.
+
+        One pass over the distinct needles instead of one per rule: a log has thousands of
+        refusals to explain, and most rules need a word that the text does not contain.
+        """
+        found = set(self.unfiltered)
+        for needle, rules in self.by_needle:
+            if needle in lowered:
+                found.update(rules)
+        return [self.rules[i] for i in sorted(found)]
 
 
 def _load_toml(*parts: str) -> dict[str, Any]:
@@ -258,12 +273,18 @@ def load() -> Catalog:
                 needles=needles_for(e["text"]),
             )
         )
+    index: dict[str, list[int]] = {}
+    for i, rule in enumerate(rules):
+        for needle in rule.needles:
+            index.setdefault(needle, []).append(i)
     return Catalog(
         basic=basic,
         enhanced=enhanced,
         classes=frozenset(int(k) for k in raw_enh.get("class", {})),
         subjects=frozenset(int(k) for k in raw_enh.get("subject", {})),
         rules=tuple(rules),
+        by_needle=tuple((n, tuple(ix)) for n, ix in index.items()),
+        unfiltered=frozenset(i for i, r in enumerate(rules) if not r.needles),
     )
 
 
