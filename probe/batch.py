@@ -195,16 +195,25 @@ async def run_batch(
             if on_progress is not None:
                 on_progress(stats)
 
-    workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
-    try:
+    async def feed() -> None:
         async for item in targets:
             await queue.put(item)
-        for _ in workers:
+        for _ in range(concurrency):
             await queue.put(None)
-        await asyncio.gather(*workers)
+
+    tasks = [asyncio.create_task(feed())]
+    tasks += [asyncio.create_task(worker()) for _ in range(concurrency)]
+    try:
+        # A failing sink (the reader of stdout gone) ends the run at once; waiting for the
+        # feeder alone would wait forever on a queue that nobody empties any more.
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for t in done:
+            if not t.cancelled() and (exc := t.exception()) is not None:
+                raise exc
     finally:
-        for w in workers:
-            w.cancel()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
     return stats
 
 

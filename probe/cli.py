@@ -90,12 +90,17 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("smtp-probe: interrupted", err=True)
             sys.exit(exitcodes.INTERRUPTED)
+        sys.exit(rv if isinstance(rv, int) else exitcodes.OK)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        # Caught here, not in main(): click turns EPIPE into a bare exit status 1 on its way out.
+        try:
+            return super().invoke(ctx)
         except BrokenPipeError:
             # The reader went away (`| head`): stop quietly, as Unix tools do.
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
-            sys.exit(exitcodes.OK)
-        sys.exit(rv if isinstance(rv, int) else exitcodes.OK)
+            raise SystemExit(exitcodes.OK) from None
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ("-h", "--help", "--version"):

@@ -117,9 +117,21 @@ def run_workers(
         except OSError:
             w.alive = False
 
+    failure: list[BaseException] = []
+
+    def record(raw: str, rec: dict[str, Any]) -> None:
+        """Under the lock. A failing sink (`| head` gone) stops the run; the caller sees why."""
+        if failure:
+            return
+        try:
+            on_record(raw, rec)
+        except Exception as e:
+            failure.append(e)
+            stopping.set()
+
     def deliver(raw: str, rec: dict[str, Any]) -> None:
         with lock:
-            on_record(raw, rec)
+            record(raw, rec)
 
     def read(w: Worker) -> None:
         for raw in w.stdout:
@@ -129,7 +141,7 @@ def run_workers(
             rec = json.loads(text)
             with lock:
                 w.pending.pop(rec["line"], None)
-                on_record(text, rec)
+                record(text, rec)
         w.stdout.close()
         status = w.proc.wait()
         with lock:
@@ -147,6 +159,8 @@ def run_workers(
         t.start()
     try:
         for line, text in items:
+            if stopping.is_set():
+                break
             first = _shard(text, n)
             for k in range(n):
                 w = pool[(first + k) % n]
@@ -159,16 +173,22 @@ def run_workers(
                     w.stdin.flush()
                 except OSError:
                     with lock:
-                        w.pending.pop(line, None)
-                    continue
+                        taken = w.pending.pop(line, None) is None
+                    if taken:
+                        break  # the worker's reader already recorded it as lost
+                    continue  # never reached the worker: try the next one
                 break
             else:
                 rec = lost_record(line, text, None)
                 deliver(json.dumps(rec, ensure_ascii=False) + "\n", rec)
+        if failure:
+            raise failure[0]
         for w in pool:
             _close(w.stdin)
         for t in readers:
             t.join()
+        if failure:
+            raise failure[0]
     except BaseException:
         stopping.set()
         for w in pool:

@@ -360,3 +360,22 @@ def test_benchmark_farm_speaks_starttls_and_answers_recipients(tmp_path: Path) -
         farm.wait(timeout=10)
         if farm.stdout is not None:
             farm.stdout.close()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_reader_that_goes_away_ends_the_run_quietly(
+    farm: Farm, tmp_path: Path, workers: int
+) -> None:
+    inputs = tmp_path / "targets.txt"
+    write_inputs(inputs, 300)
+    cmd = [sys.executable, "-m", "probe", "batch", str(inputs), *base_args(farm)]
+    cmd += ["--rate", "100", "--workers", str(workers)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()  # like `| head -1`
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.stderr.close()
+    assert proc.wait(timeout=30) == 0, err
+    assert json.loads(first)["schema"] == "smtp-probe/batch/1"
+    assert b"Traceback" not in err and b"Error" not in err
