@@ -112,6 +112,11 @@ def base_args(farm: Farm) -> list[str]:
     ]
 
 
+def batch_cmd(inputs: Path, farm: Farm, *extra: str) -> list[str]:
+    """`smtp-probe batch` as a separate process, for signals, killed workers and closed pipes."""
+    return [sys.executable, "-m", "probe", "batch", str(inputs), *base_args(farm), *extra]
+
+
 def test_thousand_inputs_give_thousand_records_within_per_host_limits(
     farm: Farm, tmp_path: Path
 ) -> None:
@@ -200,20 +205,7 @@ def test_a_worker_that_dies_leaves_error_records_not_lost_lines(farm: Farm, tmp_
     inputs = tmp_path / "targets.txt"
     write_inputs(inputs, 300)
     out = tmp_path / "out.jsonl"
-    cmd = [
-        sys.executable,
-        "-m",
-        "probe",
-        "batch",
-        str(inputs),
-        "--output",
-        str(out),
-        *base_args(farm),
-        "--rate",
-        "60",
-        "--workers",
-        "2",
-    ]
+    cmd = batch_cmd(inputs, farm, "--output", str(out), "--rate", "60", "--workers", "2")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and (not out.exists() or out.read_text().count("\n") < 20):
@@ -241,22 +233,8 @@ def test_resume_after_interruption(farm: Farm, tmp_path: Path, workers: int) -> 
     inputs = tmp_path / "targets.txt"
     write_inputs(inputs)
     out = tmp_path / "out.jsonl"
-    cmd = [
-        sys.executable,
-        "-m",
-        "probe",
-        "batch",
-        str(inputs),
-        "--output",
-        str(out),
-        *base_args(farm),
-        "--workers",
-        str(workers),
-        "--concurrency",
-        "4",
-        "--rate",
-        "200",
-    ]
+    cmd = batch_cmd(inputs, farm, "--workers", str(workers), "--concurrency", "4")
+    cmd += ["--output", str(out), "--rate", "200"]  # resumed below without --rate
     proc = subprocess.Popen(
         cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ}
     )
@@ -368,8 +346,7 @@ def test_a_reader_that_goes_away_ends_the_run_quietly(
 ) -> None:
     inputs = tmp_path / "targets.txt"
     write_inputs(inputs, 300)
-    cmd = [sys.executable, "-m", "probe", "batch", str(inputs), *base_args(farm)]
-    cmd += ["--rate", "100", "--workers", str(workers)]
+    cmd = batch_cmd(inputs, farm, "--rate", "100", "--workers", str(workers))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     first = proc.stdout.readline()  # like `| head -1`
