@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Container, Iterable, Iterator
@@ -30,30 +31,51 @@ ProbeFn = Callable[[ProbeRequest], Awaitable[ProbeResult]]
 
 
 async def stream_targets(
-    items: Iterator[tuple[int, str]], skip: Container[int] = ()
+    items: Iterator[tuple[int, str]], skip: Container[int] = (), room: int = 1024
 ) -> AsyncIterator[tuple[int, str]]:
-    """Targets from a blocking iterator, read in the executor a chunk at a time.
+    """Targets from a blocking iterator (a file, a pipe), each as soon as it is read.
 
-    The input may be a slow pipe or a file of millions of lines: the loop must neither stall on
-    it nor hold it all.
+    A thread reads, so a slow pipe never stalls the loop, and at most `room` lines wait in
+    memory, so a file of millions of lines is never held. The thread is a daemon: a run that
+    ends early (Ctrl-C, the output closed) must not wait for a read that may never return.
     """
     loop = asyncio.get_running_loop()
-    while True:
-        chunk = await loop.run_in_executor(None, _take, items, 512)
-        if not chunk:
+    queue: asyncio.Queue[tuple[int, str] | BaseException | None] = asyncio.Queue()
+    slots = threading.Semaphore(room)
+    closed = threading.Event()
+
+    def send(item: tuple[int, str] | BaseException | None) -> bool:
+        if closed.is_set():
+            return False
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+        except RuntimeError:  # the loop is gone
+            return False
+        return True
+
+    def read() -> None:
+        try:
+            for item in items:
+                if item[0] in skip:
+                    continue
+                slots.acquire()
+                if not send(item):
+                    return
+        except Exception as e:  # reading the input failed: the run ends with this error
+            send(e)
             return
-        for n, text in chunk:
-            if n not in skip:
-                yield n, text
+        send(None)
 
-
-def _take(it: Iterator[tuple[int, str]], n: int) -> list[tuple[int, str]]:
-    out = []
-    for item in it:
-        out.append(item)
-        if len(out) >= n:
-            break
-    return out
+    threading.Thread(target=read, name="smtp-probe-input", daemon=True).start()
+    try:
+        while (item := await queue.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            slots.release()
+            yield item
+    finally:
+        closed.set()
+        slots.release()  # a reader waiting for room wakes up, sees `closed` and stops
 
 
 def read_targets(lines: Iterable[str]) -> Iterable[tuple[int, str]]:

@@ -356,3 +356,31 @@ def test_a_reader_that_goes_away_ends_the_run_quietly(
     assert proc.wait(timeout=30) == 0, err
     assert json.loads(first)["schema"] == "smtp-probe/batch/1"
     assert b"Traceback" not in err and b"Error" not in err
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_each_input_line_is_probed_as_soon_as_it_arrives(farm: Farm, workers: int) -> None:
+    """A slow producer (`tail -f ... |`) gets each record without waiting for more input."""
+    import select
+
+    cmd = [sys.executable, "-m", "probe", "batch", "-", *base_args(farm), "--workers", str(workers)]
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        for i in (5, 6):
+            proc.stdin.write(f"user{i}@d{i}.test\n".encode())
+            proc.stdin.flush()
+            ready, _, _ = select.select([proc.stdout], [], [], 20)
+            assert ready, "no record while the input stays open"
+            rec = json.loads(proc.stdout.readline())
+            assert rec["input"] == f"user{i}@d{i}.test" and rec["verdict"] == "accepted"
+    finally:
+        proc.stdin.close()
+        assert proc.wait(timeout=30) == 0
+        assert proc.stdout.read() == b""  # nothing more: every record was already out
+        proc.stdout.close()
+        assert proc.stderr is not None
+        assert b"2 records" in proc.stderr.read()
+        proc.stderr.close()
