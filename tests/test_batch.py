@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -137,6 +138,7 @@ def test_thousand_inputs_give_thousand_records_within_per_host_limits(
     assert all(rec["schema"] == "smtp-probe/batch/1" for rec in records)
     assert max(farm.counter.peak.values()) == 2  # the limit held, and was used
     assert "1001 records" in r.stderr
+    assert " done, " not in r.stderr  # no progress bar when stderr is not a terminal
 
 
 def test_domains_sharing_an_mx_share_one_session(farm: Farm, tmp_path: Path) -> None:
@@ -384,3 +386,32 @@ def test_each_input_line_is_probed_as_soon_as_it_arrives(farm: Farm, workers: in
         assert proc.stderr is not None
         assert b"2 records" in proc.stderr.read()
         proc.stderr.close()
+
+
+def test_progress_on_a_terminal_shows_counts_and_rate(farm: Farm, tmp_path: Path) -> None:
+    import pty
+
+    inputs = tmp_path / "targets.txt"
+    write_inputs(inputs, 100)
+    out = tmp_path / "out.jsonl"
+    master, slave = pty.openpty()
+    cmd = batch_cmd(inputs, farm, "--output", str(out), "--rate", "50")
+    proc = subprocess.Popen(
+        cmd, stderr=slave, stdout=subprocess.DEVNULL, env={**os.environ, "TERM": "xterm"}
+    )
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the process closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    assert proc.wait(timeout=30) == 0
+    text = seen.decode("utf-8", "replace")
+    assert re.search(r"\d+ done, 0 errors, \d+\.\d/s", text), text[-500:]
+    assert "101 records" in text  # the summary after the bar
+    assert len(out.read_text().splitlines()) == 101
