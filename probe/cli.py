@@ -302,7 +302,7 @@ _SESSION_OPTIONS = [
         show_default=True,
     ),
     click.option(
-        "--cafile", type=click.Path(exists=True, dir_okay=False), help="Trust this CA bundle."
+        "--cafile", type=click.Path(exists=True, dir_okay=False), help="Trust this CA bundle too."
     ),
     click.option(
         "--helo", help="Name sent in EHLO/HELO (default: this host's FQDN or an address literal)."

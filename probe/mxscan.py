@@ -12,7 +12,7 @@ import dns.asyncresolver
 from probe.checks import AddressFacts, DomainFacts, HostFacts, PolicyFacts, Records, parse_mx
 from probe.resolve import Lookup, lookup, ptr
 from probe.result import DnsStatus
-from probe.session import SessionOptions, run_session
+from probe.session import SessionOptions, run_session, trust_context
 
 POLICY_LIMIT = 64 * 1024  # RFC 8461 §3.2: policies are small; refuse to read more
 
@@ -79,7 +79,7 @@ async def fetch_policy(
     a = await lookup(res, host, "A")
     if not a.records:
         return PolicyFacts(False, f"{host} has no address ({a.error or a.status.value})")
-    ctx = ssl.create_default_context(cafile=cafile)
+    ctx = trust_context(cafile)
     try:
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(a.records[0], port, ssl=ctx, server_hostname=host), timeout

@@ -468,13 +468,22 @@ def _contexts(cafile: str | None) -> tuple[ssl.SSLContext, ssl.SSLContext]:
 
     Cached: loading the system's CA store costs more than a whole loopback session.
     """
-    verify = ssl.create_default_context(cafile=cafile)
+    verify = trust_context(cafile)
     verify.check_hostname = False
     verify.verify_mode = ssl.CERT_REQUIRED
-    loose = ssl.create_default_context()
+    # Verification is off here, so the system's CA store would only cost loading time.
+    loose = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     loose.check_hostname = False
     loose.verify_mode = ssl.CERT_NONE
     return verify, loose
+
+
+def trust_context(cafile: str | None) -> ssl.SSLContext:
+    """A verifying client context: the system's CAs, and those of `cafile` too."""
+    ctx = ssl.create_default_context()
+    if cafile:
+        ctx.load_verify_locations(cafile=cafile)
+    return ctx
 
 
 def _tls_facts(

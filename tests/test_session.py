@@ -293,3 +293,12 @@ async def test_failed_handshake_reconnects_without_starttls() -> None:
     assert commands(s).count("CONNECT") == 2
     assert any(st.note == "retrying without STARTTLS" for st in s.steps)
     srv.close()
+
+
+def test_cafile_adds_to_the_system_trust_instead_of_replacing_it(cafile: str) -> None:
+    from probe.session import trust_context
+
+    system = ssl.create_default_context().cert_store_stats()["x509_ca"]
+    both = trust_context(cafile).cert_store_stats()["x509_ca"]
+    assert both == system + 1
+    assert trust_context(None).cert_store_stats()["x509_ca"] == system
