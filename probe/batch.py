@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 import time
 from collections import Counter, defaultdict
@@ -76,6 +77,23 @@ async def stream_targets(
     finally:
         closed.set()
         slots.release()  # a reader waiting for room wakes up, sees `closed` and stops
+
+
+def fd_lines(fd: int, size: int = 65536) -> Iterator[str]:
+    """Lines of a file descriptor, decoded as UTF-8 (bad bytes replaced), without a newline.
+
+    Plain os.read, not a buffered file: a daemon thread blocked here holds no lock that the
+    interpreter needs at exit.
+    """
+    pending = b""
+    while chunk := os.read(fd, size):
+        pending += chunk
+        if b"\n" in chunk:
+            *whole, pending = pending.split(b"\n")
+            for raw in whole:
+                yield raw.decode("utf-8", "replace")
+    if pending:
+        yield pending.decode("utf-8", "replace")
 
 
 def read_targets(lines: Iterable[str]) -> Iterable[tuple[int, str]]:
@@ -218,8 +236,15 @@ async def run_batch(
                 on_progress(stats)
 
     async def feed() -> None:
-        async for item in targets:
-            await queue.put(item)
+        try:
+            async for item in targets:
+                await queue.put(item)
+        finally:
+            # Stopped early: close the input now (its reader thread ends), not at garbage
+            # collection.
+            aclose = getattr(targets, "aclose", None)
+            if aclose is not None:
+                await aclose()
         for _ in range(concurrency):
             await queue.put(None)
 

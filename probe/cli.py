@@ -6,11 +6,13 @@ nothing from asyncio, ssl, dnspython or aiosmtplib.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import stat
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import IO, Any, NoReturn
 
 import click
@@ -97,9 +99,13 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except BrokenPipeError:
-            # The reader went away (`| head`): stop quietly, as Unix tools do.
+            if not _stdout_gone():
+                click.echo("smtp-probe: I/O error: broken pipe", err=True)
+                raise SystemExit(exitcodes.IOERR) from None
+            # The reader of our output went away (`| head`): stop quietly, as Unix tools do.
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
             raise SystemExit(exitcodes.OK) from None
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
@@ -526,20 +532,30 @@ def _batch(
     template = _request_template(kw)
     loc_lang = _lang(lang)
 
-    from probe.batch import Stats, read_targets, recorded_lines
+    from probe.batch import Stats, fd_lines, read_targets, recorded_lines
 
     done = recorded_lines(output) if (output and resume) else set()
     if output and resume:
         _drop_torn_tail(output)
-    try:
-        stream: IO[str] = (
-            sys.stdin if source == "-" else open(source, encoding="utf-8", errors="replace")  # noqa: SIM115
-        )
-    except OSError as e:
-        fail(f"cannot read {source}: {e.strerror}")
+    fd: int | None = None
+    lines: Iterable[str]
+    if source == "-":
+        try:
+            lines = fd_lines(sys.stdin.fileno())
+        except (AttributeError, OSError, ValueError):  # no descriptor (an embedding host)
+            lines = (line.rstrip("\n") for line in sys.stdin)
+    else:
+        try:
+            fd = os.open(source, os.O_RDONLY)
+            if stat.S_ISDIR(os.fstat(fd).st_mode):
+                os.close(fd)
+                fail(f"cannot read {source}: it is a directory")
+        except OSError as e:
+            fail(f"cannot read {source}: {e.strerror}")
+        lines = fd_lines(fd)
     sink: IO[str] = open(output, "a", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
     progress = _Progress() if sys.stderr.isatty() else None
-    items = ((n, text) for n, text in read_targets(stream) if n not in done)
+    items = ((n, text) for n, text in read_targets(lines) if n not in done)
 
     def write(line: str) -> None:
         # One whole line per write, flushed: an interrupted run leaves only complete records.
@@ -584,11 +600,18 @@ def _batch(
             err=True,
         )
         raise SystemExit(exitcodes.INTERRUPTED) from None
+    except BrokenPipeError:
+        raise  # the reader of our output went away: handled once, in invoke()
+    except OSError as e:
+        # Reading the input or writing --output failed (a disk full, a read error).
+        click.echo(f"smtp-probe: I/O error: {e.strerror or e}", err=True)
+        raise SystemExit(exitcodes.IOERR) from None
     finally:
         if progress:
             progress.close()
-        if source != "-":
-            stream.close()
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
         if output:
             sink.close()
     verdicts = ", ".join(f"{k} {v}" for k, v in stats.by_verdict.most_common())
@@ -599,6 +622,19 @@ def _batch(
         f"categories: {cats or '-'}",
         err=True,
     )
+
+
+def _stdout_gone() -> bool:
+    """Whether standard output is a pipe or socket whose reader has gone (POLLERR)."""
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in poller.poll(0))
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 def _drop_torn_tail(path: str) -> None:

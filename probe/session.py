@@ -94,6 +94,8 @@ def _lines(raw: bytes) -> tuple[str, ...]:
 
 
 def _wire_reply(raw: bytes, resp: SMTPResponse, command: str) -> WireReply:
+    if len(raw) > 1024:  # a long reply is rarely seen twice; keeping it would only cost memory
+        return _wire_reply_cached.__wrapped__(raw, resp.code, resp.message, command)
     return _wire_reply_cached(raw, resp.code, resp.message, command)
 
 

@@ -14,14 +14,15 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import os
 import pickle
-import signal
 import subprocess
 import sys
 import threading
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any
 
 from probe.batch import SCHEMA
@@ -75,8 +76,14 @@ class Worker:
     """A worker process, started before the parent's own slow imports so both run at once."""
 
     def __init__(self) -> None:
+        # The same `probe` as the parent's, whatever the current directory holds (-P: no
+        # script or working directory on sys.path).
+        home = str(Path(__file__).resolve().parent.parent)
+        boot = (
+            f"import sys; sys.path.insert(0, {home!r}); from probe.workers import _child; _child()"
+        )
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "probe.workers"],
+            [sys.executable, "-P", "-c", boot],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             # A worker has nothing to say on stderr; whatever it might print (a crash) must not
@@ -89,10 +96,19 @@ class Worker:
         self.pending: dict[int, str] = {}
         self.alive = True
 
+    def stop(self) -> None:
+        """End the process now (the run is over early); its pipes close with it."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+
     def close(self) -> None:
         _close(self.stdin)
-        with contextlib.suppress(subprocess.TimeoutExpired):
+        try:
             self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        _close(self.stdout)
 
 
 def spawn(n: int) -> list[Worker]:
@@ -105,11 +121,19 @@ def run_workers(
     pool: list[Worker],
     on_record: Callable[[str, dict[str, Any]], None],
 ) -> None:
-    """Feed every item to a worker; `on_record(line, record)` gets exactly one call per item."""
+    """Feed every item to a worker; `on_record(line, record)` gets exactly one call per item.
+
+    Targets a worker held when it died are recorded as lost at the end; when this process is
+    interrupted (KeyboardInterrupt) they get no record, so that --resume probes them again.
+    """
     n = len(pool)
     header = base64.b64encode(pickle.dumps(share(cfg, n))) + b"\n"
     lock = threading.Lock()
     stopping = threading.Event()
+    finished = threading.Event()
+    failure: list[BaseException] = []
+    lost: list[tuple[int, str, int | None]] = []
+    running = [n]
     for w in pool:
         try:
             w.stdin.write(header)
@@ -117,135 +141,153 @@ def run_workers(
         except OSError:
             w.alive = False
 
-    failure: list[BaseException] = []
+    def fail(e: BaseException) -> None:
+        """Under the lock: the first failure (the sink, the input) stops the run."""
+        if not failure:
+            failure.append(e)
+        stopping.set()
 
     def record(raw: str, rec: dict[str, Any]) -> None:
-        """Under the lock. A failing sink (`| head` gone) stops the run; the caller sees why."""
+        """Under the lock."""
         if failure:
             return
         try:
             on_record(raw, rec)
         except Exception as e:
-            failure.append(e)
-            stopping.set()
-
-    def deliver(raw: str, rec: dict[str, Any]) -> None:
-        with lock:
-            record(raw, rec)
+            fail(e)
 
     def read(w: Worker) -> None:
-        for raw in w.stdout:
-            if not raw.endswith(b"\n"):
-                break  # a torn line: the worker died mid-write
-            text = raw.decode("utf-8")
-            rec = json.loads(text)
+        status: int | None = None
+        try:
+            for raw in w.stdout:
+                if not raw.endswith(b"\n"):
+                    break  # a torn line: the worker died mid-write
+                try:
+                    text = raw.decode("utf-8")
+                    rec = json.loads(text)
+                    line = int(rec["line"])
+                except (ValueError, KeyError, TypeError):
+                    continue  # not a record; its target stays pending and is reported lost
+                with lock:
+                    if w.pending.pop(line, None) is not None:
+                        record(text, rec)
+        except OSError:
+            pass
+        finally:
+            status = w.proc.wait()
             with lock:
-                w.pending.pop(rec["line"], None)
-                record(text, rec)
-        w.stdout.close()
-        status = w.proc.wait()
-        with lock:
-            w.alive = False
-            left = sorted(w.pending.items())
-            w.pending.clear()
-        if stopping.is_set() or status in (130, -signal.SIGINT):
-            return  # interrupted (Ctrl-C reaches the workers too): the rest is for --resume
-        for line, text in left:
-            rec = lost_record(line, text, status)
-            deliver(json.dumps(rec, ensure_ascii=False) + "\n", rec)
+                w.alive = False
+                lost.extend((line, text, status) for line, text in sorted(w.pending.items()))
+                w.pending.clear()
+                running[0] -= 1
+                if running[0] == 0:
+                    finished.set()
 
-    readers = [threading.Thread(target=read, args=(w,), daemon=True) for w in pool]
-    for t in readers:
+    def dispatch() -> None:
+        try:
+            for line, text in items:
+                if stopping.is_set():
+                    return
+                _send(line, text)
+        except Exception as e:  # the input failed (a read error)
+            with lock:
+                fail(e)
+        finally:
+            for w in pool:
+                _close(w.stdin)  # end of input: each worker finishes what it holds
+
+    def _send(line: int, text: str) -> None:
+        first = _shard(text, n)
+        for k in range(n):
+            w = pool[(first + k) % n]
+            with lock:
+                if not w.alive:
+                    continue
+                w.pending[line] = text
+            try:
+                w.stdin.write(f"{line}\t{text}\n".encode())
+                w.stdin.flush()
+            except (OSError, ValueError):
+                with lock:
+                    taken = w.pending.pop(line, None) is None
+                if taken:
+                    return  # the worker's reader already counted it as lost
+                continue  # never reached the worker: try the next one
+            return
+        with lock:
+            lost.append((line, text, None))
+
+    threads = [threading.Thread(target=read, args=(w,), daemon=True) for w in pool]
+    # The input is read on a daemon thread: a pipe that never ends (tail -f) must not keep a
+    # stopped run alive.
+    threads.append(threading.Thread(target=dispatch, daemon=True))
+    for t in threads:
         t.start()
     try:
-        for line, text in items:
+        while not finished.wait(0.2):
             if stopping.is_set():
                 break
-            first = _shard(text, n)
-            for k in range(n):
-                w = pool[(first + k) % n]
-                with lock:
-                    if not w.alive:
-                        continue
-                    w.pending[line] = text
-                try:
-                    w.stdin.write(f"{line}\t{text}\n".encode())
-                    w.stdin.flush()
-                except OSError:
-                    with lock:
-                        taken = w.pending.pop(line, None) is None
-                    if taken:
-                        break  # the worker's reader already recorded it as lost
-                    continue  # never reached the worker: try the next one
-                break
-            else:
-                rec = lost_record(line, text, None)
-                deliver(json.dumps(rec, ensure_ascii=False) + "\n", rec)
-        if failure:
-            raise failure[0]
-        for w in pool:
-            _close(w.stdin)
-        for t in readers:
-            t.join()
-        if failure:
-            raise failure[0]
+        with lock:
+            if failure:
+                raise failure[0]
+            left = sorted(lost)
+        for line, text, status in left:
+            rec = lost_record(line, text, status)
+            on_record(json.dumps(rec, ensure_ascii=False) + "\n", rec)
     except BaseException:
         stopping.set()
         for w in pool:
-            _close(w.stdin)
-            if w.proc.poll() is None:
-                w.proc.terminate()
-        for t in readers:
+            w.stop()
+        for t in threads[:-1]:
             t.join(timeout=10)
         raise
 
 
 def _close(f: IO[bytes]) -> None:
-    with contextlib.suppress(OSError):  # a dead worker's pipe
+    with contextlib.suppress(OSError, ValueError):  # a dead worker's pipe
         f.close()
 
 
-def _child() -> int:
+def _child() -> None:
     """A worker: the config on the first line of stdin, then "LINE<TAB>TARGET" lines."""
     import asyncio
 
     from probe import catalog
-    from probe.batch import run_batch, stream_targets
+    from probe.batch import fd_lines, run_batch, stream_targets
     from probe.catalog import locale
 
     catalog.load()  # while the parent is still starting up
-    stdin = sys.stdin.buffer
-    header = stdin.readline()
-    if not header:
-        return 0  # the parent stopped before it had work (a bad option, say)
-    cfg: WorkerConfig = pickle.loads(base64.b64decode(header))
-    out = sys.stdout.buffer
+    lines = fd_lines(0)
+    header = next(lines, "")
+    code = 0
+    if header:
+        cfg: WorkerConfig = pickle.loads(base64.b64decode(header))
 
-    def items() -> Iterable[tuple[int, str]]:
-        for raw in stdin:
-            line, _, text = raw.decode("utf-8", "replace").rstrip("\n").partition("\t")
-            yield int(line), text
+        def items() -> Iterator[tuple[int, str]]:
+            for raw in lines:
+                line, _, text = raw.partition("\t")
+                yield int(line), text
 
-    def emit(rec: dict[str, Any]) -> None:
-        out.write((json.dumps(rec, ensure_ascii=False) + "\n").encode("utf-8"))
-        out.flush()
+        def emit(rec: dict[str, Any]) -> None:
+            data = (json.dumps(rec, ensure_ascii=False) + "\n").encode("utf-8")
+            while data:  # one record, whole, straight to the pipe (nothing buffered at exit)
+                data = data[os.write(1, data) :]
 
-    try:
-        asyncio.run(
-            run_batch(
-                stream_targets(iter(items())),
-                cfg.template,
-                emit,
-                locale(cfg.lang),
-                concurrency=cfg.concurrency,
-                per_host=cfg.per_host,
-                rate=cfg.rate,
+        try:
+            asyncio.run(
+                run_batch(
+                    stream_targets(items()),
+                    cfg.template,
+                    emit,
+                    locale(cfg.lang),
+                    concurrency=cfg.concurrency,
+                    per_host=cfg.per_host,
+                    rate=cfg.rate,
+                )
             )
-        )
-    except KeyboardInterrupt:
-        return 130
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(_child())
+        except KeyboardInterrupt:
+            code = 130
+        except OSError:  # the parent went away
+            code = 74
+    # No interpreter shutdown: the input thread may sit in a read that never returns.
+    os._exit(code)

@@ -203,7 +203,11 @@ def _children(pid: int) -> list[int]:
     return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
-def test_a_worker_that_dies_leaves_error_records_not_lost_lines(farm: Farm, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_a_worker_that_dies_leaves_error_records_not_lost_lines(
+    farm: Farm, tmp_path: Path, sig: int
+) -> None:
+    """Killed, or given Ctrl-C's signal alone: its targets are reported, never dropped."""
     inputs = tmp_path / "targets.txt"
     write_inputs(inputs, 300)
     out = tmp_path / "out.jsonl"
@@ -212,22 +216,19 @@ def test_a_worker_that_dies_leaves_error_records_not_lost_lines(farm: Farm, tmp_
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and (not out.exists() or out.read_text().count("\n") < 20):
         time.sleep(0.05)
-    victim = _children(proc.pid)[0]
-    os.kill(victim, signal.SIGKILL)
+    os.kill(_children(proc.pid)[0], sig)
+    at_kill = out.read_text().count("\n")
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert b"Traceback" not in err
     records = [json.loads(x) for x in out.read_text().splitlines()]
     assert sorted(rec["line"] for rec in records) == list(range(3, 304))
     lost = [r for r in records if r.get("error", {}).get("kind") == "internal"]
-    assert lost, "the killed worker had targets in hand"
+    assert lost, "the dead worker had targets in hand"
     assert all("worker process ended" in r["error"]["detail"] for r in lost)
     assert all(r["exit_status"] == 70 for r in lost)
-    # The run went on with the other worker: real results were written after the lost ones.
-    last_lost = max(
-        i for i, r in enumerate(records) if r.get("error", {}).get("kind") == "internal"
-    )
-    assert any("verdict" in r for r in records[last_lost + 1 :])
+    # The run went on with the other worker long after the death.
+    assert sum("verdict" in r for r in records) > at_kill + 50
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -347,15 +348,15 @@ def test_a_reader_that_goes_away_ends_the_run_quietly(
     farm: Farm, tmp_path: Path, workers: int
 ) -> None:
     inputs = tmp_path / "targets.txt"
-    write_inputs(inputs, 300)
-    cmd = batch_cmd(inputs, farm, "--rate", "100", "--workers", str(workers))
+    write_inputs(inputs)  # at --rate 50, a whole run would take 20 s
+    cmd = batch_cmd(inputs, farm, "--rate", "50", "--workers", str(workers))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     first = proc.stdout.readline()  # like `| head -1`
     proc.stdout.close()
     err = proc.stderr.read()
     proc.stderr.close()
-    assert proc.wait(timeout=30) == 0, err
+    assert proc.wait(timeout=8) == 0, err  # it stopped, rather than probing on for nobody
     assert json.loads(first)["schema"] == "smtp-probe/batch/1"
     assert b"Traceback" not in err and b"Error" not in err
 
@@ -400,8 +401,13 @@ def test_progress_on_a_terminal_shows_counts_and_rate(farm: Farm, tmp_path: Path
         cmd, stderr=slave, stdout=subprocess.DEVNULL, env={**os.environ, "TERM": "xterm"}
     )
     os.close(slave)
+    import select
+
     seen = b""
-    while True:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if not select.select([master], [], [], 1)[0]:
+            continue
         try:
             chunk = os.read(master, 4096)
         except OSError:  # EIO: the process closed the terminal
@@ -415,3 +421,25 @@ def test_progress_on_a_terminal_shows_counts_and_rate(farm: Farm, tmp_path: Path
     assert re.search(r"\d+ done, 0 errors, \d+\.\d/s", text), text[-500:]
     assert "101 records" in text  # the summary after the bar
     assert len(out.read_text().splitlines()) == 101
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_input_that_is_not_utf8_gets_records_not_a_traceback(
+    farm: Farm, tmp_path: Path, workers: int
+) -> None:
+    inputs = tmp_path / "mixed.txt"
+    inputs.write_bytes(b"user1@d1.test\n\xff\xfe@d2.test\nuser3@d3.test\n")
+    r = CliRunner().invoke(cli, ["batch", str(inputs), *base_args(farm), "--workers", str(workers)])
+    assert r.exit_code == 0, r.output[-2000:]
+    records = {rec["line"]: rec for rec in map(json.loads, r.stdout.splitlines())}
+    assert sorted(records) == [1, 2, 3]
+    assert records[1]["verdict"] == records[3]["verdict"] == "accepted"
+    # The bad bytes are shown replaced; whatever the probe made of that address is recorded.
+    assert records[2]["input"] == "\ufffd\ufffd@d2.test"
+    assert "verdict" in records[2] or "error" in records[2]
+
+
+def test_a_directory_as_input_is_a_usage_error(tmp_path: Path) -> None:
+    r = CliRunner().invoke(cli, ["batch", str(tmp_path)])
+    assert r.exit_code == 64
+    assert "it is a directory" in r.stderr and "Traceback" not in r.output
