@@ -506,16 +506,7 @@ def batch(
     """Probe many targets, one a line (FILE or '-'), streaming JSON Lines in completion order."""
     if resume and not output:
         fail("--resume needs --output FILE")
-    pool: list[Any] = []
-    if workers > 1:
-        from probe.workers import plan, spawn
-
-        pool = spawn(plan(workers, concurrency, per_host))
-    try:
-        _batch(source, concurrency, per_host, rate, pool, output, resume, lang, kw)
-    finally:
-        for w in pool:
-            w.close()
+    _batch(source, concurrency, per_host, rate, workers, output, resume, lang, kw)
 
 
 def _batch(
@@ -523,7 +514,7 @@ def _batch(
     concurrency: int,
     per_host: int,
     rate: float | None,
-    pool: list[Any],
+    workers: int,
     output: str | None,
     resume: bool,
     lang: str | None,
@@ -554,7 +545,7 @@ def _batch(
             fail(f"cannot read {source}: {e.strerror}")
         lines = fd_lines(fd)
     sink: IO[str] = open(output, "a", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
-    progress = _Progress() if sys.stderr.isatty() else None
+    progress: _Progress | None = None
     items = ((n, text) for n, text in read_targets(lines) if n not in done)
 
     def write(line: str) -> None:
@@ -563,7 +554,17 @@ def _batch(
         sink.flush()
 
     stats = Stats()
+    pool: list[Any] = []
     try:
+        if workers > 1:
+            from probe.catalog import locale
+            from probe.workers import plan, spawn
+
+            locale(loc_lang)  # loaded here, once, for forked workers to inherit
+            # Before any thread starts (the progress bar has one): workers may be forked.
+            pool = spawn(plan(workers, concurrency, per_host))
+        if sys.stderr.isatty():
+            progress = _Progress()
         if pool:
             from probe.workers import WorkerConfig, run_workers
 
@@ -607,6 +608,8 @@ def _batch(
         click.echo(f"smtp-probe: I/O error: {e.strerror or e}", err=True)
         raise SystemExit(exitcodes.IOERR) from None
     finally:
+        for w in pool:
+            w.close()
         if progress:
             progress.close()
         if fd is not None:
