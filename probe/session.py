@@ -263,17 +263,16 @@ class _Conversation:
         start = time.perf_counter()
         server_hostname = None if _is_ip(self.host) else self.host
         try:
-            transport, _ = await asyncio.wait_for(
-                loop.create_connection(
+            # asyncio.timeout rather than wait_for: no extra task per connection.
+            async with asyncio.timeout(self.opts.connect_timeout):
+                transport, _ = await loop.create_connection(
                     lambda: proto,
                     host=self.address,
                     port=self.port,
                     ssl=tls_ctx,
                     server_hostname=server_hostname if tls_ctx else None,
                     ssl_handshake_timeout=self.opts.connect_timeout if tls_ctx else None,
-                ),
-                timeout=self.opts.connect_timeout,
-            )
+                )
         except TimeoutError:
             self._err(
                 "CONNECT",
@@ -442,7 +441,8 @@ class _Conversation:
         transport = proto.transport
         transport.close()
         try:
-            await asyncio.wait_for(proto.lost.wait(), 1.0)
+            async with asyncio.timeout(1.0):
+                await proto.lost.wait()
         except TimeoutError:
             if isinstance(transport, asyncio.Transport):
                 transport.abort()
