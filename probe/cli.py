@@ -506,20 +506,6 @@ def batch(
     """Probe many targets, one a line (FILE or '-'), streaming JSON Lines in completion order."""
     if resume and not output:
         fail("--resume needs --output FILE")
-    _batch(source, concurrency, per_host, rate, workers, output, resume, lang, kw)
-
-
-def _batch(
-    source: str,
-    concurrency: int,
-    per_host: int,
-    rate: float | None,
-    workers: int,
-    output: str | None,
-    resume: bool,
-    lang: str | None,
-    kw: dict[str, Any],
-) -> None:
     template = _request_template(kw)
     loc_lang = _lang(lang)
 
