@@ -109,10 +109,17 @@ async def lookup(res: dns.asyncresolver.Resolver, name: str, rdtype: str) -> Loo
     if memo is not None and (hit := memo.get(key)) is not None:
         return hit
     try:
-        ans = await res.resolve(name, rdtype)
+        ans = await res.resolve(name, rdtype, raise_on_no_answer=False)
     except (dns.exception.DNSException, ValueError) as e:
         status, detail = _status(e)
         return Lookup(status, error=detail)
+    if ans.rrset is None:
+        # NODATA: kept as long as dnspython keeps it (the SOA's negative TTL, RFC 2308). Most
+        # MX hosts have no AAAA, so a batch asks this again and again.
+        empty = Lookup(DnsStatus.NODATA, error="no records of that type")
+        if memo is not None:
+            memo.put(key, empty, ans.expiration)
+        return empty
     canonical = ans.canonical_name.to_text().rstrip(".")
     if rdtype == "TXT":
         # A TXT record is a list of strings of up to 255 bytes each; they form one value.
@@ -138,7 +145,13 @@ async def addresses(
 ) -> tuple[DnsStatus, tuple[str, ...], str | None, str | None]:
     """A and AAAA of a host: (status, addresses, CNAME target if aliased, error)."""
     kinds = [k for k, fam in (("A", 4), ("AAAA", 6)) if family in (None, fam)]
-    results = await asyncio.gather(*(lookup(res, host, k) for k in kinds))
+    memo = _MEMOS.get(res) if res.cache is not None else None
+    known = [memo.get((host.lower(), k)) for k in kinds] if memo is not None else []
+    results: list[Lookup]
+    if known and all(r is not None for r in known):
+        results = [r for r in known if r is not None]  # no tasks to start for what is known
+    else:
+        results = list(await asyncio.gather(*(lookup(res, host, k) for k in kinds)))
     found = tuple(a for r in results for a in r.records)
     cname = next((r.canonical for r in results if r.canonical), None)
     if found:

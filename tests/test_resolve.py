@@ -192,3 +192,14 @@ async def test_failures_are_not_reused(dns_server: Resolve) -> None:
         assert r.status is DnsStatus.SERVFAIL
         counts.append(len([q for q in srv.b.queries if q[0] == "broken.test."]))
     assert counts[0] >= 1 and counts[0] < counts[1] < counts[2]  # every resolution asked again
+
+
+async def test_no_data_answers_are_reused_like_dnspython_keeps_them(dns_server: Resolve) -> None:
+    res, srv = await dns_server()
+    first = await lookup(res, "mx2.good.test", "AAAA")  # an A record only
+    assert first.status is DnsStatus.NODATA and first.records == ()
+    assert await lookup(res, "mx2.good.test", "AAAA") is first
+    asked = [q for q in srv.b.queries if q[:2] == ("mx2.good.test.", "AAAA")]
+    assert len(asked) == 1
+    r = await resolve_domain(res, "good.test")
+    assert r.mx[1].addresses == ("127.0.0.3",)
