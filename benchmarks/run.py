@@ -386,6 +386,8 @@ def main() -> None:
     out = [
         f"# Benchmarks\n\nMachine: {machine}. Date: {time.strftime('%Y-%m-%d')}.\n",
         "Made by `python benchmarks/run.py`" + (" --quick" if args.quick else "") + ".\n",
+        "The farm, the clients and swaks share the machine. On a shared VM whole runs differ by "
+        "up to a quarter, so compare figures from one run, not across runs.\n",
     ]
     for title, rows in sections:
         print(f"\n{title}")
