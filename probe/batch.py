@@ -12,7 +12,7 @@ import os
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Container, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -32,7 +32,7 @@ ProbeFn = Callable[[ProbeRequest], Awaitable[ProbeResult]]
 
 
 async def stream_targets(
-    items: Iterator[tuple[int, str]], skip: Container[int] = (), room: int = 1024
+    items: Iterator[tuple[int, str]], room: int = 1024
 ) -> AsyncIterator[tuple[int, str]]:
     """Targets from a blocking iterator (a file, a pipe), each as soon as it is read.
 
@@ -57,8 +57,6 @@ async def stream_targets(
     def read() -> None:
         try:
             for item in items:
-                if item[0] in skip:
-                    continue
                 slots.acquire()
                 if not send(item):
                     return

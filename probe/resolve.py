@@ -74,7 +74,7 @@ def _status(e: BaseException) -> tuple[DnsStatus, str]:
 
 
 class _Memo:
-    """Positive answers already turned into `Lookup`s, until their TTL runs out.
+    """Answers already turned into `Lookup`s (records or NODATA), until dnspython's expiry.
 
     dnspython's own cache saves the query; this saves building a resolution for every hit,
     which is most of the DNS work of a batch where thousands of domains share a few MX hosts.
@@ -102,9 +102,14 @@ class _Memo:
 _MEMOS: weakref.WeakKeyDictionary[dns.asyncresolver.Resolver, _Memo] = weakref.WeakKeyDictionary()
 
 
+def _memo_of(res: dns.asyncresolver.Resolver) -> _Memo | None:
+    """The memo of a resolver made by `make_resolver`, unless its caching was turned off."""
+    return _MEMOS.get(res) if res.cache is not None else None
+
+
 async def lookup(res: dns.asyncresolver.Resolver, name: str, rdtype: str) -> Lookup:
     """One query; CNAME chains are followed and the canonical name kept."""
-    memo = _MEMOS.get(res) if res.cache is not None else None
+    memo = _memo_of(res)
     key = (name.lower(), rdtype)
     if memo is not None and (hit := memo.get(key)) is not None:
         return hit
@@ -145,7 +150,7 @@ async def addresses(
 ) -> tuple[DnsStatus, tuple[str, ...], str | None, str | None]:
     """A and AAAA of a host: (status, addresses, CNAME target if aliased, error)."""
     kinds = [k for k, fam in (("A", 4), ("AAAA", 6)) if family in (None, fam)]
-    memo = _MEMOS.get(res) if res.cache is not None else None
+    memo = _memo_of(res)
     known = [memo.get((host.lower(), k)) for k in kinds] if memo is not None else []
     results: list[Lookup]
     if known and all(r is not None for r in known):

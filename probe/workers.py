@@ -232,7 +232,6 @@ def run_workers(
             fail(e)
 
     def read(w: Worker) -> None:
-        status: int | None = None
         try:
             for raw in w.stdout:
                 if not raw.endswith(b"\n"):
