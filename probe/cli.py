@@ -311,6 +311,12 @@ _SESSION_OPTIONS = [
         "--cafile", type=click.Path(exists=True, dir_okay=False), help="Trust this CA bundle too."
     ),
     click.option(
+        "--no-tls-resume",
+        is_flag=True,
+        help="A full TLS handshake every time (by default a server met before in the same run "
+        "is offered the TLS session it gave then).",
+    ),
+    click.option(
         "--helo", help="Name sent in EHLO/HELO (default: this host's FQDN or an address literal)."
     ),
     click.option(
@@ -402,6 +408,7 @@ def _request_template(kw: dict[str, Any]) -> Any:
         greeting_timeout=greeting_t,
         command_timeout=command_t,
         budget=budget,
+        resume_tls=not kw["no_tls_resume"],
     )
     return ProbeRequest(
         target=Target("", "domain", None, None, None),

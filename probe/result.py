@@ -93,6 +93,7 @@ class TlsInfo:
     name_matches: bool | None = None
     error: str | None = None
     injected_plaintext: int = 0
+    resumed: bool = False  # an earlier session of the run was resumed (no certificate sent)
 
 
 @dataclass(frozen=True, slots=True)

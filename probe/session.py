@@ -14,6 +14,7 @@ import socket
 import ssl
 import time
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -50,6 +51,7 @@ class SessionOptions:
     greeting_timeout: float = 30.0
     command_timeout: float = 30.0
     budget: float = 120.0
+    resume_tls: bool = True  # offer a TLS session saved from this run's last visit
 
 
 class RecordingProtocol(SMTPProtocol):
@@ -262,6 +264,8 @@ class _Conversation:
         proto = RecordingProtocol(loop)
         start = time.perf_counter()
         server_hostname = None if _is_ip(self.host) else self.host
+        if tls_ctx is not None:
+            self._offer(tls_ctx, server_hostname)
         try:
             # asyncio.timeout rather than wait_for: no extra task per connection.
             async with asyncio.timeout(self.opts.connect_timeout):
@@ -388,6 +392,7 @@ class _Conversation:
             return None, None
         proto = self.proto
         server_hostname = None if _is_ip(self.host) else self.host
+        self._offer(ctx, server_hostname)
         try:
             resp = await proto.start_tls(
                 ctx, server_hostname=server_hostname, timeout=self.opts.command_timeout
@@ -427,6 +432,21 @@ class _Conversation:
         self.tls_active = True
         return reply, None
 
+    def _offer(self, ctx: ssl.SSLContext, server_hostname: str | None) -> None:
+        key = (ctx, self.address, self.port, server_hostname)
+        _OFFER.set(_TLS_SESSIONS.get(key) if self.opts.resume_tls else None)
+
+    def _keep_tls_session(self) -> None:
+        obj = self.ssl_object() if self.tls_active and self.opts.resume_tls else None
+        # A resumed session's ticket is still in the cache; reading the session costs about a
+        # third of a handshake (Python's ssl copies it through DER, certificate and all).
+        if obj is None or obj.session_reused:
+            return
+        sess = obj.session
+        # TLS 1.3 sends its tickets after the handshake; a session without one cannot resume.
+        if sess is not None and (sess.has_ticket or sess.id):
+            _TLS_SESSIONS.put((obj.context, self.address, self.port, obj.server_hostname), sess)
+
     def ssl_object(self) -> ssl.SSLObject | None:
         if self.proto is None or self.proto.transport is None:
             return None
@@ -435,6 +455,7 @@ class _Conversation:
 
     async def close(self) -> None:
         """Close and wait until the transport is really gone (TLS shutdown included)."""
+        self._keep_tls_session()
         proto, self.proto = self.proto, None
         if proto is None or proto.transport is None:
             return
@@ -464,17 +485,64 @@ def _ssl_detail(e: BaseException) -> str:
     return f"TLS handshake failed: {e}"
 
 
+# The session to offer in the next handshake of the current task. asyncio builds the SSL object
+# inside start_tls/create_connection and has no parameter for a session, so the context asks.
+_OFFER: ContextVar[ssl.SSLSession | None] = ContextVar("_OFFER", default=None)
+
+
+class _ResumingContext(ssl.SSLContext):
+    """A client context whose connections offer the task's saved TLS session, if any."""
+
+    def wrap_bio(
+        self,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        server_side: bool = False,
+        server_hostname: str | bytes | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLObject:
+        offer = session or (None if server_side else _OFFER.get())
+        return super().wrap_bio(incoming, outgoing, server_side, server_hostname, offer)
+
+
+class TlsSessions:
+    """TLS sessions by (context, address, port, name), as an MTA's TLS session cache keeps them.
+
+    A batch meets the same provider's MX again and again; resuming skips the certificate
+    exchange and its verification, which is most of a handshake's cost on both sides.
+    """
+
+    def __init__(self, size: int = 1024) -> None:
+        self.size = size
+        self.items: dict[tuple[ssl.SSLContext, str, int, str | None], ssl.SSLSession] = {}
+
+    def get(self, key: tuple[ssl.SSLContext, str, int, str | None]) -> ssl.SSLSession | None:
+        return self.items.get(key)
+
+    def put(self, key: tuple[ssl.SSLContext, str, int, str | None], sess: ssl.SSLSession) -> None:
+        self.items.pop(key, None)
+        if len(self.items) >= self.size:
+            del self.items[next(iter(self.items))]
+        self.items[key] = sess
+
+
+_TLS_SESSIONS = TlsSessions()
+
+
 @lru_cache(maxsize=8)
 def _contexts(cafile: str | None) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     """A verifying context (chain only; the name is checked separately) and a permissive one.
 
     Cached: loading the system's CA store costs more than a whole loopback session.
     """
-    verify = trust_context(cafile)
+    verify = _ResumingContext(ssl.PROTOCOL_TLS_CLIENT)
+    verify.load_default_certs()
+    if cafile:
+        verify.load_verify_locations(cafile=cafile)
     verify.check_hostname = False
     verify.verify_mode = ssl.CERT_REQUIRED
     # Verification is off here, so the system's CA store would only cost loading time.
-    loose = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    loose = _ResumingContext(ssl.PROTOCOL_TLS_CLIENT)
     loose.check_hostname = False
     loose.verify_mode = ssl.CERT_NONE
     return verify, loose
@@ -521,6 +589,7 @@ def _tls_facts(
         verify_error=verify_error,
         name_matches=name_matches(conv.host, cert) if cert else None,
         injected_plaintext=injected,
+        resumed=obj.session_reused,
     )
 
 

@@ -310,25 +310,19 @@ def test_benchmark_farm_speaks_starttls_and_answers_recipients(tmp_path: Path) -
         inputs.write_text(
             "".join(f"{'nobody' if i % 4 == 0 else 'user'}{i}@d{i}.test\n" for i in range(12))
         )
-        r = CliRunner().invoke(
-            cli,
-            [
-                "batch",
-                str(inputs),
-                "--nameserver",
-                f"127.0.0.1:{info['dns_port']}",
-                "--port",
-                str(info["smtp_port"]),
-                "--cafile",
-                info["cafile"],
-                "--starttls",
-                "require",
-                "--timeout",
-                "5",
-                "--workers",
-                "2",
-            ],
-        )
+        common = [
+            "--nameserver",
+            f"127.0.0.1:{info['dns_port']}",
+            "--port",
+            str(info["smtp_port"]),
+            "--cafile",
+            info["cafile"],
+            "--starttls",
+            "require",
+            "--timeout",
+            "5",
+        ]
+        r = CliRunner().invoke(cli, ["batch", str(inputs), *common, "--workers", "2"])
         assert r.exit_code == 0, r.output[-2000:]
         records = {rec["line"]: rec for rec in map(json.loads, r.stdout.splitlines())}
         assert len(records) == 12
@@ -338,6 +332,19 @@ def test_benchmark_farm_speaks_starttls_and_answers_recipients(tmp_path: Path) -
             assert tls["ok"] and tls["trusted"] and tls["name_matches"]
             commands = [st["command"] for st in rec["sessions"][0]["steps"]]
             assert commands[:4] == ["CONNECT", "EHLO", "STARTTLS", "EHLO"]
+        # One session at a time: each MX host's first handshake is a full one, and every later
+        # session to it resumes (the farm gives TLS 1.3 tickets, as OpenSSL servers do).
+        again = CliRunner().invoke(cli, ["batch", str(inputs), *common, "--concurrency", "1"])
+        assert again.exit_code == 0, again.output[-2000:]
+        resumed = [
+            json.loads(line)["sessions"][0]["tls"]["resumed"] for line in again.stdout.splitlines()
+        ]
+        assert resumed.count(False) == 3 and resumed.count(True) == 9
+        # The cache belongs to the process: a probe in this one resumes as well, and says so.
+        text = CliRunner().invoke(cli, ["probe", "user1@d1.test", *common])
+        assert "(session resumed from earlier in this run)" in text.stdout, text.stdout
+        fresh = CliRunner().invoke(cli, ["probe", "user1@d1.test", *common, "--no-tls-resume"])
+        assert "=== TLS" in fresh.stdout and "resumed" not in fresh.stdout
     finally:
         assert farm.stdin is not None
         farm.stdin.close()

@@ -302,3 +302,70 @@ def test_cafile_adds_to_the_system_trust_instead_of_replacing_it(cafile: str) ->
     both = trust_context(cafile).cert_store_stats()["x509_ca"]
     assert both == system + 1
     assert trust_context(None).cert_store_stats()["x509_ca"] == system
+
+
+async def test_a_server_met_again_resumes_the_tls_session(
+    smtp: Starter, ca: trustme.CA, cafile: str
+) -> None:
+    port = await smtp(tls_context=server_ctx(ca, "mx.test"))
+    first = await run(port, cafile=cafile, rcpts=("a@mx.test",))
+    second = await run(port, cafile=cafile, rcpts=("a@mx.test",))
+    fresh = await run(port, cafile=cafile, rcpts=("a@mx.test",), resume_tls=False)
+    assert first.tls.ok and not first.tls.resumed
+    assert second.tls.ok and second.tls.resumed
+    assert not fresh.tls.resumed
+    # A resumed session reports what the full handshake established: same certificate, trust
+    # and name check, the same replies.
+    for s in (second, fresh):
+        assert s.tls.trusted is True and s.tls.name_matches is True
+        assert s.tls.certificate == first.tls.certificate
+        assert codes(s) == codes(first)
+
+
+async def test_an_untrusted_server_resumes_without_losing_the_verify_error(
+    smtp: Starter, cafile: str
+) -> None:
+    port = await smtp(tls_context=server_ctx(trustme.CA(), "mx.test"))
+    first = await run(port, cafile=cafile)
+    second = await run(port, cafile=cafile)
+    assert second.tls.resumed and not first.tls.resumed
+    assert first.tls.trusted is False and second.tls.trusted is False
+    assert second.tls.verify_error == first.tls.verify_error and first.tls.verify_error
+
+
+async def test_implicit_tls_resumes_too(ca: trustme.CA, cafile: str, smtp: Starter) -> None:
+    port = await smtp(ssl_context=server_ctx(ca, "mx.test"))
+    first = await run(port, implicit_tls=True, cafile=cafile)
+    second = await run(port, implicit_tls=True, cafile=cafile)
+    assert first.tls.ok and second.tls.ok and second.tls.resumed and second.tls.trusted
+
+
+async def test_a_server_that_forgot_the_session_gets_a_full_handshake(
+    ca: trustme.CA, cafile: str
+) -> None:
+    # Same address and port, new server (new ticket keys, new certificate): the session
+    # offered is refused, the handshake is a full one and the new certificate is reported.
+    srv = await start_smtp(Scripted(), tls_context=server_ctx(ca, "mx.test"))
+    port = port_of(srv)
+    first = await run(port, cafile=cafile)
+    srv.close()
+    await srv.wait_closed()
+    srv = await start_smtp(Scripted(), port=port, tls_context=server_ctx(ca, "mx.test"))
+    try:
+        second = await run(port, cafile=cafile)
+    finally:
+        srv.close()
+    assert first.tls.certificate is not None and second.tls.certificate is not None
+    assert second.tls.ok and not second.tls.resumed and second.tls.trusted
+    assert second.tls.certificate.sha256 != first.tls.certificate.sha256
+
+
+async def test_a_server_without_tickets_is_never_offered_one(
+    smtp: Starter, ca: trustme.CA, cafile: str
+) -> None:
+    ctx = server_ctx(ca, "mx.test")
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_3
+    ctx.num_tickets = 0
+    port = await smtp(tls_context=ctx)
+    sessions = [await run(port, cafile=cafile) for _ in range(2)]
+    assert all(s.tls.ok and not s.tls.resumed for s in sessions)

@@ -49,6 +49,7 @@ def _tls_json(t: TlsInfo) -> dict[str, Any]:
         "name_matches": t.name_matches,
         "error": t.error,
         "injected_plaintext_bytes": t.injected_plaintext,
+        "resumed": t.resumed,
         "certificate": None
         if cert is None
         else {
@@ -163,6 +164,8 @@ def _tls_lines(t: TlsInfo, host: str, loc: Locale) -> list[str]:
     if not t.ok:
         return [f"=== {loc.ui('probe.tls')}: {safe(t.error or '-')}"]
     out = [f"=== {loc.ui('probe.tls')} {t.protocol} {t.cipher}"]
+    if t.resumed:
+        out[0] += f" ({loc.ui('probe.resumed')})"
     c = t.certificate
     if c is not None:
         out.append(f"    {loc.ui('probe.certificate')}: {safe(c.subject)}")
