@@ -448,8 +448,7 @@ def probe(
     except TargetError as e:
         fail(str(e))
 
-    import asyncio
-
+    from probe import aio
     from probe.catalog import locale
     from probe.render import probe as render
     from probe.runner import probe as run_probe
@@ -457,7 +456,7 @@ def probe(
     from probe.text import redact_json
     from probe.verdict import exit_status
 
-    result = asyncio.run(run_probe(replace(template, target=t)))
+    result = aio.run(run_probe(replace(template, target=t)))
     loc = locale(loc_lang)
     if fmt == "json":
         doc = render.to_json(result, loc)
@@ -570,12 +569,11 @@ def batch(
             cfg = WorkerConfig(template, loc_lang, concurrency, per_host, rate)
             run_workers(items, cfg, pool, on_record)
         else:
-            import asyncio
-
+            from probe import aio
             from probe.batch import run_batch, stream_targets
             from probe.catalog import locale
 
-            stats = asyncio.run(
+            stats = aio.run(
                 run_batch(
                     stream_targets(items),
                     template,
@@ -728,8 +726,7 @@ def mx(
         fail(str(e))
     servers = tuple(_nameserver(n) for n in nameserver)
 
-    import asyncio
-
+    from probe import aio
     from probe.catalog import locale
     from probe.checks import Severity, check
     from probe.mxscan import scan
@@ -761,7 +758,7 @@ def mx(
             cafile=cafile,
         )
 
-    facts = asyncio.run(run())
+    facts = aio.run(run())
     from probe.checks import DomainFacts
 
     assert isinstance(facts, DomainFacts)
@@ -785,8 +782,7 @@ def mx(
 @lang_option
 def demo(lang: str | None) -> None:
     """Probe mail servers started on 127.0.0.1 just for this: no network needed."""
-    import asyncio
-
+    from probe import aio
     from probe.catalog import locale
     from probe.demo import run_demo
     from probe.render import probe as render
@@ -794,7 +790,7 @@ def demo(lang: str | None) -> None:
 
     loc = locale(_lang(lang))
     style = _styler(_colour_enabled(sys.stdout))
-    results = asyncio.run(run_demo())
+    results = aio.run(run_demo())
     ok = True
     for n, (sc, cmd, result) in enumerate(results, 1):
         _echo(style(f"## {n}. {sc.title}", None, True))

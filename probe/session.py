@@ -251,6 +251,7 @@ class _Conversation:
         self.proto: RecordingProtocol | None = None
         self.tls_active = False
         self.sockname: Sequence[object] | None = None
+        self.offer = _Offer()
 
     def _err(
         self, command: str, sent: str | None, start: float, kind: ErrorKind, detail: str
@@ -264,6 +265,7 @@ class _Conversation:
         proto = RecordingProtocol(loop)
         start = time.perf_counter()
         server_hostname = None if _is_ip(self.host) else self.host
+        _OFFER.set(self.offer)  # before the connection exists: uvloop copies the context then
         if tls_ctx is not None:
             self._offer(tls_ctx, server_hostname)
         try:
@@ -433,8 +435,8 @@ class _Conversation:
         return reply, None
 
     def _offer(self, ctx: ssl.SSLContext, server_hostname: str | None) -> None:
-        key = (ctx, self.address, self.port, server_hostname)
-        _OFFER.set(_TLS_SESSIONS.get(key) if self.opts.resume_tls else None)
+        if self.opts.resume_tls:
+            self.offer.session = _TLS_SESSIONS.get((ctx, self.address, self.port, server_hostname))
 
     def _keep_tls_session(self) -> None:
         obj = self.ssl_object() if self.tls_active and self.opts.resume_tls else None
@@ -485,9 +487,20 @@ def _ssl_detail(e: BaseException) -> str:
     return f"TLS handshake failed: {e}"
 
 
-# The session to offer in the next handshake of the current task. asyncio builds the SSL object
-# inside start_tls/create_connection and has no parameter for a session, so the context asks.
-_OFFER: ContextVar[ssl.SSLSession | None] = ContextVar("_OFFER", default=None)
+class _Offer:
+    """The TLS session a conversation offers in its next handshake, if any."""
+
+    __slots__ = ("session",)
+
+    def __init__(self) -> None:
+        self.session: ssl.SSLSession | None = None
+
+
+# The event loop builds the SSL object inside start_tls or create_connection and takes no
+# session, so the context looks here. A holder rather than the session itself: asyncio builds
+# it in the task's context, uvloop in a copy taken when the connection was made, and both
+# copies hold the same holder.
+_OFFER: ContextVar[_Offer | None] = ContextVar("_OFFER", default=None)
 
 
 class _ResumingContext(ssl.SSLContext):
@@ -501,8 +514,10 @@ class _ResumingContext(ssl.SSLContext):
         server_hostname: str | bytes | None = None,
         session: ssl.SSLSession | None = None,
     ) -> ssl.SSLObject:
-        offer = session or (None if server_side else _OFFER.get())
-        return super().wrap_bio(incoming, outgoing, server_side, server_hostname, offer)
+        holder = None if server_side or session else _OFFER.get()
+        if holder is not None:
+            session, holder.session = holder.session, None
+        return super().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
 
 
 class TlsSessions:

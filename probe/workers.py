@@ -324,9 +324,7 @@ def _close(f: IO[bytes]) -> None:
 
 def _child() -> None:
     """A worker: the config on the first line of stdin, then "LINE<TAB>TARGET" lines."""
-    import asyncio
-
-    from probe import catalog
+    from probe import aio, catalog
     from probe.batch import fd_lines, run_batch, stream_targets
     from probe.catalog import locale
 
@@ -348,7 +346,7 @@ def _child() -> None:
                 data = data[os.write(1, data) :]
 
         try:
-            asyncio.run(
+            aio.run(
                 run_batch(
                     stream_targets(items()),
                     cfg.template,

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Generator
+from collections.abc import Callable, Generator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,3 +29,18 @@ def pytest_runtest_makereport(
     if report.skipped and os.environ.get("CI") == "true" and item.get_closest_marker("interop"):
         report.outcome = "failed"
         report.longrepr = f"interop test skipped under CI=true: {report.longrepr}"
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Every async test runs on both loops the network commands may use (probe/aio.py)."""
+    factories: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+        "asyncio": asyncio.new_event_loop
+    }
+    try:
+        import uvloop
+    except ImportError:  # a platform uvloop does not build on: the standard loop only
+        return factories
+    factories["uvloop"] = uvloop.new_event_loop
+    return factories

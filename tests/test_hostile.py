@@ -190,8 +190,13 @@ def loop_thread() -> Iterator[LoopThread]:
     lt.close()
 
 
+# The CLI runs on uvloop where installed (probe/aio.py); the standard loop must hold up as well.
+LOOPS = ["uvloop", "asyncio"]
+
+
+@pytest.mark.parametrize("loop", LOOPS)
 @pytest.mark.parametrize("case", list(CASES))
-def test_hostile_server(loop_thread: LoopThread, case: str) -> None:
+def test_hostile_server(loop_thread: LoopThread, case: str, loop: str) -> None:
     script, extra, statuses, words = CASES[case]
     if script == "long10k":
         script = loop_thread.run(long_line(10 * 1024))
@@ -213,7 +218,7 @@ def test_hostile_server(loop_thread: LoopThread, case: str) -> None:
                 "probe.test",
                 *extra,
             ],
-            env={"NO_COLOR": "1"},
+            env={"NO_COLOR": "1", "SMTP_PROBE_LOOP": loop},
         )
         elapsed = time.monotonic() - t0
         _, peak = tracemalloc.get_traced_memory()
@@ -230,10 +235,11 @@ def test_hostile_server(loop_thread: LoopThread, case: str) -> None:
         assert w in out, (case, w, out[-3000:])
 
 
-def test_injected_plaintext_is_counted_in_json(loop_thread: LoopThread) -> None:
+@pytest.mark.parametrize("loop", LOOPS)
+def test_injected_plaintext_is_counted_in_json(loop_thread: LoopThread, loop: str) -> None:
     srv = loop_thread.run(start_raw(starttls_injection))
     try:
-        r = CliRunner().invoke(
+        r = CliRunner(env={"SMTP_PROBE_LOOP": loop}).invoke(
             cli,
             [
                 f"[127.0.0.1]:{port_of(srv)}",
@@ -245,7 +251,7 @@ def test_injected_plaintext_is_counted_in_json(loop_thread: LoopThread) -> None:
                 "ehlo",
             ],
         )
-        r2 = CliRunner().invoke(
+        r2 = CliRunner(env={"SMTP_PROBE_LOOP": loop}).invoke(
             cli, [f"[127.0.0.1]:{port_of(srv)}", "--timeout", "2", "--format", "json"]
         )
     finally:
