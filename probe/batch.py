@@ -23,7 +23,7 @@ from probe.render.probe import to_json
 from probe.resolve import make_resolver
 from probe.result import ProbeResult, Session
 from probe.runner import ProbeRequest, probe
-from probe.session import SessionOptions, run_session
+from probe.session import Kept, SessionOptions, open_session, release, reuse_session, run_session
 from probe.target import TargetError, parse_target
 from probe.verdict import exit_status
 
@@ -103,7 +103,7 @@ def read_targets(lines: Iterable[str]) -> Iterable[tuple[int, str]]:
 
 
 class Limits:
-    """Sessions at once per MX address, and new sessions per second overall."""
+    """Sessions at once per MX address, and targets started per second overall."""
 
     def __init__(self, per_host: int, rate: float | None) -> None:
         self.per_host = per_host
@@ -122,23 +122,108 @@ class Limits:
         if wait > 0:
             await asyncio.sleep(wait)
 
+    def slot(self, address: str, port: int) -> asyncio.Semaphore:
+        return self._sems[f"{address}:{port}"]
+
     async def session(self, host: str, address: str, port: int, opts: SessionOptions) -> Session:
-        async with self._sems[f"{address}:{port}"]:
+        async with self.slot(address, port):
             await self._pace()
             return await run_session(host, address, port, opts)
 
 
+PoolKey = tuple[str, str, int, SessionOptions]
+
+
+class Pool:
+    """Connections kept open between targets, the way an MTA's connection cache keeps them.
+
+    A target that checks recipients takes an idle connection to its MX address when there is
+    one: MAIL, RCPT and RSET on it, instead of a new connection, greeting, EHLO and TLS
+    handshake. Only the sessions running hold a slot of the per-host limit, and a new
+    connection is opened only when none is idle, so the connections open to an address never
+    outnumber the limit. A connection serves at most `reuse` targets and is closed (QUIT) after
+    `idle` seconds unused.
+    """
+
+    def __init__(self, limits: Limits, reuse: int, idle: float = 2.0) -> None:
+        self.limits = limits
+        self.reuse = reuse
+        self.idle = idle
+        self._idle: dict[PoolKey, list[tuple[Kept, asyncio.TimerHandle]]] = defaultdict(list)
+        self._closing: set[asyncio.Task[None]] = set()
+
+    async def session(self, host: str, address: str, port: int, opts: SessionOptions) -> Session:
+        key = (host, address, port, replace(opts, rcpts=()))
+        async with self.limits.slot(address, port):
+            await self.limits._pace()
+            while (kept := self._take(key)) is not None:
+                session, again = await reuse_session(kept, opts)
+                if session is not None:
+                    await self._park(key, again)
+                    return session
+            session, again = await open_session(host, address, port, opts)
+            await self._park(key, again)
+            return session
+
+    def _take(self, key: PoolKey) -> Kept | None:
+        idle = self._idle.get(key)
+        if not idle:
+            return None
+        kept, timer = idle.pop()
+        timer.cancel()
+        return kept
+
+    async def _park(self, key: PoolKey, kept: Kept | None) -> None:
+        """Under the caller's slot, so a connection being closed still counts against it."""
+        if kept is None:
+            return
+        if kept.uses >= self.reuse:
+            await release(kept)
+            return
+        timer = asyncio.get_running_loop().call_later(self.idle, self._expire, key, kept)
+        self._idle[key].append((kept, timer))
+
+    def _expire(self, key: PoolKey, kept: Kept) -> None:
+        task = asyncio.get_running_loop().create_task(self._close_idle(key, kept))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _close_idle(self, key: PoolKey, kept: Kept) -> None:
+        # It stays idle (and counted) until a slot is had; a target may take it meanwhile.
+        async with self.limits.slot(kept.conv.address, kept.conv.port):
+            idle = self._idle.get(key, [])
+            for i, (k, _) in enumerate(idle):
+                if k is kept:
+                    del idle[i]
+                    await release(kept)
+                    return
+
+    async def close(self) -> None:
+        """QUIT every idle connection and wait until all are closed."""
+        kept = [k for idle in self._idle.values() for k, _ in idle]
+        for idle in self._idle.values():
+            for _, timer in idle:
+                timer.cancel()
+        self._idle.clear()
+        await asyncio.gather(*self._closing, *(release(k) for k in kept), return_exceptions=True)
+
+
 @dataclass
 class SessionCache:
-    """Shares sessions that check no recipient: many domains often point at one provider's MX."""
+    """Shares sessions that check no recipient: many domains often point at one provider's MX.
+
+    Sessions that do check recipients go through the pool, when there is one."""
 
     limits: Limits
+    pool: Pool | None = None
     _done: dict[tuple[str, str, int, SessionOptions], asyncio.Future[Session]] = field(
         default_factory=dict
     )
 
     async def session(self, host: str, address: str, port: int, opts: SessionOptions) -> Session:
         if opts.rcpts:
+            if self.pool is not None:
+                return await self.pool.session(host, address, port, opts)
             return await self.limits.session(host, address, port, opts)
         key = (host, address, port, opts)
         fut = self._done.get(key)
@@ -195,10 +280,15 @@ async def run_batch(
     resolver: dns.asyncresolver.Resolver | None = None,
     probe_fn: ProbeFn | None = None,
     on_progress: Callable[[Stats], None] | None = None,
+    reuse: int = 1,
 ) -> Stats:
-    """Probe every target; exactly one record per target reaches `emit`, failures included."""
+    """Probe every target; exactly one record per target reaches `emit`, failures included.
+
+    `reuse` > 1 lets a connection serve that many targets (see `Pool`)."""
     res = resolver or make_resolver(template.nameservers or None)
-    cache = SessionCache(Limits(per_host, rate))
+    limits = Limits(per_host, rate)
+    pool = Pool(limits, reuse) if reuse > 1 else None
+    cache = SessionCache(limits, pool)
 
     async def default_probe(req: ProbeRequest) -> ProbeResult:
         return await probe(req, resolver=res, session_fn=cache.session)
@@ -259,6 +349,8 @@ async def run_batch(
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if pool is not None:
+            await pool.close()
     return stats
 
 

@@ -485,7 +485,7 @@ def probe(
     help="Sessions at once to one MX address.",
 )
 @click.option(
-    "--rate", type=click.FloatRange(0.01, 100000), help="New sessions per second at most."
+    "--rate", type=click.FloatRange(0.01, 100000), help="Targets started per second at most."
 )
 @click.option(
     "--workers",
@@ -494,6 +494,14 @@ def probe(
     show_default=True,
     help="Processes to spread the targets over (for more than one core); the limits above "
     "are shared out among them.",
+)
+@click.option(
+    "--reuse",
+    type=click.IntRange(1, 1000),
+    default=10,
+    show_default=True,
+    help="Targets one connection may serve, one after another (MAIL, RCPT, RSET on a kept "
+    "connection, as an MTA's connection cache does); 1 opens a new connection for each.",
 )
 @click.option("--output", type=click.Path(dir_okay=False), help="Append JSON Lines to this file.")
 @click.option("--resume", is_flag=True, help="With --output: skip inputs already recorded there.")
@@ -504,6 +512,7 @@ def batch(
     per_host: int,
     rate: float | None,
     workers: int,
+    reuse: int,
     output: str | None,
     resume: bool,
     lang: str | None,
@@ -566,7 +575,7 @@ def batch(
                 if progress:
                     progress.update(stats)
 
-            cfg = WorkerConfig(template, loc_lang, concurrency, per_host, rate)
+            cfg = WorkerConfig(template, loc_lang, concurrency, per_host, rate, reuse)
             run_workers(items, cfg, pool, on_record)
         else:
             from probe import aio
@@ -582,6 +591,7 @@ def batch(
                     concurrency=concurrency,
                     per_host=per_host,
                     rate=rate,
+                    reuse=reuse,
                     on_progress=progress.update if progress else None,
                 )
             )

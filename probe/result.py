@@ -107,6 +107,7 @@ class Session:
     completed: bool = False
     outcome: str = ""
     helo: str = ""
+    reused: bool = False  # ran on a connection opened for an earlier target (batch)
 
 
 @dataclass(frozen=True, slots=True)

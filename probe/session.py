@@ -631,13 +631,44 @@ def _certificate(obj: ssl.SSLObject, der: bytes, trusted: bool) -> Certificate |
     return cert
 
 
+@dataclass
+class Kept:
+    """A connection left open after a transaction and its RSET, for another target's."""
+
+    conv: _Conversation
+    prologue: tuple[Step, ...]  # the connection's own steps: greeting, EHLO, TLS
+    tls: TlsInfo
+    extensions: tuple[tuple[str, str], ...]
+    helo: str
+    uses: int = 1  # transactions run on it so far
+
+    @property
+    def alive(self) -> bool:
+        proto = self.conv.proto
+        return proto is not None and proto.is_connected
+
+
+REUSED_NOTE = "connection reused: it was opened, and these first steps ran, for an earlier target"
+
+
 async def run_session(host: str, address: str, port: int, opts: SessionOptions) -> Session:
     """Run one probe session; never raises for anything the network does."""
+    session, _ = await open_session(host, address, port, opts, keep=False)
+    return session
+
+
+async def open_session(
+    host: str, address: str, port: int, opts: SessionOptions, *, keep: bool = True
+) -> tuple[Session, Kept | None]:
+    """A session as `run_session` runs it; with `keep`, a completed transaction ends with RSET
+    instead of QUIT and the open connection comes back for `reuse_session`."""
     steps: list[Step] = []
-    state: dict[str, object] = {}
+    state: dict[str, object] = {"keep": keep}
     try:
         async with asyncio.timeout(opts.budget):
-            return await _session(host, address, port, opts, steps, state)
+            session = await _session(host, address, port, opts, steps, state)
+        kept = state.get("kept")
+        return session, kept if isinstance(kept, Kept) else None
     except TimeoutError:
         steps.append(
             Step(
@@ -657,7 +688,71 @@ async def run_session(host: str, address: str, port: int, opts: SessionOptions) 
             tls if isinstance(tls, TlsInfo) else TlsInfo(False, False),
             completed=False,
             outcome="budget",
-        )
+        ), None
+
+
+async def reuse_session(kept: Kept, opts: SessionOptions) -> tuple[Session | None, Kept | None]:
+    """Another target's MAIL and RCPT on a kept connection.
+
+    Only a clean transaction counts: when the connection has gone, or MAIL or a RCPT gets
+    anything but an answer about the recipient (421, a refused MAIL, no reply), the connection
+    is closed and (None, None) comes back, so that the target gets a fresh connection and its
+    record shows what that one says.
+    """
+    conv = kept.conv
+    if not kept.alive:
+        await conv.close()
+        return None, None
+    first, *rest = kept.prologue
+    steps = [replace(first, note=REUSED_NOTE), *rest]
+    conv.steps = steps
+    smtputf8 = any(k == "SMTPUTF8" for k, _ in kept.extensions)
+    clean = False
+    try:
+        async with asyncio.timeout(opts.budget):
+            mail = await _mail(conv, opts.mail_from, smtputf8)
+            if mail is not None and mail.code // 100 == 2:
+                clean = True
+                for rcpt in opts.rcpts:
+                    r = await _rcpt(conv, rcpt, smtputf8)
+                    if conv.proto is None or (r is not None and r.code == 421):
+                        clean = False
+                        break
+            again = clean and await _rset_keeps(conv)
+    except TimeoutError:
+        clean = again = False
+    if not clean:
+        await conv.close()
+        return None, None
+    session = Session(
+        conv.host,
+        conv.address,
+        conv.port,
+        tuple(steps),
+        kept.tls,
+        kept.extensions,
+        True,
+        "completed",
+        kept.helo,
+        reused=True,
+    )
+    if not again:  # the transaction stands; the connection ends here
+        await _finish(conv, rset=False)
+        return session, None
+    kept.uses += 1
+    return session, kept
+
+
+async def release(kept: Kept) -> None:
+    """End a kept connection politely: QUIT, then close."""
+    kept.conv.steps = []
+    await _finish(kept.conv, rset=False)
+
+
+async def _rset_keeps(conv: _Conversation) -> bool:
+    """RSET after a transaction: whether the connection can serve another one."""
+    reply = await conv.command("RSET")
+    return reply is not None and reply.code // 100 == 2 and conv.proto is not None
 
 
 async def _session(
@@ -780,6 +875,7 @@ async def _session(
             await _finish(conv, rset=False)
             return done(True, "quit_after_tls")
         smtputf8 = any(k == "SMTPUTF8" for k, _ in extensions)
+        prologue = tuple(steps)
         mail = await _mail(conv, opts.mail_from, smtputf8)
         if mail is None:
             return done(False, steps[-1].error.kind.value if steps[-1].error else "mail_failed")
@@ -790,6 +886,12 @@ async def _session(
             r = await _rcpt(conv, rcpt, smtputf8)
             if r is None and conv.proto is None:
                 return done(False, "rcpt_failed")
+        if state.get("keep") and opts.quit_after in (None, "rcpt") and conv.proto is not None:
+            if await _rset_keeps(conv):
+                state["kept"] = Kept(conv, prologue, tls, extensions, helo)
+                return done(True, "completed")
+            await _finish(conv, rset=False)
+            return done(True, "completed")
         await _finish(conv)
         return done(True, "completed")
     return done(False, "tls_failed")

@@ -38,6 +38,7 @@ class WorkerConfig:
     concurrency: int
     per_host: int
     rate: float | None
+    reuse: int = 1
 
 
 def plan(workers: int, concurrency: int, per_host: int) -> int:
@@ -53,6 +54,7 @@ def share(cfg: WorkerConfig, n: int) -> WorkerConfig:
         max(1, cfg.concurrency // n),
         max(1, cfg.per_host // n),
         cfg.rate / n if cfg.rate else None,
+        cfg.reuse,
     )
 
 
@@ -354,6 +356,7 @@ def _child() -> None:
                     locale(cfg.lang),
                     concurrency=cfg.concurrency,
                     per_host=cfg.per_host,
+                    reuse=cfg.reuse,
                     rate=cfg.rate,
                 )
             )

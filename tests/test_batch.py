@@ -332,14 +332,23 @@ def test_benchmark_farm_speaks_starttls_and_answers_recipients(tmp_path: Path) -
             assert tls["ok"] and tls["trusted"] and tls["name_matches"]
             commands = [st["command"] for st in rec["sessions"][0]["steps"]]
             assert commands[:4] == ["CONNECT", "EHLO", "STARTTLS", "EHLO"]
-        # One session at a time: each MX host's first handshake is a full one, and every later
-        # session to it resumes (the farm gives TLS 1.3 tickets, as OpenSSL servers do).
-        again = CliRunner().invoke(cli, ["batch", str(inputs), *common, "--concurrency", "1"])
+        # One session at a time and a new connection for each: each MX host's first handshake
+        # is a full one, and every later one resumes (the farm gives TLS 1.3 tickets, as
+        # OpenSSL servers do).
+        again = CliRunner().invoke(
+            cli, ["batch", str(inputs), *common, "--concurrency", "1", "--reuse", "1"]
+        )
         assert again.exit_code == 0, again.output[-2000:]
-        resumed = [
-            json.loads(line)["sessions"][0]["tls"]["resumed"] for line in again.stdout.splitlines()
-        ]
+        sessions = [json.loads(line)["sessions"][0] for line in again.stdout.splitlines()]
+        resumed = [s["tls"]["resumed"] for s in sessions]
         assert resumed.count(False) == 3 and resumed.count(True) == 9
+        assert not any(s["reused"] for s in sessions)
+        # With connections kept, each host's first target opens one and the others reuse it,
+        # reporting the TLS facts of its handshake.
+        kept = CliRunner().invoke(cli, ["batch", str(inputs), *common, "--concurrency", "1"])
+        sessions = [json.loads(line)["sessions"][0] for line in kept.stdout.splitlines()]
+        assert [s["reused"] for s in sessions] == [False] * 3 + [True] * 9
+        assert all(s["tls"]["ok"] and s["tls"]["trusted"] for s in sessions)
         # The cache belongs to the process: a probe in this one resumes as well, and says so.
         text = CliRunner().invoke(cli, ["probe", "user1@d1.test", *common])
         assert "(session resumed from earlier in this run)" in text.stdout, text.stdout

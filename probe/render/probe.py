@@ -84,6 +84,7 @@ def _session_json(s: Session, loc: Locale) -> dict[str, Any]:
         "helo": s.helo,
         "completed": s.completed,
         "outcome": s.outcome,
+        "reused": s.reused,
         "extensions": [{"keyword": k, "params": v} for k, v in s.extensions],
         "tls": _tls_json(s.tls),
         "steps": [_step_json(st, loc) for st in s.steps],
