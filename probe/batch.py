@@ -198,14 +198,24 @@ class Pool:
                     await release(kept)
                     return
 
-    async def close(self) -> None:
-        """QUIT every idle connection and wait until all are closed."""
+    async def close(self, wait: float = 3.0) -> None:
+        """QUIT every idle connection; after `wait` seconds, cut those still closing."""
         kept = [k for idle in self._idle.values() for k, _ in idle]
         for idle in self._idle.values():
             for _, timer in idle:
                 timer.cancel()
         self._idle.clear()
-        await asyncio.gather(*self._closing, *(release(k) for k in kept), return_exceptions=True)
+        closing = [*self._closing, *(asyncio.ensure_future(release(k)) for k in kept)]
+        if not closing:
+            return
+        # A slow server must not hold up the end of a run (or a Ctrl-C) for a whole command
+        # timeout.
+        _, late = await asyncio.wait(closing, timeout=wait)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*closing, return_exceptions=True)
+        for k in kept:
+            k.conv.abort()
 
 
 @dataclass

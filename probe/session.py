@@ -455,6 +455,12 @@ class _Conversation:
         obj = self.proto.transport.get_extra_info("ssl_object")
         return obj if isinstance(obj, ssl.SSLObject) else None
 
+    def abort(self) -> None:
+        """Drop the connection at once, if it is still there."""
+        proto, self.proto = self.proto, None
+        if proto is not None and proto.transport is not None:
+            _abort(proto.transport)
+
     async def close(self) -> None:
         """Close and wait until the transport is really gone (TLS shutdown included)."""
         self._keep_tls_session()
@@ -467,8 +473,14 @@ class _Conversation:
             async with asyncio.timeout(1.0):
                 await proto.lost.wait()
         except TimeoutError:
-            if isinstance(transport, asyncio.Transport):
-                transport.abort()
+            _abort(transport)
+
+
+def _abort(transport: asyncio.BaseTransport) -> None:
+    # uvloop's transports do not subclass asyncio's: ask for the method, not the type.
+    abort = getattr(transport, "abort", None)
+    if callable(abort):
+        abort()
 
 
 def _is_ip(host: str) -> bool:

@@ -25,6 +25,7 @@ class Mx:
 
     refuse_after: int | None = None  # MAIL number (per connection) answered 421, then closed
     close_after_rset: bool = False
+    ignore_quit: bool = False
     connections: list[list[str]] = field(default_factory=list)
     active: int = 0
     peak: int = 0
@@ -58,6 +59,8 @@ class Mx:
                     if self.close_after_rset:
                         await w.drain()
                         return
+                elif verb == "QUIT" and self.ignore_quit:
+                    continue
                 elif verb == "QUIT":
                     w.write(b"221 2.0.0 Bye\r\n")
                     await w.drain()
@@ -197,3 +200,19 @@ async def test_an_idle_connection_is_closed_with_quit() -> None:
         await pool.close()
     finally:
         srv.close()
+
+
+async def test_a_server_that_ignores_quit_cannot_hold_up_the_end() -> None:
+    mx = Mx(ignore_quit=True)
+    srv, port = await serve(mx)
+    pool = Pool(Limits(1, None), reuse=10)
+    try:
+        await pool.session("mx.test", "127.0.0.1", port, _opts("user@mx.test"))
+        await pool.close(wait=0.3)  # the command timeout is 2 s; the close gives up sooner
+        for _ in range(50):
+            if mx.active == 0:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        srv.close()
+    assert mx.connections[0][-1] == "QUIT" and mx.active == 0
