@@ -12,7 +12,7 @@ import os
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -132,97 +132,186 @@ class Limits:
 
 
 PoolKey = tuple[str, str, int, SessionOptions]
+Address = tuple[str, int]
+
+
+@dataclass(eq=False)  # entries are told apart by identity: one connection parks many times
+class _Idle:
+    key: PoolKey
+    kept: Kept
+    timer: asyncio.TimerHandle | None = None
 
 
 class Pool:
     """Connections kept open between targets, the way an MTA's connection cache keeps them.
 
-    A target that checks recipients takes an idle connection to its MX address when there is
-    one: MAIL, RCPT and RSET on it, instead of a new connection, greeting, EHLO and TLS
-    handshake. Only the sessions running hold a slot of the per-host limit, and a new
-    connection is opened only when none is idle, so the connections open to an address never
-    outnumber the limit. A connection serves at most `reuse` targets and is closed (QUIT) after
-    `idle` seconds unused.
+    A target that checks recipients takes an idle connection to the same MX (name, address
+    and options) when there is one: MAIL, RCPT and RSET on it, instead of a new connection,
+    greeting, EHLO and TLS handshake. Every session to an address, recipients or not, comes
+    through here, so the connections open to it (running, idle or closing) never outnumber the
+    per-host limit: running sessions and closings hold its slots, and before a new connection
+    opens at the limit an idle one (of another name or options) is closed. A connection serves
+    at most `reuse` targets and is closed with QUIT after `idle` seconds unused.
     """
 
     def __init__(self, limits: Limits, reuse: int, idle: float = 2.0) -> None:
         self.limits = limits
         self.reuse = reuse
         self.idle = idle
-        self._idle: dict[PoolKey, list[tuple[Kept, asyncio.TimerHandle]]] = defaultdict(list)
+        self._idle: dict[Address, list[_Idle]] = {}
+        self._open: Counter[Address] = Counter()
         self._closing: set[asyncio.Task[None]] = set()
 
     async def session(self, host: str, address: str, port: int, opts: SessionOptions) -> Session:
+        addr = (address, port)
         key = (host, address, port, replace(opts, rcpts=()))
-        async with self.limits.slot(address, port):
+        slot = self.limits.slot(address, port)
+        await slot.acquire()
+        handed_on = False
+        try:
             await self.limits._pace()
-            while (kept := self._take(key)) is not None:
-                session, again = await reuse_session(kept, opts)
-                if session is not None:
-                    await self._park(key, again)
-                    return session
-            session, again = await open_session(host, address, port, opts)
-            await self._park(key, again)
+            # One budget for the address, whatever kept connections cost before a new one.
+            deadline = time.monotonic() + opts.budget
+            failed = False
+            if opts.rcpts:
+                while (kept := self._take(addr, key)) is not None:
+                    session, again = await reuse_session(kept, _until(opts, deadline))
+                    if session is not None:
+                        handed_on = self._park(addr, key, again, slot)
+                        return session
+                    self._open[addr] -= 1  # reuse_session closed it
+                    failed = True
+            await self._make_room(addr)
+            self._open[addr] += 1
+            if not opts.rcpts:
+                try:
+                    return await run_session(host, address, port, _until(opts, deadline))
+                finally:
+                    self._open[addr] -= 1
+            try:
+                session, again = await open_session(host, address, port, _until(opts, deadline))
+            except BaseException:
+                self._open[addr] -= 1
+                raise
+            if again is None:
+                self._open[addr] -= 1
+            if failed:
+                session = _noted(session, FRESH_NOTE)
+            handed_on = self._park(addr, key, again, slot)
             return session
+        finally:
+            if not handed_on:
+                slot.release()
 
-    def _take(self, key: PoolKey) -> Kept | None:
-        idle = self._idle.get(key)
-        if not idle:
-            return None
-        kept, timer = idle.pop()
-        timer.cancel()
-        return kept
+    def _take(self, addr: Address, key: PoolKey) -> Kept | None:
+        idle = self._idle.get(addr, [])
+        for i in range(len(idle) - 1, -1, -1):
+            if idle[i].key == key:
+                entry = idle.pop(i)
+                if not idle:
+                    del self._idle[addr]
+                if entry.timer is not None:
+                    entry.timer.cancel()
+                return entry.kept
+        return None
 
-    async def _park(self, key: PoolKey, kept: Kept | None) -> None:
-        """Under the caller's slot, so a connection being closed still counts against it."""
+    async def _make_room(self, addr: Address) -> None:
+        """Under a slot: at the limit, close an idle connection before a new one opens."""
+        while self._open[addr] >= self.limits.per_host and (idle := self._idle.get(addr)):
+            entry = idle.pop(0)
+            if not idle:
+                del self._idle[addr]
+            if entry.timer is not None:
+                entry.timer.cancel()
+            await self._release(addr, entry.kept)
+
+    def _park(
+        self, addr: Address, key: PoolKey, kept: Kept | None, slot: asyncio.Semaphore
+    ) -> bool:
+        """Keep a connection for the next target; True when `slot` went to its closing."""
         if kept is None:
-            return
+            return False
         if kept.uses >= self.reuse:
-            await release(kept)
-            return
-        timer = asyncio.get_running_loop().call_later(self.idle, self._expire, key, kept)
-        self._idle[key].append((kept, timer))
+            # The record is ready: close in the background, the slot held until it is done.
+            self._spawn(self._release(addr, kept), slot)
+            return True
+        entry = _Idle(key, kept)
+        entry.timer = asyncio.get_running_loop().call_later(self.idle, self._expire, addr, entry)
+        self._idle.setdefault(addr, []).append(entry)
+        return False
 
-    def _expire(self, key: PoolKey, kept: Kept) -> None:
-        task = asyncio.get_running_loop().create_task(self._close_idle(key, kept))
+    def _expire(self, addr: Address, entry: _Idle) -> None:
+        self._spawn(self._close_idle(addr, entry), None)
+
+    async def _close_idle(self, addr: Address, entry: _Idle) -> None:
+        # It stays idle, and counted, until a slot is had; a target may take it meanwhile
+        # (then this entry, timer and all, is no longer in the list).
+        async with self.limits.slot(*addr):
+            idle = self._idle.get(addr, [])
+            if entry in idle:  # still this parking of it, not a later one
+                idle.remove(entry)
+                if not idle:
+                    del self._idle[addr]
+                await self._release(addr, entry.kept)
+
+    async def _release(self, addr: Address, kept: Kept) -> None:
+        try:
+            await release(kept)
+        finally:
+            self._open[addr] -= 1
+
+    def _spawn(self, work: Coroutine[Any, Any, None], slot: asyncio.Semaphore | None) -> None:
+        async def run() -> None:
+            try:
+                await work
+            finally:
+                if slot is not None:
+                    slot.release()
+
+        task = asyncio.get_running_loop().create_task(run())
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    async def _close_idle(self, key: PoolKey, kept: Kept) -> None:
-        # It stays idle (and counted) until a slot is had; a target may take it meanwhile.
-        async with self.limits.slot(kept.conv.address, kept.conv.port):
-            idle = self._idle.get(key, [])
-            for i, (k, _) in enumerate(idle):
-                if k is kept:
-                    del idle[i]
-                    await release(kept)
-                    return
-
     async def close(self, wait: float = 3.0) -> None:
         """QUIT every idle connection; after `wait` seconds, cut those still closing."""
-        kept = [k for idle in self._idle.values() for k, _ in idle]
-        for idle in self._idle.values():
-            for _, timer in idle:
-                timer.cancel()
+        for addr, idle in list(self._idle.items()):
+            for entry in idle:
+                if entry.timer is not None:
+                    entry.timer.cancel()
+                self._spawn(self._release(addr, entry.kept), None)
         self._idle.clear()
-        closing = [*self._closing, *(asyncio.ensure_future(release(k)) for k in kept)]
+        closing = list(self._closing)
         if not closing:
             return
         # A slow server must not hold up the end of a run (or a Ctrl-C) for a whole command
-        # timeout.
+        # timeout; a release cut short aborts its connection.
         _, late = await asyncio.wait(closing, timeout=wait)
         for task in late:
             task.cancel()
         await asyncio.gather(*closing, return_exceptions=True)
-        for k in kept:
-            k.conv.abort()
+
+
+FRESH_NOTE = "a kept connection failed before answering for this target; this is a new one"
+
+
+def _until(opts: SessionOptions, deadline: float) -> SessionOptions:
+    return replace(opts, budget=max(0.1, deadline - time.monotonic()))
+
+
+def _noted(session: Session, note: str) -> Session:
+    first, *rest = session.steps or (None,)
+    if first is None:
+        return session
+    text = f"{first.note}; {note}" if first.note else note
+    return replace(session, steps=(replace(first, note=text), *rest))
 
 
 @dataclass
 class SessionCache:
     """Shares sessions that check no recipient: many domains often point at one provider's MX.
 
-    Sessions that do check recipients go through the pool, when there is one."""
+    Every session goes through the pool when there is one, so that it keeps the per-host limit
+    over kept connections too."""
 
     limits: Limits
     pool: Pool | None = None
@@ -231,17 +320,16 @@ class SessionCache:
     )
 
     async def session(self, host: str, address: str, port: int, opts: SessionOptions) -> Session:
+        runner = self.pool or self.limits
         if opts.rcpts:
-            if self.pool is not None:
-                return await self.pool.session(host, address, port, opts)
-            return await self.limits.session(host, address, port, opts)
+            return await runner.session(host, address, port, opts)
         key = (host, address, port, opts)
         fut = self._done.get(key)
         if fut is None:
             fut = asyncio.get_running_loop().create_future()
             self._done[key] = fut
             try:
-                fut.set_result(await self.limits.session(host, address, port, opts))
+                fut.set_result(await runner.session(host, address, port, opts))
             except BaseException as e:
                 fut.set_exception(e)
                 fut.exception()  # retrieved: the caller below re-raises it

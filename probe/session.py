@@ -252,6 +252,7 @@ class _Conversation:
         self.tls_active = False
         self.sockname: Sequence[object] | None = None
         self.offer = _Offer()
+        self.tls_key: tuple[ssl.SSLContext, str, int, str | None] | None = None
 
     def _err(
         self, command: str, sent: str | None, start: float, kind: ErrorKind, detail: str
@@ -435,19 +436,22 @@ class _Conversation:
         return reply, None
 
     def _offer(self, ctx: ssl.SSLContext, server_hostname: str | None) -> None:
+        # Kept for the save: the loop may fill in the name (the address, when there is none)
+        # or encode it, and the session must go back under the key it is looked up by.
+        self.tls_key = (ctx, self.address, self.port, server_hostname)
         if self.opts.resume_tls:
-            self.offer.session = _TLS_SESSIONS.get((ctx, self.address, self.port, server_hostname))
+            self.offer.session = _TLS_SESSIONS.get(self.tls_key)
 
     def _keep_tls_session(self) -> None:
         obj = self.ssl_object() if self.tls_active and self.opts.resume_tls else None
-        # A resumed session's ticket is still in the cache; reading the session costs about a
-        # third of a handshake (Python's ssl copies it through DER, certificate and all).
-        if obj is None or obj.session_reused:
+        if obj is None:
             return
+        # Kept after a resumption too: the server gave a fresh ticket, and RFC 8446 (C.4) asks
+        # clients not to offer one ticket twice (servers with single-use tickets refuse it).
         sess = obj.session
         # TLS 1.3 sends its tickets after the handshake; a session without one cannot resume.
-        if sess is not None and (sess.has_ticket or sess.id):
-            _TLS_SESSIONS.put((obj.context, self.address, self.port, obj.server_hostname), sess)
+        if sess is not None and (sess.has_ticket or sess.id) and self.tls_key is not None:
+            _TLS_SESSIONS.put(self.tls_key, sess)
 
     def ssl_object(self) -> ssl.SSLObject | None:
         if self.proto is None or self.proto.transport is None:
@@ -681,7 +685,13 @@ async def open_session(
             session = await _session(host, address, port, opts, steps, state)
         kept = state.get("kept")
         return session, kept if isinstance(kept, Kept) else None
-    except TimeoutError:
+    except BaseException as e:
+        # Out of time or cancelled mid-conversation: the connection must not outlive it.
+        conv = state.get("conv")
+        if isinstance(conv, _Conversation):
+            conv.abort()
+        if not isinstance(e, TimeoutError):
+            raise
         steps.append(
             Step(
                 "BUDGET",
@@ -716,7 +726,8 @@ async def reuse_session(kept: Kept, opts: SessionOptions) -> tuple[Session | Non
         await conv.close()
         return None, None
     first, *rest = kept.prologue
-    steps = [replace(first, note=REUSED_NOTE), *rest]
+    note = f"{REUSED_NOTE}; {first.note}" if first.note else REUSED_NOTE
+    steps = [replace(first, note=note), *rest]
     conv.steps = steps
     smtputf8 = any(k == "SMTPUTF8" for k, _ in kept.extensions)
     clean = False
@@ -733,6 +744,9 @@ async def reuse_session(kept: Kept, opts: SessionOptions) -> tuple[Session | Non
             again = clean and await _rset_keeps(conv)
     except TimeoutError:
         clean = again = False
+    except BaseException:
+        conv.abort()
+        raise
     if not clean:
         await conv.close()
         return None, None
@@ -756,9 +770,13 @@ async def reuse_session(kept: Kept, opts: SessionOptions) -> tuple[Session | Non
 
 
 async def release(kept: Kept) -> None:
-    """End a kept connection politely: QUIT, then close."""
+    """End a kept connection politely: QUIT, then close (cut, if this is cancelled)."""
     kept.conv.steps = []
-    await _finish(kept.conv, rset=False)
+    try:
+        await _finish(kept.conv, rset=False)
+    except BaseException:
+        kept.conv.abort()
+        raise
 
 
 async def _rset_keeps(conv: _Conversation) -> bool:
@@ -789,6 +807,7 @@ async def _session(
     for attempt in range(3):
         conv = _Conversation(host, address, port, opts)
         conv.steps = steps
+        state["conv"] = conv
         ctx = verify_ctx if trusted else loose_ctx
         greeting = await conv.connect(ctx if opts.implicit_tls else None)
         if opts.implicit_tls and greeting is None and attempt == 0 and _cert_untrusted(steps):

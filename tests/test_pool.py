@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field, replace
 
-from probe.batch import Limits, Pool
+from probe.batch import FRESH_NOTE, Limits, Pool, SessionCache
 from probe.lab.smtp import port_of, start_raw
 from probe.result import Session
 from probe.session import REUSED_NOTE, SessionOptions
@@ -26,9 +26,11 @@ class Mx:
     refuse_after: int | None = None  # MAIL number (per connection) answered 421, then closed
     close_after_rset: bool = False
     ignore_quit: bool = False
+    stall_rcpt_after: int | None = None  # RCPTs answered in all; later ones get no reply
     connections: list[list[str]] = field(default_factory=list)
     active: int = 0
     peak: int = 0
+    rcpts: int = 0
 
     async def __call__(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         seen: list[str] = []
@@ -52,6 +54,9 @@ class Mx:
                         return
                     w.write(b"250 2.1.0 Ok\r\n")
                 elif verb == "RCPT":
+                    self.rcpts += 1
+                    if self.stall_rcpt_after is not None and self.rcpts > self.stall_rcpt_after:
+                        continue
                     bad = "nobody" in cmd
                     w.write(b"550 5.1.1 No such user\r\n" if bad else b"250 2.1.5 Ok\r\n")
                 elif verb == "RSET":
@@ -216,3 +221,84 @@ async def test_a_server_that_ignores_quit_cannot_hold_up_the_end() -> None:
     finally:
         srv.close()
     assert mx.connections[0][-1] == "QUIT" and mx.active == 0
+
+
+async def test_many_mx_names_on_one_address_stay_within_the_per_host_limit() -> None:
+    # Hosted mail: every customer's MX has its own name, and the names share a few addresses.
+    # Idle connections kept for one name must not push the address past the limit.
+    mx = Mx()
+    srv, port = await serve(mx)
+    limits = Limits(2, None)
+    pool = Pool(limits, reuse=10)
+    cache = SessionCache(limits, pool)
+    try:
+        names = [f"tenant{i}.mx.test" for i in range(6)]
+        for name in names:  # one at a time: each leaves an idle connection behind
+            await pool.session(name, "127.0.0.1", port, _opts(f"user@{name}"))
+        assert mx.peak == 2 and mx.active <= 2
+        sessions = await asyncio.gather(
+            *(
+                pool.session(n, "127.0.0.1", port, _opts(f"u{i}@{n}"))
+                for i in range(3)
+                for n in names
+            ),
+            # Sessions checking no recipient come through the pool too.
+            cache.session("other.mx.test", "127.0.0.1", port, OPTS),
+        )
+        await pool.close()
+    finally:
+        srv.close()
+    assert all(s.completed for s in sessions)
+    assert mx.peak == 2 and mx.active == 0
+
+
+async def test_one_budget_covers_a_failed_kept_connection_and_the_new_one() -> None:
+    mx = Mx(stall_rcpt_after=1)  # after the first answer, RCPT gets no reply at all
+    srv, port = await serve(mx)
+    pool = Pool(Limits(1, None), reuse=10)
+    opts = replace(OPTS, command_timeout=5.0, budget=1.0)
+    try:
+        first = await pool.session(
+            "mx.test", "127.0.0.1", port, replace(opts, rcpts=("a@mx.test",))
+        )
+        t0 = asyncio.get_running_loop().time()
+        second = await pool.session(
+            "mx.test", "127.0.0.1", port, replace(opts, rcpts=("b@mx.test",))
+        )
+        elapsed = asyncio.get_running_loop().time() - t0
+        await pool.close()
+    finally:
+        srv.close()
+    assert first.completed
+    # The kept connection stalled for the whole budget; the new one got what was left, not
+    # another second: the budget is per address, as documented.
+    assert second.outcome == "budget" and not second.reused
+    assert FRESH_NOTE in (second.steps[0].note or "")
+    assert elapsed < 1.6, elapsed
+    for _ in range(50):
+        if mx.active == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert mx.active == 0  # neither connection outlived its budget
+
+
+async def test_a_cancelled_target_leaves_no_connection_open() -> None:
+    mx = Mx(stall_rcpt_after=0)
+    srv, port = await serve(mx)
+    pool = Pool(Limits(1, None), reuse=10)
+    try:
+        task = asyncio.ensure_future(pool.session("mx.test", "127.0.0.1", port, _opts("a@mx.test")))
+        for _ in range(100):
+            if mx.rcpts:
+                break
+            await asyncio.sleep(0.02)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await pool.close()
+        for _ in range(50):
+            if mx.active == 0:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        srv.close()
+    assert mx.rcpts == 1 and mx.active == 0

@@ -369,3 +369,15 @@ async def test_a_server_without_tickets_is_never_offered_one(
     port = await smtp(tls_context=ctx)
     sessions = [await run(port, cafile=cafile) for _ in range(2)]
     assert all(s.tls.ok and not s.tls.resumed for s in sessions)
+
+
+async def test_a_server_named_by_its_address_resumes_too(
+    ca: trustme.CA, cafile: str, smtp: Starter
+) -> None:
+    # No name to send: the loop fills in the address itself; the session must still be found.
+    port = await smtp(ssl_context=server_ctx(ca, "127.0.0.1"))
+    opts = SessionOptions(**{**FAST, "implicit_tls": True, "cafile": cafile})
+    first = await run_session("127.0.0.1", "127.0.0.1", port, opts)
+    second = await run_session("127.0.0.1", "127.0.0.1", port, opts)
+    assert first.tls.ok and not first.tls.resumed
+    assert second.tls.ok and second.tls.resumed
