@@ -7,6 +7,7 @@ session without RCPT to an address already probed is shared rather than repeated
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import threading
@@ -175,21 +176,29 @@ class Pool:
             failed = False
             if opts.rcpts:
                 while (kept := self._take(addr, key)) is not None:
-                    session, again = await reuse_session(kept, _until(opts, deadline))
-                    if session is not None:
+                    try:
+                        session, again = await reuse_session(kept, _until(opts, deadline))
+                    except BaseException:
+                        self._open[addr] -= 1  # cut by reuse_session
+                        raise
+                    if session is not None and again is not None:
                         handed_on = self._park(addr, key, again, slot)
                         return session
                     self._open[addr] -= 1  # reuse_session closed it
+                    if session is not None:
+                        return session
                     failed = True
             await self._make_room(addr)
+            # Time spent making room is not the new session's; a failed kept one's time is.
+            fresh = _until(opts, deadline) if failed else opts
             self._open[addr] += 1
             if not opts.rcpts:
                 try:
-                    return await run_session(host, address, port, _until(opts, deadline))
+                    return await run_session(host, address, port, fresh)
                 finally:
                     self._open[addr] -= 1
             try:
-                session, again = await open_session(host, address, port, _until(opts, deadline))
+                session, again = await open_session(host, address, port, fresh)
             except BaseException:
                 self._open[addr] -= 1
                 raise
@@ -223,7 +232,10 @@ class Pool:
                 del self._idle[addr]
             if entry.timer is not None:
                 entry.timer.cancel()
-            await self._release(addr, entry.kept)
+            # A server slow to answer QUIT must not hold up the target waiting for room.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self._release(addr, entry.kept)
 
     def _park(
         self, addr: Address, key: PoolKey, kept: Kept | None, slot: asyncio.Semaphore
@@ -295,7 +307,7 @@ FRESH_NOTE = "a kept connection failed before answering for this target; this is
 
 
 def _until(opts: SessionOptions, deadline: float) -> SessionOptions:
-    return replace(opts, budget=max(0.1, deadline - time.monotonic()))
+    return replace(opts, budget=round(max(0.1, deadline - time.monotonic()), 1))
 
 
 def _noted(session: Session, note: str) -> Session:

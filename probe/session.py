@@ -763,7 +763,11 @@ async def reuse_session(kept: Kept, opts: SessionOptions) -> tuple[Session | Non
         reused=True,
     )
     if not again:  # the transaction stands; the connection ends here
-        await _finish(conv, rset=False)
+        try:
+            await _finish(conv, rset=False)
+        except BaseException:
+            conv.abort()
+            raise
         return session, None
     kept.uses += 1
     return session, kept

@@ -27,6 +27,7 @@ class Mx:
     close_after_rset: bool = False
     ignore_quit: bool = False
     stall_rcpt_after: int | None = None  # RCPTs answered in all; later ones get no reply
+    refuse_rset_after: int | None = None  # RSET number (per connection) answered 421, closed
     connections: list[list[str]] = field(default_factory=list)
     active: int = 0
     peak: int = 0
@@ -60,6 +61,11 @@ class Mx:
                     bad = "nobody" in cmd
                     w.write(b"550 5.1.1 No such user\r\n" if bad else b"250 2.1.5 Ok\r\n")
                 elif verb == "RSET":
+                    rsets = sum(c == "RSET" for c in seen)
+                    if self.refuse_rset_after is not None and rsets > self.refuse_rset_after:
+                        w.write(b"421 4.7.0 mx.test closing\r\n")
+                        await w.drain()
+                        return
                     w.write(b"250 2.0.0 Ok\r\n")
                     if self.close_after_rset:
                         await w.drain()
@@ -302,3 +308,25 @@ async def test_a_cancelled_target_leaves_no_connection_open() -> None:
     finally:
         srv.close()
     assert mx.rcpts == 1 and mx.active == 0
+
+
+async def test_a_kept_connection_that_ends_at_rset_frees_its_place() -> None:
+    # The second transaction on each connection stands, but its RSET closes the connection.
+    # Nothing is open afterwards, so two new idle connections fit under a limit of two
+    # without closing either.
+    mx = Mx(refuse_rset_after=1)
+    srv, port = await serve(mx)
+    pool = Pool(Limits(2, None), reuse=10)
+    try:
+        done = [
+            await pool.session(name, "127.0.0.1", port, _opts(f"u@{name}.test"))
+            for name in ("a", "a", "b", "b", "c", "d")
+        ]
+        assert [s.reused for s in done] == [False, True, False, True, False, False]
+        assert all(s.completed and rcpt_code(s) == 250 for s in done)
+        assert len(mx.connections) == 4 and mx.active == 2
+        assert "QUIT" not in mx.connections[2]  # c's connection was not closed to make room
+        await pool.close()
+    finally:
+        srv.close()
+    assert mx.active == 0
