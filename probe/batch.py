@@ -113,7 +113,8 @@ class Limits:
         self._next = 0.0
         self._lock = asyncio.Lock()
 
-    async def _pace(self) -> None:
+    async def pace(self) -> None:
+        """Wait for the next start the rate allows."""
         if not self._interval:
             return
         async with self._lock:
@@ -128,7 +129,7 @@ class Limits:
 
     async def session(self, host: str, address: str, port: int, opts: SessionOptions) -> Session:
         async with self.slot(address, port):
-            await self._pace()
+            await self.pace()
             return await run_session(host, address, port, opts)
 
 
@@ -170,7 +171,7 @@ class Pool:
         await slot.acquire()
         handed_on = False
         try:
-            await self.limits._pace()
+            await self.limits.pace()
             # One budget for the address, whatever kept connections cost before a new one.
             deadline = time.monotonic() + opts.budget
             failed = False
@@ -356,6 +357,8 @@ class Stats:
     errors: int = 0
     by_verdict: Counter[str] = field(default_factory=Counter)
     by_category: Counter[str] = field(default_factory=Counter)
+    sessions: int = 0
+    reused: int = 0  # sessions run on a connection kept from an earlier target
     started: float = field(default_factory=time.monotonic)
 
     def add(self, rec: dict[str, Any]) -> None:
@@ -366,6 +369,9 @@ class Stats:
         else:
             self.by_verdict[rec["verdict"]] += 1
             self.by_category.update(_categories(rec))
+            for s in rec.get("sessions", ()):
+                self.sessions += 1
+                self.reused += bool(s.get("reused"))
 
 
 def _categories(doc: dict[str, Any]) -> list[str]:

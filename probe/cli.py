@@ -621,9 +621,12 @@ def batch(
     verdicts = ", ".join(f"{k} {v}" for k, v in stats.by_verdict.most_common())
     cats = ", ".join(f"{k} {v}" for k, v in stats.by_category.most_common())
     elapsed = time.monotonic() - stats.started
+    kept = (
+        f"; {stats.reused} of {stats.sessions} sessions on kept connections" if stats.reused else ""
+    )
     click.echo(
         f"smtp-probe: {stats.done} records in {elapsed:.1f} s; verdicts: {verdicts or '-'}; "
-        f"categories: {cats or '-'}",
+        f"categories: {cats or '-'}{kept}",
         err=True,
     )
 

@@ -124,11 +124,19 @@ def test_thousand_inputs_give_thousand_records_within_per_host_limits(
     inputs = tmp_path / "targets.txt"
     write_inputs(inputs)
     farm.counter.peak.clear()
+    before = farm.counter.total
     r = CliRunner().invoke(
         cli, ["batch", str(inputs), *base_args(farm), "--concurrency", "50", "--per-host", "2"]
     )
     assert r.exit_code == 0, r.output[-2000:]
     records = [json.loads(x) for x in r.stdout.splitlines()]
+    # Connections are kept between targets: the server saw one for each session not reused,
+    # and the summary says how many were.
+    sessions = [s for rec in records for s in rec.get("sessions", ())]
+    reused = sum(s["reused"] for s in sessions)
+    assert farm.counter.total - before == len(sessions) - reused
+    assert reused > len(sessions) // 2
+    assert f"{reused} of {len(sessions)} sessions on kept connections" in r.stderr
     assert len(records) == N + 1
     lines = [rec["line"] for rec in records]
     assert sorted(lines) == list(range(3, N + 4))  # the comment and the blank line are skipped
