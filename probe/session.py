@@ -566,10 +566,7 @@ def _contexts(cafile: str | None) -> tuple[ssl.SSLContext, ssl.SSLContext]:
 
     Cached: loading the system's CA store costs more than a whole loopback session.
     """
-    verify = _ResumingContext(ssl.PROTOCOL_TLS_CLIENT)
-    verify.load_default_certs()
-    if cafile:
-        verify.load_verify_locations(cafile=cafile)
+    verify = trust_context(cafile, _ResumingContext)
     verify.check_hostname = False
     verify.verify_mode = ssl.CERT_REQUIRED
     # Verification is off here, so the system's CA store would only cost loading time.
@@ -579,9 +576,12 @@ def _contexts(cafile: str | None) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     return verify, loose
 
 
-def trust_context(cafile: str | None) -> ssl.SSLContext:
+def trust_context(
+    cafile: str | None, kind: type[ssl.SSLContext] = ssl.SSLContext
+) -> ssl.SSLContext:
     """A verifying client context: the system's CAs, and those of `cafile` too."""
-    ctx = ssl.create_default_context()
+    ctx = kind(ssl.PROTOCOL_TLS_CLIENT)  # certificate and name checks on, as by default
+    ctx.load_default_certs()
     if cafile:
         ctx.load_verify_locations(cafile=cafile)
     return ctx

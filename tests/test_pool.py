@@ -89,6 +89,14 @@ async def serve(mx: Mx) -> tuple[asyncio.Server, int]:
     return srv, port_of(srv)
 
 
+async def all_closed(mx: Mx) -> None:
+    """Give the server a moment to see closes that are under way."""
+    for _ in range(50):
+        if mx.active == 0:
+            return
+        await asyncio.sleep(0.05)
+
+
 def _opts(rcpt: str) -> SessionOptions:
     return replace(OPTS, rcpts=(rcpt,))
 
@@ -203,10 +211,7 @@ async def test_an_idle_connection_is_closed_with_quit() -> None:
     try:
         await pool.session("mx.test", "127.0.0.1", port, _opts("user@mx.test"))
         assert mx.active == 1
-        for _ in range(50):
-            if mx.active == 0:
-                break
-            await asyncio.sleep(0.05)
+        await all_closed(mx)
         assert mx.active == 0 and mx.connections[0][-1] == "QUIT"
         await pool.close()
     finally:
@@ -220,10 +225,7 @@ async def test_a_server_that_ignores_quit_cannot_hold_up_the_end() -> None:
     try:
         await pool.session("mx.test", "127.0.0.1", port, _opts("user@mx.test"))
         await pool.close(wait=0.3)  # the command timeout is 2 s; the close gives up sooner
-        for _ in range(50):
-            if mx.active == 0:
-                break
-            await asyncio.sleep(0.05)
+        await all_closed(mx)
     finally:
         srv.close()
     assert mx.connections[0][-1] == "QUIT" and mx.active == 0
@@ -281,10 +283,7 @@ async def test_one_budget_covers_a_failed_kept_connection_and_the_new_one() -> N
     assert second.outcome == "budget" and not second.reused
     assert FRESH_NOTE in (second.steps[0].note or "")
     assert elapsed < 1.6, elapsed
-    for _ in range(50):
-        if mx.active == 0:
-            break
-        await asyncio.sleep(0.05)
+    await all_closed(mx)
     assert mx.active == 0  # neither connection outlived its budget
 
 
@@ -301,10 +300,7 @@ async def test_a_cancelled_target_leaves_no_connection_open() -> None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await pool.close()
-        for _ in range(50):
-            if mx.active == 0:
-                break
-            await asyncio.sleep(0.05)
+        await all_closed(mx)
     finally:
         srv.close()
     assert mx.rcpts == 1 and mx.active == 0
