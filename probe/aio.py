@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Coroutine
+from collections.abc import Collection, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -34,3 +34,21 @@ def run(main: Coroutine[Any, Any, T]) -> T:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             return runner.run(main)
     return asyncio.run(main)
+
+
+async def cancel_all(tasks: Collection[asyncio.Task[Any]], again: float = 0.5) -> None:
+    """Cancel the tasks and wait until every one has ended.
+
+    A task can swallow a cancel: on Python 3.11, asyncio.wait_for (which aiosmtplib awaits each
+    reply with) returns the reply instead when both arrive together. Such a task carries on,
+    perhaps to wait for work that will never come, so it is cancelled again every `again`
+    seconds until it ends.
+    """
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for t in pending:
+            t.cancel()
+        _, pending = await asyncio.wait(pending, timeout=again)
+    for t in tasks:  # retrieved, so that none is logged as "never retrieved"
+        if not t.cancelled():
+            t.exception()

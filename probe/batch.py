@@ -19,6 +19,7 @@ from typing import Any
 
 import dns.asyncresolver
 
+from probe.aio import cancel_all
 from probe.catalog import Locale
 from probe.render.probe import to_json
 from probe.resolve import make_resolver
@@ -298,10 +299,8 @@ class Pool:
             return
         # A slow server must not hold up the end of a run (or a Ctrl-C) for a whole command
         # timeout; a release cut short aborts its connection.
-        _, late = await asyncio.wait(closing, timeout=wait)
-        for task in late:
-            task.cancel()
-        await asyncio.gather(*closing, return_exceptions=True)
+        await asyncio.wait(closing, timeout=wait)
+        await cancel_all(closing)  # those still closing
 
 
 FRESH_NOTE = "a kept connection failed before answering for this target; this is a new one"
@@ -462,9 +461,7 @@ async def run_batch(
             if not t.cancelled() and (exc := t.exception()) is not None:
                 raise exc
     finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_all(tasks)
         if pool is not None:
             await pool.close()
     return stats

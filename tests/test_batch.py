@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -290,6 +291,36 @@ async def test_a_probe_that_raises_becomes_an_error_record() -> None:
     boom = next(r for r in got if r["line"] == 2)
     assert boom["error"] == {"kind": "internal", "detail": "RuntimeError: kaboom"}
     assert stats.errors == 3 and stats.done == 3
+
+
+async def test_a_cancel_that_a_probe_swallows_does_not_hang_the_run() -> None:
+    # Python 3.11's asyncio.wait_for (aiosmtplib awaits every reply with it) returns the reply
+    # and drops the cancel when both arrive together: Ctrl-C once hung a run this way.
+    probing = asyncio.Event()
+
+    async def targets() -> AsyncIterator[tuple[int, str]]:
+        yield 1, "swallow.test"
+        await asyncio.Event().wait()  # an input that stays open, like a pipe
+
+    async def swallowing_probe(req: ProbeRequest) -> Any:
+        probing.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(60)
+        raise ValueError("carried on after the cancel")
+
+    template = ProbeRequest(Target("", "domain", None, None, None), SessionOptions())
+    got: list[dict[str, Any]] = []
+    run = asyncio.create_task(
+        run_batch(targets(), template, got.append, locale("en"), probe_fn=swallowing_probe)
+    )
+    await probing.wait()
+    run.cancel()
+    await asyncio.wait([run], timeout=10)  # a guard against the hang, not a speed check
+    assert run.done(), "the run hung after its cancel"
+    run.cancel()  # a second cancel (a second Ctrl-C) ends the hung run; a finished one stays
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert [r["error"]["kind"] for r in got] == ["internal"]
 
 
 def test_no_file_descriptor_leaks(farm: Farm, tmp_path: Path) -> None:
