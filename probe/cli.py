@@ -337,6 +337,13 @@ _SESSION_OPTIONS = [
         "--command-timeout", type=click.FloatRange(0.1, 3600), default=30.0, show_default=True
     ),
     click.option(
+        "--dns-timeout",
+        type=click.FloatRange(0.1, 3600),
+        default=8.0,
+        show_default=True,
+        help="Seconds for one DNS lookup, retries included.",
+    ),
+    click.option(
         "--budget",
         type=click.FloatRange(0.1, 36000),
         default=120.0,
@@ -386,14 +393,15 @@ def _request_template(kw: dict[str, Any]) -> Any:
     except (TargetError, ValueError) as e:
         fail(str(e))
     servers = tuple(_nameserver(n) for n in kw["nameserver"])
-    connect_t, greeting_t, command_t, budget = (
+    connect_t, greeting_t, command_t, dns_t, budget = (
         kw["connect_timeout"],
         kw["greeting_timeout"],
         kw["command_timeout"],
+        kw["dns_timeout"],
         kw["budget"],
     )
     if kw["timeout"] is not None:
-        connect_t = greeting_t = command_t = kw["timeout"]
+        connect_t = greeting_t = command_t = dns_t = kw["timeout"]
         if budget == 120.0:
             budget = kw["timeout"] * 8
     opts = SessionOptions(
@@ -418,6 +426,7 @@ def _request_template(kw: dict[str, Any]) -> Any:
         family=4 if kw["ipv4"] else 6 if kw["ipv6"] else None,
         seed=kw["seed"],
         nameservers=servers,
+        dns_timeout=dns_t,
         expectations=expectations,
     )
 

@@ -26,7 +26,13 @@ class ProbeRequest:
     family: int | None = None
     seed: int | None = None
     nameservers: tuple[tuple[str, int], ...] = ()
+    dns_timeout: float = 8.0  # seconds for one DNS lookup, retries included
     expectations: tuple[Expectation, ...] = ()
+
+
+def _resolver(req: ProbeRequest) -> dns.asyncresolver.Resolver:
+    t = req.dns_timeout
+    return make_resolver(req.nameservers or None, timeout=min(t, 3.0), lifetime=t)
 
 
 def _family_ok(addr: str, family: int | None) -> bool:
@@ -56,12 +62,12 @@ async def probe(
     dns_result: DnsResult | None = None
     candidates: list[tuple[str, str]] = []
     if t.kind in ("domain", "address") and t.domain:
-        res = resolver or make_resolver(req.nameservers or None)
+        res = resolver or _resolver(req)
         dns_result = await resolve_domain(res, t.domain, family=req.family, rng=rng)
         if dns_result.status is DnsStatus.OK and not dns_result.null_mx:
             candidates = [(h.host, a) for h in dns_result.mx for a in h.addresses]
     elif t.kind == "host" and t.host:
-        res = resolver or make_resolver(req.nameservers or None)
+        res = resolver or _resolver(req)
         status, addrs, cname, err = await addresses(res, t.host, req.family)
         dns_result = DnsResult(
             t.host,

@@ -298,3 +298,44 @@ def test_redact_masks_addresses_and_ips(lab: Lab) -> None:
         assert r.exit_code == 69
         assert "127.0.0." not in r.stdout and "nobody@" not in r.stdout
         assert "***@ok.test" in r.stdout and "x.x.x.x" in r.stdout
+
+
+@contextlib.contextmanager
+def silent_nameserver() -> Iterator[tuple[int, list[bytes]]]:
+    """A loopback UDP port that reads DNS queries and never answers; the list fills on exit."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    queries: list[bytes] = []
+    try:
+        yield sock.getsockname()[1], queries
+        sock.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                queries.append(sock.recv(4096))
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize("option", ["--timeout", "--dns-timeout"])
+def test_timeout_bounds_dns_lookups(option: str) -> None:
+    # At the default 8 s a lookup retries every 3 s; bounded at 0.5 s it asks exactly once.
+    with silent_nameserver() as (port, queries):
+        r = invoke(
+            "probe", "user@silent.test", "--nameserver", f"127.0.0.1:{port}", option, "0.5",
+            "--format", "json",
+        )  # fmt: skip
+    assert r.exit_code == 75, r.output
+    doc = json.loads(r.stdout)
+    assert doc["dns"]["status"] == "timeout"
+    assert len(queries) == 1
+
+
+def test_timeout_bounds_dns_lookups_in_batch(tmp_path: Any) -> None:
+    inputs = tmp_path / "targets.txt"
+    inputs.write_text("a@silent1.test\nb@silent2.test\n")
+    with silent_nameserver() as (port, queries):
+        r = invoke("batch", str(inputs), "--nameserver", f"127.0.0.1:{port}", "--timeout", "0.5")
+    assert r.exit_code == 0, r.output
+    records = [json.loads(x) for x in r.stdout.splitlines()]
+    assert sorted(rec["dns"]["status"] for rec in records) == ["timeout", "timeout"]
+    assert len(queries) == 2  # one per domain, no retry
