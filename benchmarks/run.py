@@ -407,7 +407,8 @@ def main() -> None:
         "The farm, the clients and swaks share the machine. On a shared VM whole runs differ by "
         "up to a quarter, so compare figures from one run, not across runs.\n",
         "Batch figures are targets (RCPT checks) a second, each target a domain of its own whose "
-        "MX is one of 20 listeners. By default batch keeps connections between targets for the "
+        "MX is one of 20 listeners; every target is one SMTP session (one per swaks run), so "
+        "targets/s are sessions/s. By default batch keeps connections between targets for the "
         "same MX (`--reuse 10`, as an MTA's connection cache); the `--reuse 1` rows open a new "
         "connection (greeting, EHLO, STARTTLS, EHLO) for every target, as swaks does. Bytecode "
         "is compiled first, as pip does on install.\n",
