@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from typing import Any
+
+import ahocorasick
 
 from probe.model import ACTORS, CATEGORIES, COMMANDS
 
@@ -187,19 +189,20 @@ class Catalog:
     classes: frozenset[int]
     subjects: frozenset[int]
     rules: tuple[Rule, ...]
-    # needle -> indexes of the rules that need it; rules with no needle are always candidates
-    by_needle: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    # rules with no needle are always candidates
     unfiltered: frozenset[int] = frozenset()
+    # Aho-Corasick over every needle: one pass over the text finds them all, overlaps included.
+    finder: Any = field(default=None, compare=False, repr=False)
 
     def candidates(self, lowered: str) -> list[Rule]:
         """Rules that may match a text (lower-cased), in catalog order.
 
-        One pass over the distinct needles instead of one per rule: a log has thousands of
-        refusals to explain, and most rules need a word that the text does not contain.
+        One scan of the text instead of a test per rule: a log has thousands of refusals to
+        explain, and most rules need a word that the text does not contain.
         """
         found = set(self.unfiltered)
-        for needle, rules in self.by_needle:
-            if needle in lowered:
+        if self.finder is not None:
+            for _end, rules in self.finder.iter(lowered):
                 found.update(rules)
         return [self.rules[i] for i in sorted(found)]
 
@@ -277,14 +280,20 @@ def load() -> Catalog:
     for i, rule in enumerate(rules):
         for needle in rule.needles:
             index.setdefault(needle, []).append(i)
+    finder = None
+    if index:
+        finder = ahocorasick.Automaton()
+        for needle, ix in index.items():
+            finder.add_word(needle, tuple(ix))
+        finder.make_automaton()
     return Catalog(
         basic=basic,
         enhanced=enhanced,
         classes=frozenset(int(k) for k in raw_enh.get("class", {})),
         subjects=frozenset(int(k) for k in raw_enh.get("subject", {})),
         rules=tuple(rules),
-        by_needle=tuple((n, tuple(ix)) for n, ix in index.items()),
         unfiltered=frozenset(i for i, r in enumerate(rules) if not r.needles),
+        finder=finder,
     )
 
 
