@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from probe.lab.dns import LoopThread  # noqa: E402
+from probe.lab.farm import client_args  # noqa: E402
 from probe.lab.smtp import Scripted, port_of, start_smtp  # noqa: E402
 
 CLI = [sys.executable, "-m", "probe"]
@@ -265,12 +266,7 @@ def bench_batch(quick: bool) -> list[tuple[str, str]]:
         targets = Path(tmp) / "targets.txt"
         targets.write_text("".join(f"user{i}@d{i}.test\n" for i in range(n)))
         common = [
-            "--nameserver",
-            f"127.0.0.1:{info['dns_port']}",
-            "--port",
-            str(info["smtp_port"]),
-            "--cafile",
-            info["cafile"],
+            *client_args(info),
             "--helo",
             "bench.test",
             "--timeout",

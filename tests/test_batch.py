@@ -24,6 +24,7 @@ from probe.batch import read_targets, recorded_lines, run_batch
 from probe.catalog import locale
 from probe.cli import cli
 from probe.lab.dns import LoopThread, ZoneDNS
+from probe.lab.farm import client_args
 from probe.lab.smtp import GreetingSMTP, Scripted
 from probe.result import Target
 from probe.runner import ProbeRequest
@@ -350,12 +351,7 @@ def test_benchmark_farm_speaks_starttls_and_answers_recipients(tmp_path: Path) -
             "".join(f"{'nobody' if i % 4 == 0 else 'user'}{i}@d{i}.test\n" for i in range(12))
         )
         common = [
-            "--nameserver",
-            f"127.0.0.1:{info['dns_port']}",
-            "--port",
-            str(info["smtp_port"]),
-            "--cafile",
-            info["cafile"],
+            *client_args(info),
             "--starttls",
             "require",
             "--timeout",

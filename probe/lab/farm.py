@@ -21,7 +21,7 @@ import struct
 import sys
 import tempfile
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 
 class FarmMX(asyncio.Protocol):
@@ -175,6 +175,18 @@ class FarmDNS(asyncio.DatagramProtocol):
         flags = 0x8400 | (struct.unpack("!H", data[2:4])[0] & 0x0100) | rcode
         head = data[:2] + struct.pack("!HHHHH", flags, 1, len(answers), 0, 0)
         self.t.sendto(head + data[12:end] + b"".join(answers), addr)
+
+
+def client_args(info: dict[str, Any]) -> list[str]:
+    """`probe`/`batch` options that aim at the farm announced by `info` (its JSON line)."""
+    return [
+        "--nameserver",
+        f"127.0.0.1:{info['dns_port']}",
+        "--port",
+        str(info["smtp_port"]),
+        "--cafile",
+        info["cafile"],
+    ]
 
 
 async def main(listeners: int, domains: int) -> None:
