@@ -400,8 +400,7 @@ async def run_batch(
     """Probe every target; exactly one record per target reaches `emit`, failures included.
 
     `reuse` > 1 lets a connection serve that many targets (see `Pool`)."""
-    dt = template.dns_timeout
-    res = resolver or make_resolver(template.nameservers or None, timeout=min(dt, 3.0), lifetime=dt)
+    res = resolver or make_resolver(template.nameservers or None, lifetime=template.dns_timeout)
     limits = Limits(per_host, rate)
     pool = Pool(limits, reuse) if reuse > 1 else None
     cache = SessionCache(limits, pool)

@@ -767,7 +767,7 @@ def mx(
     )
 
     async def run() -> object:
-        res = make_resolver(servers or None, timeout=min(timeout, 3.0), lifetime=timeout)
+        res = make_resolver(servers or None, lifetime=timeout)
         return await scan(
             res,
             name,

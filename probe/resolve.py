@@ -26,16 +26,19 @@ from probe.result import DnsResult, DnsStatus, MxHost
 def make_resolver(
     nameservers: Sequence[tuple[str, int]] | None = None,
     *,
-    timeout: float = 3.0,
     lifetime: float = 8.0,
+    timeout: float | None = None,
 ) -> dns.asyncresolver.Resolver:
-    """A resolver asking `nameservers` (host, port); None means the system's configuration."""
+    """A resolver asking `nameservers` (host, port); None means the system's configuration.
+
+    `lifetime` bounds a whole lookup; each try waits `timeout`, by default 3 s or the
+    lifetime when that is shorter."""
     if nameservers:
         res = dns.asyncresolver.Resolver(configure=False)
         res.nameservers = [dns.nameserver.Do53Nameserver(h, p) for h, p in nameservers]
     else:
         res = dns.asyncresolver.Resolver(configure=True)
-    res.timeout = timeout
+    res.timeout = min(3.0, lifetime) if timeout is None else timeout
     res.lifetime = lifetime
     # Ask for the AD bit so DANE findings can say whether the answers were validated.
     res.flags = dns.flags.RD | dns.flags.AD

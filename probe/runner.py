@@ -30,11 +30,6 @@ class ProbeRequest:
     expectations: tuple[Expectation, ...] = ()
 
 
-def _resolver(req: ProbeRequest) -> dns.asyncresolver.Resolver:
-    t = req.dns_timeout
-    return make_resolver(req.nameservers or None, timeout=min(t, 3.0), lifetime=t)
-
-
 def _family_ok(addr: str, family: int | None) -> bool:
     return family is None or ipaddress.ip_address(addr).version == family
 
@@ -62,12 +57,12 @@ async def probe(
     dns_result: DnsResult | None = None
     candidates: list[tuple[str, str]] = []
     if t.kind in ("domain", "address") and t.domain:
-        res = resolver or _resolver(req)
+        res = resolver or make_resolver(req.nameservers or None, lifetime=req.dns_timeout)
         dns_result = await resolve_domain(res, t.domain, family=req.family, rng=rng)
         if dns_result.status is DnsStatus.OK and not dns_result.null_mx:
             candidates = [(h.host, a) for h in dns_result.mx for a in h.addresses]
     elif t.kind == "host" and t.host:
-        res = resolver or _resolver(req)
+        res = resolver or make_resolver(req.nameservers or None, lifetime=req.dns_timeout)
         status, addrs, cname, err = await addresses(res, t.host, req.family)
         dns_result = DnsResult(
             t.host,
