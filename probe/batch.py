@@ -1,31 +1,33 @@
 """Bulk probing: a stream of targets in, one JSON record per input line out, in completion order.
 
-Concurrency is bounded overall and per MX address; DNS answers are cached for the run; a
-session without RCPT to an address already probed is shared rather than repeated.
+Concurrency is bounded overall and per MX address (`probe.limits`); connections are kept
+between targets (`probe.pool`); DNS answers are cached for the run; a session without RCPT to
+an address already probed is shared rather than repeated.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import threading
 import time
-from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import dns.asyncresolver
-
+from probe import exitcodes
 from probe.aio import cancel_all
 from probe.catalog import Locale
+from probe.config import BatchLimits, ProbeRequest, SessionOptions
+from probe.limits import Limited, Limits
+from probe.pool import Pool
 from probe.render.probe import to_json
-from probe.resolve import make_resolver
+from probe.resolve import Resolver, make_resolver
 from probe.result import ProbeResult, Session
-from probe.runner import ProbeRequest, probe
-from probe.session import Kept, SessionOptions, open_session, release, reuse_session, run_session
+from probe.runner import probe
+from probe.session import RunContext, SessionRunner
 from probe.target import TargetError, parse_target
 from probe.verdict import exit_status
 
@@ -104,244 +106,28 @@ def read_targets(lines: Iterable[str]) -> Iterable[tuple[int, str]]:
             yield n, text
 
 
-class Limits:
-    """Sessions at once per MX address, and targets started per second overall."""
-
-    def __init__(self, per_host: int, rate: float | None) -> None:
-        self.per_host = per_host
-        self._sems: dict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(per_host))
-        self._interval = 1.0 / rate if rate else 0.0
-        self._next = 0.0
-        self._lock = asyncio.Lock()
-
-    async def pace(self) -> None:
-        """Wait for the next start the rate allows."""
-        if not self._interval:
-            return
-        async with self._lock:
-            now = time.monotonic()
-            wait = self._next - now
-            self._next = max(now, self._next) + self._interval
-        if wait > 0:
-            await asyncio.sleep(wait)
-
-    def slot(self, address: str, port: int) -> asyncio.Semaphore:
-        return self._sems[f"{address}:{port}"]
-
-    async def session(self, host: str, address: str, port: int, opts: SessionOptions) -> Session:
-        async with self.slot(address, port):
-            await self.pace()
-            return await run_session(host, address, port, opts)
-
-
-PoolKey = tuple[str, str, int, SessionOptions]
-Address = tuple[str, int]
-
-
-@dataclass(eq=False)  # entries are told apart by identity: one connection parks many times
-class _Idle:
-    key: PoolKey
-    kept: Kept
-    timer: asyncio.TimerHandle | None = None
-
-
-class Pool:
-    """Connections kept open between targets, the way an MTA's connection cache keeps them.
-
-    A target that checks recipients takes an idle connection to the same MX (name, address
-    and options) when there is one: MAIL, RCPT and RSET on it, instead of a new connection,
-    greeting, EHLO and TLS handshake. Every session to an address, recipients or not, comes
-    through here, so the connections open to it (running, idle or closing) never outnumber the
-    per-host limit: running sessions and closings hold its slots, and before a new connection
-    opens at the limit an idle one (of another name or options) is closed. A connection serves
-    at most `reuse` targets and is closed with QUIT after `idle` seconds unused.
-    """
-
-    def __init__(self, limits: Limits, reuse: int, idle: float = 2.0) -> None:
-        self.limits = limits
-        self.reuse = reuse
-        self.idle = idle
-        self._idle: dict[Address, list[_Idle]] = {}
-        self._open: Counter[Address] = Counter()
-        self._closing: set[asyncio.Task[None]] = set()
-
-    async def session(self, host: str, address: str, port: int, opts: SessionOptions) -> Session:
-        addr = (address, port)
-        key = (host, address, port, replace(opts, rcpts=()))
-        slot = self.limits.slot(address, port)
-        await slot.acquire()
-        handed_on = False
-        try:
-            await self.limits.pace()
-            # One budget for the address, whatever kept connections cost before a new one.
-            deadline = time.monotonic() + opts.budget
-            failed = False
-            if opts.rcpts:
-                while (kept := self._take(addr, key)) is not None:
-                    try:
-                        session, again = await reuse_session(kept, _until(opts, deadline))
-                    except BaseException:
-                        self._open[addr] -= 1  # cut by reuse_session
-                        raise
-                    if session is not None and again is not None:
-                        handed_on = self._park(addr, key, again, slot)
-                        return session
-                    self._open[addr] -= 1  # reuse_session closed it
-                    if session is not None:
-                        return session
-                    failed = True
-            await self._make_room(addr)
-            # Time spent making room is not the new session's; a failed kept one's time is.
-            fresh = _until(opts, deadline) if failed else opts
-            self._open[addr] += 1
-            if not opts.rcpts:
-                try:
-                    return await run_session(host, address, port, fresh)
-                finally:
-                    self._open[addr] -= 1
-            try:
-                session, again = await open_session(host, address, port, fresh)
-            except BaseException:
-                self._open[addr] -= 1
-                raise
-            if again is None:
-                self._open[addr] -= 1
-            if failed:
-                session = _noted(session, FRESH_NOTE)
-            handed_on = self._park(addr, key, again, slot)
-            return session
-        finally:
-            if not handed_on:
-                slot.release()
-
-    def _take(self, addr: Address, key: PoolKey) -> Kept | None:
-        idle = self._idle.get(addr, [])
-        for i in range(len(idle) - 1, -1, -1):
-            if idle[i].key == key:
-                entry = idle.pop(i)
-                if not idle:
-                    del self._idle[addr]
-                if entry.timer is not None:
-                    entry.timer.cancel()
-                return entry.kept
-        return None
-
-    async def _make_room(self, addr: Address) -> None:
-        """Under a slot: at the limit, close an idle connection before a new one opens."""
-        while self._open[addr] >= self.limits.per_host and (idle := self._idle.get(addr)):
-            entry = idle.pop(0)
-            if not idle:
-                del self._idle[addr]
-            if entry.timer is not None:
-                entry.timer.cancel()
-            # A server slow to answer QUIT must not hold up the target waiting for room.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(1.0):
-                    await self._release(addr, entry.kept)
-
-    def _park(
-        self, addr: Address, key: PoolKey, kept: Kept | None, slot: asyncio.Semaphore
-    ) -> bool:
-        """Keep a connection for the next target; True when `slot` went to its closing."""
-        if kept is None:
-            return False
-        if kept.uses >= self.reuse:
-            # The record is ready: close in the background, the slot held until it is done.
-            self._spawn(self._release(addr, kept), slot)
-            return True
-        entry = _Idle(key, kept)
-        entry.timer = asyncio.get_running_loop().call_later(self.idle, self._expire, addr, entry)
-        self._idle.setdefault(addr, []).append(entry)
-        return False
-
-    def _expire(self, addr: Address, entry: _Idle) -> None:
-        self._spawn(self._close_idle(addr, entry), None)
-
-    async def _close_idle(self, addr: Address, entry: _Idle) -> None:
-        # It stays idle, and counted, until a slot is had; a target may take it meanwhile
-        # (then this entry, timer and all, is no longer in the list).
-        async with self.limits.slot(*addr):
-            idle = self._idle.get(addr, [])
-            if entry in idle:  # still this parking of it, not a later one
-                idle.remove(entry)
-                if not idle:
-                    del self._idle[addr]
-                await self._release(addr, entry.kept)
-
-    async def _release(self, addr: Address, kept: Kept) -> None:
-        try:
-            await release(kept)
-        finally:
-            self._open[addr] -= 1
-
-    def _spawn(self, work: Coroutine[Any, Any, None], slot: asyncio.Semaphore | None) -> None:
-        async def run() -> None:
-            try:
-                await work
-            finally:
-                if slot is not None:
-                    slot.release()
-
-        task = asyncio.get_running_loop().create_task(run())
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
-
-    async def close(self, wait: float = 3.0) -> None:
-        """QUIT every idle connection; after `wait` seconds, cut those still closing."""
-        for addr, idle in list(self._idle.items()):
-            for entry in idle:
-                if entry.timer is not None:
-                    entry.timer.cancel()
-                self._spawn(self._release(addr, entry.kept), None)
-        self._idle.clear()
-        closing = list(self._closing)
-        if not closing:
-            return
-        # A slow server must not hold up the end of a run (or a Ctrl-C) for a whole command
-        # timeout; a release cut short aborts its connection.
-        await asyncio.wait(closing, timeout=wait)
-        await cancel_all(closing)  # those still closing
-
-
-FRESH_NOTE = "a kept connection failed before answering for this target; this is a new one"
-
-
-def _until(opts: SessionOptions, deadline: float) -> SessionOptions:
-    return replace(opts, budget=round(max(0.1, deadline - time.monotonic()), 1))
-
-
-def _noted(session: Session, note: str) -> Session:
-    first, *rest = session.steps or (None,)
-    if first is None:
-        return session
-    text = f"{first.note}; {note}" if first.note else note
-    return replace(session, steps=(replace(first, note=text), *rest))
-
-
 @dataclass
 class SessionCache:
     """Shares sessions that check no recipient: many domains often point at one provider's MX.
 
-    Every session goes through the pool when there is one, so that it keeps the per-host limit
-    over kept connections too."""
+    Sessions with recipients, and the first of each kind without, go to `runner` (the pool
+    when connections are kept, so the per-host limit covers kept connections too)."""
 
-    limits: Limits
-    pool: Pool | None = None
+    runner: SessionRunner
     _done: dict[tuple[str, str, int, SessionOptions], asyncio.Future[Session]] = field(
         default_factory=dict
     )
 
     async def session(self, host: str, address: str, port: int, opts: SessionOptions) -> Session:
-        runner = self.pool or self.limits
         if opts.rcpts:
-            return await runner.session(host, address, port, opts)
+            return await self.runner.session(host, address, port, opts)
         key = (host, address, port, opts)
         fut = self._done.get(key)
         if fut is None:
             fut = asyncio.get_running_loop().create_future()
             self._done[key] = fut
             try:
-                fut.set_result(await runner.session(host, address, port, opts))
+                fut.set_result(await self.runner.session(host, address, port, opts))
             except BaseException as e:
                 fut.set_exception(e)
                 fut.exception()  # retrieved: the caller below re-raises it
@@ -383,60 +169,88 @@ def _categories(doc: dict[str, Any]) -> list[str]:
     return out
 
 
+def error_record(n: int, text: str, kind: str, detail: str, status: int) -> dict[str, Any]:
+    """The record of an input line that got no probe result."""
+    return {
+        "schema": SCHEMA,
+        "line": n,
+        "input": text,
+        "error": {"kind": kind, "detail": detail},
+        "exit_status": status,
+    }
+
+
+def runner_for(limits: Limits, run: RunContext) -> tuple[SessionRunner, Pool | None]:
+    """Sessions within the limits: through a pool when connections serve several targets."""
+    pool = Pool(limits, run) if limits.config.reuse > 1 else None
+    inner: SessionRunner = pool if pool is not None else Limited(limits, run)
+    return SessionCache(inner), pool
+
+
 async def run_batch(
     targets: AsyncIterator[tuple[int, str]],
     template: ProbeRequest,
     emit: Callable[[dict[str, Any]], None],
     loc: Locale,
     *,
-    concurrency: int = 20,
-    per_host: int = 2,
-    rate: float | None = None,
-    resolver: dns.asyncresolver.Resolver | None = None,
+    limits: BatchLimits | None = None,
+    resolver: Resolver | None = None,
     probe_fn: ProbeFn | None = None,
     on_progress: Callable[[Stats], None] | None = None,
-    reuse: int = 1,
 ) -> Stats:
-    """Probe every target; exactly one record per target reaches `emit`, failures included.
-
-    `reuse` > 1 lets a connection serve that many targets (see `Pool`)."""
+    """Probe every target; exactly one record per target reaches `emit`, failures included."""
+    config = limits or BatchLimits()
+    run = RunContext()
     res = resolver or make_resolver(template.nameservers or None, lifetime=template.dns_timeout)
-    limits = Limits(per_host, rate)
-    pool = Pool(limits, reuse) if reuse > 1 else None
-    cache = SessionCache(limits, pool)
+    runner, pool = runner_for(Limits(config), run)
 
     async def default_probe(req: ProbeRequest) -> ProbeResult:
-        return await probe(req, resolver=res, session_fn=cache.session)
+        return await probe(req, resolver=res, runner=runner, run=run)
 
     run_one = probe_fn or default_probe
     stats = Stats()
-    queue: asyncio.Queue[tuple[int, str] | None] = asyncio.Queue(maxsize=concurrency * 2)
 
     async def one(n: int, text: str) -> dict[str, Any]:
-        head: dict[str, Any] = {"schema": SCHEMA, "line": n, "input": text}
         try:
             t = parse_target(text)
         except TargetError as e:
-            return {**head, "error": {"kind": "bad_target", "detail": str(e)}, "exit_status": 64}
+            return error_record(n, text, "bad_target", str(e), exitcodes.USAGE)
         try:
             result = await run_one(replace(template, target=t))
         except Exception as e:  # one broken probe must never cost the others their records
-            return {
-                **head,
-                "error": {"kind": "internal", "detail": f"{type(e).__name__}: {e}"},
-                "exit_status": 70,
-            }
+            detail = f"{type(e).__name__}: {e}"
+            return error_record(n, text, "internal", detail, exitcodes.SOFTWARE)
         doc = to_json(result, loc)
         doc.pop("schema", None)
+        head = {"schema": SCHEMA, "line": n, "input": text}
         return {**head, **doc, "exit_status": exit_status(result.verdict)}
+
+    def record(rec: dict[str, Any]) -> None:
+        stats.add(rec)
+        emit(rec)
+        if on_progress is not None:
+            on_progress(stats)
+
+    try:
+        await _drive(targets, one, record, config.concurrency)
+    finally:
+        if pool is not None:
+            await pool.close()
+    return stats
+
+
+async def _drive(
+    targets: AsyncIterator[tuple[int, str]],
+    one: Callable[[int, str], Awaitable[dict[str, Any]]],
+    record: Callable[[dict[str, Any]], None],
+    concurrency: int,
+) -> None:
+    """`concurrency` workers take targets from a bounded queue, in completion order."""
+    queue: asyncio.Queue[tuple[int, str] | None] = asyncio.Queue(maxsize=concurrency * 2)
 
     async def worker() -> None:
         while (item := await queue.get()) is not None:
-            rec = await one(*item)
-            stats.add(rec)
-            emit(rec)
-            if on_progress is not None:
-                on_progress(stats)
+            record(await one(*item))
 
     async def feed() -> None:
         try:
@@ -462,9 +276,6 @@ async def run_batch(
                 raise exc
     finally:
         await cancel_all(tasks)
-        if pool is not None:
-            await pool.close()
-    return stats
 
 
 def recorded_lines(path: str) -> set[int]:

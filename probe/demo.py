@@ -7,12 +7,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from probe.config import ProbeRequest, SessionOptions, Timeouts
 from probe.lab.dns import ZoneDNS
 from probe.lab.smtp import Scripted, port_of, start_smtp
 from probe.resolve import make_resolver
 from probe.result import ProbeResult, Verdict
-from probe.runner import ProbeRequest, probe
-from probe.session import SessionOptions
+from probe.runner import probe
 from probe.target import parse_target
 
 ZONE = """
@@ -107,10 +107,7 @@ async def run_demo() -> list[tuple[Scenario, str, ProbeResult]]:
                     session=SessionOptions(
                         helo="demo.client.test",
                         cafile=str(cafile),
-                        connect_timeout=3,
-                        greeting_timeout=3,
-                        command_timeout=3,
-                        budget=15,
+                        timeouts=Timeouts(3, budget=15),
                     ),
                     port=port,
                 )

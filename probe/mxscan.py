@@ -7,12 +7,12 @@ import contextlib
 import ssl
 from dataclasses import replace
 
-import dns.asyncresolver
-
 from probe.checks import AddressFacts, DomainFacts, HostFacts, PolicyFacts, Records, parse_mx
-from probe.resolve import Lookup, lookup, ptr
+from probe.config import QuitAfter, SessionOptions
+from probe.resolve import Lookup, Resolver, lookup, ptr
 from probe.result import DnsStatus
-from probe.session import SessionOptions, run_session, trust_context
+from probe.session import RunContext, run_session
+from probe.tls import trust_context
 
 POLICY_LIMIT = 64 * 1024  # RFC 8461 §3.2: policies are small; refuse to read more
 
@@ -22,12 +22,13 @@ def _rec(lk: Lookup) -> Records:
 
 
 async def _address(
-    res: dns.asyncresolver.Resolver,
+    res: Resolver,
     host: str,
     address: str,
     connect: bool,
     port: int,
     opts: SessionOptions,
+    run: RunContext,
 ) -> AddressFacts:
     rev = await ptr(res, address)
     forward: list[str] = []
@@ -36,26 +37,27 @@ async def _address(
         forward += (await lookup(res, name.rstrip("."), kind)).records
     facts = AddressFacts(address, _rec(rev), tuple(forward))
     if connect:
-        session = await run_session(host, address, port, opts)
+        session = await run_session(host, address, port, opts, run)
         cert = session.tls.certificate
         facts = replace(facts, session=session, tls_der=cert.der if cert else None)
     return facts
 
 
 async def _host(
-    res: dns.asyncresolver.Resolver,
+    res: Resolver,
     pref: int,
     host: str,
     connect: bool,
     port: int,
     opts: SessionOptions,
     family: int | None,
+    run: RunContext,
 ) -> HostFacts:
     a, aaaa, tlsa = await asyncio.gather(
         lookup(res, host, "A"), lookup(res, host, "AAAA"), lookup(res, f"_25._tcp.{host}", "TLSA")
     )
     addrs = [x for lk, fam in ((a, 4), (aaaa, 6)) if family in (None, fam) for x in lk.records]
-    facts = await asyncio.gather(*(_address(res, host, x, connect, port, opts) for x in addrs))
+    facts = await asyncio.gather(*(_address(res, host, x, connect, port, opts, run) for x in addrs))
     return HostFacts(
         host,
         pref,
@@ -67,7 +69,7 @@ async def _host(
 
 
 async def fetch_policy(
-    res: dns.asyncresolver.Resolver,
+    res: Resolver,
     domain: str,
     *,
     port: int = 443,
@@ -117,7 +119,7 @@ async def fetch_policy(
 
 
 async def scan(
-    res: dns.asyncresolver.Resolver,
+    res: Resolver,
     domain: str,
     *,
     connect: bool = True,
@@ -129,7 +131,8 @@ async def scan(
     cafile: str | None = None,
 ) -> DomainFacts:
     """Every fact the checks need, looked up concurrently where that is safe."""
-    opts = opts or SessionOptions(quit_after="tls", cafile=cafile)
+    opts = opts or SessionOptions(quit_after=QuitAfter.TLS, cafile=cafile)
+    run = RunContext()  # the scan's sessions resume each other's TLS sessions
     mx, txt, dmarc, sts, rpt = await asyncio.gather(
         lookup(res, domain, "MX"),
         lookup(res, domain, "TXT"),
@@ -153,7 +156,7 @@ async def scan(
                 best.setdefault(h, p)
         targets = [(p, h) for h, p in best.items()]
     hosts = await asyncio.gather(
-        *(_host(res, p, h, connect, port, opts, family) for p, h in targets)
+        *(_host(res, p, h, connect, port, opts, family, run) for p, h in targets)
     )
     policy = None
     if any(t.replace(" ", "").lower().startswith("v=stsv1") for t in sts.records):

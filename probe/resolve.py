@@ -6,7 +6,6 @@ import asyncio
 import ipaddress
 import random
 import time
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,8 +18,36 @@ import dns.rdatatype
 import dns.resolver
 import dns.reversename
 
+from probe.cache import Bounded
+from probe.config import DNS_TRY
 from probe.mx import is_null_mx, is_null_target, order_mx
 from probe.result import DnsResult, DnsStatus, MxHost
+
+
+class Resolver:
+    """dnspython's async resolver and the answers of this run already turned into `Lookup`s.
+
+    dnspython's own cache saves the query; the memo saves building a resolution for every
+    hit, which is most of the DNS work of a batch where thousands of domains share a few MX
+    hosts. Both belong to this object: two resolvers share nothing.
+    """
+
+    def __init__(self, dns_resolver: dns.asyncresolver.Resolver, memo_size: int = 4096) -> None:
+        self.dns = dns_resolver
+        # Answers (records or NODATA) until dnspython's expiry; failures are never kept.
+        self.memo: Bounded[tuple[str, str], tuple[Lookup, float]] = Bounded(memo_size)
+
+    def remembered(self, key: tuple[str, str]) -> Lookup | None:
+        hit = self.memo.get(key)
+        if hit is None:
+            return None
+        if hit[1] <= time.time():
+            self.memo.pop(key)
+            return None
+        return hit[0]
+
+    def remember(self, key: tuple[str, str], value: Lookup, expires: float) -> None:
+        self.memo.put(key, (value, expires))
 
 
 def make_resolver(
@@ -28,24 +55,23 @@ def make_resolver(
     *,
     lifetime: float = 8.0,
     timeout: float | None = None,
-) -> dns.asyncresolver.Resolver:
+) -> Resolver:
     """A resolver asking `nameservers` (host, port); None means the system's configuration.
 
-    `lifetime` bounds a whole lookup; each try waits `timeout`, by default 3 s or the
-    lifetime when that is shorter."""
+    `lifetime` bounds a whole lookup; each try waits `timeout`, by default `DNS_TRY` seconds
+    or the lifetime when that is shorter."""
     if nameservers:
         res = dns.asyncresolver.Resolver(configure=False)
         res.nameservers = [dns.nameserver.Do53Nameserver(h, p) for h, p in nameservers]
     else:
         res = dns.asyncresolver.Resolver(configure=True)
-    res.timeout = min(3.0, lifetime) if timeout is None else timeout
+    res.timeout = min(DNS_TRY, lifetime) if timeout is None else timeout
     res.lifetime = lifetime
     # Ask for the AD bit so DANE findings can say whether the answers were validated.
     res.flags = dns.flags.RD | dns.flags.AD
     # Shared by every lookup of a run (batch included), bounded so memory stays flat.
     res.cache = dns.resolver.LRUCache(max_size=4096)
-    _MEMOS[res] = _Memo()
-    return res
+    return Resolver(res)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,48 +102,13 @@ def _status(e: BaseException) -> tuple[DnsStatus, str]:
     return DnsStatus.ERROR, f"DNS error: {type(e).__name__}"
 
 
-class _Memo:
-    """Answers already turned into `Lookup`s (records or NODATA), until dnspython's expiry.
-
-    dnspython's own cache saves the query; this saves building a resolution for every hit,
-    which is most of the DNS work of a batch where thousands of domains share a few MX hosts.
-    """
-
-    def __init__(self, size: int = 4096) -> None:
-        self.size = size
-        self.items: dict[tuple[str, str], tuple[Lookup, float]] = {}
-
-    def get(self, key: tuple[str, str]) -> Lookup | None:
-        hit = self.items.get(key)
-        if hit is None:
-            return None
-        if hit[1] <= time.time():
-            del self.items[key]
-            return None
-        return hit[0]
-
-    def put(self, key: tuple[str, str], value: Lookup, expires: float) -> None:
-        if len(self.items) >= self.size:
-            del self.items[next(iter(self.items))]
-        self.items[key] = (value, expires)
-
-
-_MEMOS: weakref.WeakKeyDictionary[dns.asyncresolver.Resolver, _Memo] = weakref.WeakKeyDictionary()
-
-
-def _memo_of(res: dns.asyncresolver.Resolver) -> _Memo | None:
-    """The memo of a resolver made by `make_resolver`, unless its caching was turned off."""
-    return _MEMOS.get(res) if res.cache is not None else None
-
-
-async def lookup(res: dns.asyncresolver.Resolver, name: str, rdtype: str) -> Lookup:
+async def lookup(res: Resolver, name: str, rdtype: str) -> Lookup:
     """One query; CNAME chains are followed and the canonical name kept."""
-    memo = _memo_of(res)
     key = (name.lower(), rdtype)
-    if memo is not None and (hit := memo.get(key)) is not None:
+    if (hit := res.remembered(key)) is not None:
         return hit
     try:
-        ans = await res.resolve(name, rdtype, raise_on_no_answer=False)
+        ans = await res.dns.resolve(name, rdtype, raise_on_no_answer=False)
     except (dns.exception.DNSException, ValueError) as e:
         status, detail = _status(e)
         return Lookup(status, error=detail)
@@ -125,8 +116,7 @@ async def lookup(res: dns.asyncresolver.Resolver, name: str, rdtype: str) -> Loo
         # NODATA: kept as long as dnspython keeps it (the SOA's negative TTL, RFC 2308). Most
         # MX hosts have no AAAA, so a batch asks this again and again.
         empty = Lookup(DnsStatus.NODATA, error="no records of that type")
-        if memo is not None:
-            memo.put(key, empty, ans.expiration)
+        res.remember(key, empty, ans.expiration)
         return empty
     canonical = ans.canonical_name.to_text().rstrip(".")
     if rdtype == "TXT":
@@ -138,25 +128,23 @@ async def lookup(res: dns.asyncresolver.Resolver, name: str, rdtype: str) -> Loo
     ad = bool(ans.response.flags & dns.flags.AD)
     alias = canonical if canonical.lower() != qname.lower() else None
     found = Lookup(DnsStatus.OK, records, alias, None, ad)
-    if memo is not None:
-        memo.put(key, found, ans.expiration)
+    res.remember(key, found, ans.expiration)
     return found
 
 
-async def ptr(res: dns.asyncresolver.Resolver, address: str) -> Lookup:
+async def ptr(res: Resolver, address: str) -> Lookup:
     """Reverse lookup of an IP address."""
     return await lookup(res, dns.reversename.from_address(address).to_text(), "PTR")
 
 
 async def addresses(
-    res: dns.asyncresolver.Resolver, host: str, family: int | None = None
+    res: Resolver, host: str, family: int | None = None
 ) -> tuple[DnsStatus, tuple[str, ...], str | None, str | None]:
     """A and AAAA of a host: (status, addresses, CNAME target if aliased, error)."""
     kinds = [k for k, fam in (("A", 4), ("AAAA", 6)) if family in (None, fam)]
-    memo = _memo_of(res)
-    known = [memo.get((host.lower(), k)) for k in kinds] if memo is not None else []
+    known = [res.remembered((host.lower(), k)) for k in kinds]
     results: list[Lookup]
-    if known and all(r is not None for r in known):
+    if all(r is not None for r in known):
         results = [r for r in known if r is not None]  # no tasks to start for what is known
     else:
         results = list(await asyncio.gather(*(lookup(res, host, k) for k in kinds)))
@@ -187,7 +175,7 @@ def _is_ip_name(host: str) -> bool:
 
 
 async def resolve_domain(
-    res: dns.asyncresolver.Resolver,
+    res: Resolver,
     domain: str,
     *,
     family: int | None = None,

@@ -96,6 +96,65 @@ class TlsInfo:
     resumed: bool = False  # an earlier session of the run was resumed (no certificate sent)
 
 
+class Outcome(StrEnum):
+    """How a session ended, set once by the session and read by every output."""
+
+    # It ran as far as asked: the replies say the rest.
+    COMPLETED = "completed"
+    QUIT_AFTER_CONNECT = "quit_after_connect"
+    QUIT_AFTER_EHLO = "quit_after_ehlo"
+    QUIT_AFTER_TLS = "quit_after_tls"
+    MAIL_ANSWERED = "mail_answered"  # MAIL drew a refusal, or --quit-after mail
+    # The server would not talk.
+    GREETING_1XX = "greeting_1xx"
+    GREETING_3XX = "greeting_3xx"
+    GREETING_4XX = "greeting_4xx"
+    GREETING_5XX = "greeting_5xx"
+    EHLO_FAILED = "ehlo_failed"
+    STARTTLS_NOT_OFFERED = "starttls_not_offered"
+    TLS_FAILED = "tls_failed"
+    MAIL_FAILED = "mail_failed"
+    RCPT_FAILED = "rcpt_failed"
+    BUDGET = "budget"
+    # The exchange that ended it got no reply (the `ErrorKind` of that step).
+    REFUSED = "refused"
+    TIMEOUT = "timeout"
+    NO_GREETING = "no_greeting"
+    DISCONNECTED = "disconnected"
+    PROTOCOL = "protocol"
+    TOO_LONG = "too_long"
+    UNREACHABLE = "unreachable"
+    NOT_OFFERED = "not_offered"
+    REFUSED_LOCALLY = "refused_locally"
+
+    @property
+    def completed(self) -> bool:
+        """The session ran as far as it was asked to (its replies decide the verdict)."""
+        return self in _COMPLETED
+
+    @classmethod
+    def of_greeting(cls, code: int) -> Outcome:
+        try:
+            return cls(f"greeting_{code // 100}xx")
+        except ValueError:  # no reply class at all (0xx, 6xx-9xx)
+            return cls.PROTOCOL
+
+    @classmethod
+    def of_error(cls, kind: ErrorKind) -> Outcome:
+        return cls(kind.value)
+
+
+_COMPLETED = frozenset(
+    {
+        Outcome.COMPLETED,
+        Outcome.QUIT_AFTER_CONNECT,
+        Outcome.QUIT_AFTER_EHLO,
+        Outcome.QUIT_AFTER_TLS,
+        Outcome.MAIL_ANSWERED,
+    }
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Session:
     host: str
@@ -104,10 +163,13 @@ class Session:
     steps: tuple[Step, ...]
     tls: TlsInfo
     extensions: tuple[tuple[str, str], ...] = ()
-    completed: bool = False
-    outcome: str = ""
+    outcome: Outcome = Outcome.COMPLETED
     helo: str = ""
     reused: bool = False  # ran on a connection opened for an earlier target (batch)
+
+    @property
+    def completed(self) -> bool:
+        return self.outcome.completed
 
 
 @dataclass(frozen=True, slots=True)

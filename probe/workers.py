@@ -27,18 +27,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from probe.batch import SCHEMA
-from probe.runner import ProbeRequest
+from probe import exitcodes
+from probe.batch import error_record
+from probe.config import BatchLimits, ProbeRequest
 
 
 @dataclass(frozen=True)
 class WorkerConfig:
     template: ProbeRequest
     lang: str
-    concurrency: int
-    per_host: int
-    rate: float | None
-    reuse: int = 1
+    limits: BatchLimits
+
+    @property
+    def concurrency(self) -> int:
+        return self.limits.concurrency
+
+    @property
+    def per_host(self) -> int:
+        return self.limits.per_host
+
+    @property
+    def rate(self) -> float | None:
+        return self.limits.rate
 
 
 def plan(workers: int, concurrency: int, per_host: int) -> int:
@@ -48,14 +58,7 @@ def plan(workers: int, concurrency: int, per_host: int) -> int:
 
 def share(cfg: WorkerConfig, n: int) -> WorkerConfig:
     """One worker's part of the overall limits (rounded down, so the sums never exceed them)."""
-    return WorkerConfig(
-        cfg.template,
-        cfg.lang,
-        max(1, cfg.concurrency // n),
-        max(1, cfg.per_host // n),
-        cfg.rate / n if cfg.rate else None,
-        cfg.reuse,
-    )
+    return WorkerConfig(cfg.template, cfg.lang, cfg.limits.share(n))
 
 
 def _shard(text: str, n: int) -> int:
@@ -64,16 +67,8 @@ def _shard(text: str, n: int) -> int:
 
 
 def lost_record(n: int, text: str, status: int | None) -> dict[str, Any]:
-    return {
-        "schema": SCHEMA,
-        "line": n,
-        "input": text,
-        "error": {
-            "kind": "internal",
-            "detail": f"the worker process ended (exit status {status}) before this target finished",
-        },
-        "exit_status": 70,
-    }
+    detail = f"the worker process ended (exit status {status}) before this target finished"
+    return error_record(n, text, "internal", detail, exitcodes.SOFTWARE)
 
 
 class _Forked:
@@ -138,7 +133,7 @@ class Worker:
                             os.close(fd)
                     _child()
                 finally:
-                    os._exit(70)
+                    os._exit(exitcodes.SOFTWARE)
             os.close(to_child)
             os.close(from_child)
             self.proc = _Forked(pid)
@@ -354,15 +349,12 @@ def _child() -> None:
                     cfg.template,
                     emit,
                     locale(cfg.lang),
-                    concurrency=cfg.concurrency,
-                    per_host=cfg.per_host,
-                    reuse=cfg.reuse,
-                    rate=cfg.rate,
+                    limits=cfg.limits,
                 )
             )
         except KeyboardInterrupt:
-            code = 130
+            code = exitcodes.INTERRUPTED
         except OSError:  # the parent went away
-            code = 74
+            code = exitcodes.IOERR
     # No interpreter shutdown: the input thread may sit in a read that never returns.
     os._exit(code)

@@ -23,12 +23,11 @@ from click.testing import CliRunner
 from probe.batch import read_targets, recorded_lines, run_batch
 from probe.catalog import locale
 from probe.cli import cli
+from probe.config import BatchLimits, ProbeRequest, SessionOptions
 from probe.lab.dns import LoopThread, ZoneDNS
 from probe.lab.farm import client_args
 from probe.lab.smtp import GreetingSMTP, Scripted
 from probe.result import Target
-from probe.runner import ProbeRequest
-from probe.session import SessionOptions
 from probe.workers import WorkerConfig, plan, share
 
 HOSTS = [f"127.0.0.{i}" for i in range(2, 7)]
@@ -198,7 +197,9 @@ def test_workers_share_the_limits_without_exceeding_them(
     workers: int, concurrency: int, per_host: int, rate: float | None
 ) -> None:
     cfg = WorkerConfig(
-        ProbeRequest(Target("", "domain", None, None, None)), "en", concurrency, per_host, rate
+        ProbeRequest(Target("", "domain", None, None, None)),
+        "en",
+        BatchLimits(concurrency, per_host, rate),
     )
     n = plan(workers, concurrency, per_host)
     part = share(cfg, n)
@@ -286,7 +287,12 @@ async def test_a_probe_that_raises_becomes_an_error_record() -> None:
     got: list[dict[str, Any]] = []
     template = ProbeRequest(Target("", "domain", None, None, None), SessionOptions())
     stats = await run_batch(
-        targets(), template, got.append, locale("en"), probe_fn=fake_probe, concurrency=2
+        targets(),
+        template,
+        got.append,
+        locale("en"),
+        probe_fn=fake_probe,
+        limits=BatchLimits(concurrency=2),
     )
     assert sorted(r["line"] for r in got) == [1, 2, 4]
     boom = next(r for r in got if r["line"] == 2)
@@ -384,9 +390,9 @@ def test_benchmark_farm_speaks_starttls_and_answers_recipients(tmp_path: Path) -
         sessions = [json.loads(line)["sessions"][0] for line in kept.stdout.splitlines()]
         assert [s["reused"] for s in sessions] == [False] * 3 + [True] * 9
         assert all(s["tls"]["ok"] and s["tls"]["trusted"] for s in sessions)
-        # The cache belongs to the process: a probe in this one resumes as well, and says so.
+        # TLS sessions belong to a run, not the process: a probe after the batch starts afresh.
         text = CliRunner().invoke(cli, ["probe", "user1@d1.test", *common])
-        assert "(session resumed from earlier in this run)" in text.stdout, text.stdout
+        assert "=== TLS" in text.stdout and "resumed" not in text.stdout, text.stdout
         fresh = CliRunner().invoke(cli, ["probe", "user1@d1.test", *common, "--no-tls-resume"])
         assert "=== TLS" in fresh.stdout and "resumed" not in fresh.stdout
     finally:

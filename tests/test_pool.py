@@ -5,18 +5,19 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field, replace
 
-from probe.batch import FRESH_NOTE, Limits, Pool, SessionCache
+from probe.batch import SessionCache
+from probe.config import BatchLimits, SessionOptions, Timeouts
 from probe.lab.smtp import port_of, start_raw
+from probe.limits import Limits
+from probe.pool import FRESH_NOTE, Pool
 from probe.result import Session
-from probe.session import REUSED_NOTE, SessionOptions
+from probe.session import REUSED_NOTE
 
-OPTS = SessionOptions(
-    helo="pool.test",
-    connect_timeout=2.0,
-    greeting_timeout=2.0,
-    command_timeout=2.0,
-    budget=10.0,
-)
+OPTS = SessionOptions(helo="pool.test", timeouts=Timeouts(2.0, budget=10.0))
+
+
+def pool_of(per_host: int, reuse: int, idle: float = 2.0) -> Pool:
+    return Pool(Limits(BatchLimits(per_host=per_host, reuse=reuse, idle=idle)))
 
 
 @dataclass
@@ -113,7 +114,7 @@ def rcpt_code(s: Session) -> int | None:
 async def test_targets_share_a_kept_connection_up_to_the_reuse_limit() -> None:
     mx = Mx()
     srv, port = await serve(mx)
-    pool = Pool(Limits(1, None), reuse=3)
+    pool = pool_of(1, 3)
     try:
         rcpts = [f"{'nobody' if i == 4 else 'user'}{i}@mx.test" for i in range(7)]
         sessions = [await pool.session("mx.test", "127.0.0.1", port, _opts(r)) for r in rcpts]
@@ -139,7 +140,7 @@ async def test_targets_share_a_kept_connection_up_to_the_reuse_limit() -> None:
 async def test_a_connection_that_refuses_more_gives_way_to_a_fresh_one() -> None:
     mx = Mx(refuse_after=1)
     srv, port = await serve(mx)
-    pool = Pool(Limits(1, None), reuse=10)
+    pool = pool_of(1, 10)
     try:
         sessions = [
             await pool.session("mx.test", "127.0.0.1", port, _opts(f"user{i}@mx.test"))
@@ -167,7 +168,7 @@ async def test_a_connection_that_refuses_more_gives_way_to_a_fresh_one() -> None
 async def test_a_connection_the_server_closed_is_not_reused() -> None:
     mx = Mx(close_after_rset=True)
     srv, port = await serve(mx)
-    pool = Pool(Limits(1, None), reuse=10)
+    pool = pool_of(1, 10)
     try:
         sessions = []
         for i in range(3):
@@ -186,7 +187,7 @@ async def test_a_connection_the_server_closed_is_not_reused() -> None:
 async def test_kept_connections_stay_within_the_per_host_limit() -> None:
     mx = Mx()
     srv, port = await serve(mx)
-    pool = Pool(Limits(2, None), reuse=5)
+    pool = pool_of(2, 5)
     try:
         sessions = await asyncio.gather(
             *(
@@ -207,7 +208,7 @@ async def test_kept_connections_stay_within_the_per_host_limit() -> None:
 async def test_an_idle_connection_is_closed_with_quit() -> None:
     mx = Mx()
     srv, port = await serve(mx)
-    pool = Pool(Limits(1, None), reuse=10, idle=0.2)
+    pool = pool_of(1, 10, idle=0.2)
     try:
         await pool.session("mx.test", "127.0.0.1", port, _opts("user@mx.test"))
         assert mx.active == 1
@@ -221,7 +222,7 @@ async def test_an_idle_connection_is_closed_with_quit() -> None:
 async def test_a_server_that_ignores_quit_cannot_hold_up_the_end() -> None:
     mx = Mx(ignore_quit=True)
     srv, port = await serve(mx)
-    pool = Pool(Limits(1, None), reuse=10)
+    pool = pool_of(1, 10)
     try:
         await pool.session("mx.test", "127.0.0.1", port, _opts("user@mx.test"))
         await pool.close(wait=0.3)  # the command timeout is 2 s; the close gives up sooner
@@ -236,9 +237,8 @@ async def test_many_mx_names_on_one_address_stay_within_the_per_host_limit() -> 
     # Idle connections kept for one name must not push the address past the limit.
     mx = Mx()
     srv, port = await serve(mx)
-    limits = Limits(2, None)
-    pool = Pool(limits, reuse=10)
-    cache = SessionCache(limits, pool)
+    pool = pool_of(2, 10)
+    cache = SessionCache(pool)
     try:
         names = [f"tenant{i}.mx.test" for i in range(6)]
         for name in names:  # one at a time: each leaves an idle connection behind
@@ -263,8 +263,8 @@ async def test_many_mx_names_on_one_address_stay_within_the_per_host_limit() -> 
 async def test_one_budget_covers_a_failed_kept_connection_and_the_new_one() -> None:
     mx = Mx(stall_rcpt_after=1)  # after the first answer, RCPT gets no reply at all
     srv, port = await serve(mx)
-    pool = Pool(Limits(1, None), reuse=10)
-    opts = replace(OPTS, command_timeout=5.0, budget=1.0)
+    pool = pool_of(1, 10)
+    opts = replace(OPTS, timeouts=Timeouts(2.0, command=5.0, budget=1.0))
     try:
         first = await pool.session(
             "mx.test", "127.0.0.1", port, replace(opts, rcpts=("a@mx.test",))
@@ -292,7 +292,7 @@ async def test_one_budget_covers_a_failed_kept_connection_and_the_new_one() -> N
 async def test_a_cancelled_target_leaves_no_connection_open() -> None:
     mx = Mx(stall_rcpt_after=0)
     srv, port = await serve(mx)
-    pool = Pool(Limits(1, None), reuse=10)
+    pool = pool_of(1, 10)
     try:
         task = asyncio.ensure_future(pool.session("mx.test", "127.0.0.1", port, _opts("a@mx.test")))
         for _ in range(100):
@@ -314,7 +314,7 @@ async def test_a_kept_connection_that_ends_at_rset_frees_its_place() -> None:
     # without closing either.
     mx = Mx(refuse_rset_after=1)
     srv, port = await serve(mx)
-    pool = Pool(Limits(2, None), reuse=10)
+    pool = pool_of(2, 10)
     try:
         done = [
             await pool.session(name, "127.0.0.1", port, _opts(f"u@{name}.test"))

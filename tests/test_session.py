@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 import trustme
 
+from probe.config import SessionOptions, Timeouts
 from probe.lab.smtp import Scripted, port_of, start_raw, start_smtp
 from probe.result import ErrorKind, Session
-from probe.session import SessionOptions, run_session
+from probe.session import RunContext, run_session
 
-FAST = {"connect_timeout": 2.0, "greeting_timeout": 2.0, "command_timeout": 2.0, "budget": 10.0}
+FAST = {"connect": 2.0, "greeting": 2.0, "command": 2.0, "budget": 10.0}
 
 
 @pytest.fixture(scope="session")
@@ -53,9 +54,16 @@ async def smtp() -> AsyncIterator[Starter]:
         s.close()
 
 
-async def run(port: int, **kw: Any) -> Session:
-    opts = SessionOptions(**{**FAST, **kw})
-    return await run_session("mx.test", "127.0.0.1", port, opts)
+def options(**kw: Any) -> SessionOptions:
+    """SessionOptions with fast timeouts; `*_timeout` and `budget` keywords override them."""
+    named = {k: kw.pop(k) for k in list(kw) if k.endswith("_timeout") or k == "budget"}
+    waits = {k.removesuffix("_timeout"): v for k, v in named.items()}
+    return SessionOptions(timeouts=Timeouts(**{**FAST, **waits}), **kw)
+
+
+async def run(port: int, ctx: RunContext | None = None, **kw: Any) -> Session:
+    """One session; sessions given the same `ctx` share TLS sessions and verdicts."""
+    return await run_session("mx.test", "127.0.0.1", port, options(**kw), ctx)
 
 
 def commands(s: Session) -> list[str]:
@@ -100,7 +108,7 @@ async def test_full_session_with_starttls_trusted(
     assert t.certificate is not None and "mx.test" in t.certificate.sans
     assert len(t.certificate.sha256) == 64
     # The verified path uses ssl's decoding; it must agree with the full X.509 parse.
-    from probe.session import certificate_facts
+    from probe.certs import certificate_facts
 
     assert certificate_facts(t.certificate.der) == t.certificate
     rcpt = s.steps[6].reply
@@ -296,7 +304,7 @@ async def test_failed_handshake_reconnects_without_starttls() -> None:
 
 
 def test_cafile_adds_to_the_system_trust_instead_of_replacing_it(cafile: str) -> None:
-    from probe.session import trust_context
+    from probe.tls import trust_context
 
     system = ssl.create_default_context().cert_store_stats()["x509_ca"]
     both = trust_context(cafile).cert_store_stats()["x509_ca"]
@@ -308,9 +316,10 @@ async def test_a_server_met_again_resumes_the_tls_session(
     smtp: Starter, ca: trustme.CA, cafile: str
 ) -> None:
     port = await smtp(tls_context=server_ctx(ca, "mx.test"))
-    first = await run(port, cafile=cafile, rcpts=("a@mx.test",))
-    second = await run(port, cafile=cafile, rcpts=("a@mx.test",))
-    fresh = await run(port, cafile=cafile, rcpts=("a@mx.test",), resume_tls=False)
+    ctx = RunContext()
+    first = await run(port, ctx, cafile=cafile, rcpts=("a@mx.test",))
+    second = await run(port, ctx, cafile=cafile, rcpts=("a@mx.test",))
+    fresh = await run(port, ctx, cafile=cafile, rcpts=("a@mx.test",), resume_tls=False)
     assert first.tls.ok and not first.tls.resumed
     assert second.tls.ok and second.tls.resumed
     assert not fresh.tls.resumed
@@ -326,8 +335,9 @@ async def test_an_untrusted_server_resumes_without_losing_the_verify_error(
     smtp: Starter, cafile: str
 ) -> None:
     port = await smtp(tls_context=server_ctx(trustme.CA(), "mx.test"))
-    first = await run(port, cafile=cafile)
-    second = await run(port, cafile=cafile)
+    ctx = RunContext()
+    first = await run(port, ctx, cafile=cafile)
+    second = await run(port, ctx, cafile=cafile)
     assert second.tls.resumed and not first.tls.resumed
     assert first.tls.trusted is False and second.tls.trusted is False
     assert second.tls.verify_error == first.tls.verify_error and first.tls.verify_error
@@ -335,8 +345,9 @@ async def test_an_untrusted_server_resumes_without_losing_the_verify_error(
 
 async def test_implicit_tls_resumes_too(ca: trustme.CA, cafile: str, smtp: Starter) -> None:
     port = await smtp(ssl_context=server_ctx(ca, "mx.test"))
-    first = await run(port, implicit_tls=True, cafile=cafile)
-    second = await run(port, implicit_tls=True, cafile=cafile)
+    ctx = RunContext()
+    first = await run(port, ctx, implicit_tls=True, cafile=cafile)
+    second = await run(port, ctx, implicit_tls=True, cafile=cafile)
     assert first.tls.ok and second.tls.ok and second.tls.resumed and second.tls.trusted
 
 
@@ -347,12 +358,13 @@ async def test_a_server_that_forgot_the_session_gets_a_full_handshake(
     # offered is refused, the handshake is a full one and the new certificate is reported.
     srv = await start_smtp(Scripted(), tls_context=server_ctx(ca, "mx.test"))
     port = port_of(srv)
-    first = await run(port, cafile=cafile)
+    ctx = RunContext()
+    first = await run(port, ctx, cafile=cafile)
     srv.close()
     await srv.wait_closed()
     srv = await start_smtp(Scripted(), port=port, tls_context=server_ctx(ca, "mx.test"))
     try:
-        second = await run(port, cafile=cafile)
+        second = await run(port, ctx, cafile=cafile)
     finally:
         srv.close()
     assert first.tls.certificate is not None and second.tls.certificate is not None
@@ -367,7 +379,8 @@ async def test_a_server_without_tickets_is_never_offered_one(
     ctx.maximum_version = ssl.TLSVersion.TLSv1_3
     ctx.num_tickets = 0
     port = await smtp(tls_context=ctx)
-    sessions = [await run(port, cafile=cafile) for _ in range(2)]
+    ctx = RunContext()
+    sessions = [await run(port, ctx, cafile=cafile) for _ in range(2)]
     assert all(s.tls.ok and not s.tls.resumed for s in sessions)
 
 
@@ -376,8 +389,9 @@ async def test_a_server_named_by_its_address_resumes_too(
 ) -> None:
     # No name to send: the loop fills in the address itself; the session must still be found.
     port = await smtp(ssl_context=server_ctx(ca, "127.0.0.1"))
-    opts = SessionOptions(**{**FAST, "implicit_tls": True, "cafile": cafile})
-    first = await run_session("127.0.0.1", "127.0.0.1", port, opts)
-    second = await run_session("127.0.0.1", "127.0.0.1", port, opts)
+    opts = options(implicit_tls=True, cafile=cafile)
+    ctx = RunContext()
+    first = await run_session("127.0.0.1", "127.0.0.1", port, opts, ctx)
+    second = await run_session("127.0.0.1", "127.0.0.1", port, opts, ctx)
     assert first.tls.ok and not first.tls.resumed
     assert second.tls.ok and second.tls.resumed

@@ -6,7 +6,7 @@ from typing import Any
 
 from probe.catalog import Locale
 from probe.render import CLASS_COLOURS, Styler, flag_messages, plain, retry_advice, texts
-from probe.result import ProbeResult, Session, Step, TlsInfo, WireReply
+from probe.result import DnsResult, ProbeResult, Session, Step, TlsInfo, WireReply
 from probe.text import safe
 from probe.verdict import exit_status
 
@@ -83,7 +83,7 @@ def _session_json(s: Session, loc: Locale) -> dict[str, Any]:
         "port": s.port,
         "helo": s.helo,
         "completed": s.completed,
-        "outcome": s.outcome,
+        "outcome": s.outcome.value,
         "reused": s.reused,
         "extensions": [{"keyword": k, "params": v} for k, v in s.extensions],
         "tls": _tls_json(s.tls),
@@ -187,76 +187,114 @@ def _tls_lines(t: TlsInfo, host: str, loc: Locale) -> list[str]:
     return out
 
 
-def to_text(r: ProbeResult, loc: Locale, style: Styler = plain) -> str:
-    out: list[str] = []
-    dns = r.dns
-    if dns is not None and r.target.kind in ("domain", "address"):
-        out.append(style(f"{loc.ui('probe.mx')}: {safe(dns.domain)}", None, True))
+class Transcript:
+    """The text transcript, told event by event: `to_text` replays a finished result through
+    it, and the live view on a terminal feeds it each step as the reply arrives. Both give
+    the same lines."""
+
+    def __init__(self, loc: Locale, style: Styler = plain) -> None:
+        self.loc, self.style = loc, style
+        self._tls: TlsInfo | None = None
+        self._tls_shown = False
+        self._host = ""
+        self._implicit = False
+
+    def dns(self, dns: DnsResult | None, kind: str) -> list[str]:
+        """The MX lookup, for targets that asked for one (`kind` is the target's)."""
+        loc = self.loc
+        if dns is None or kind not in ("domain", "address"):
+            return []
+        out = [self.style(f"{loc.ui('probe.mx')}: {safe(dns.domain)}", None, True)]
         if dns.null_mx:
             out.append("    " + loc.ui("probe.null_mx"))
         elif dns.implicit:
             out.append("    " + loc.ui("probe.implicit_mx"))
-        for h in dns.mx:
-            if dns.null_mx:
-                break
+        for h in () if dns.null_mx else dns.mx:
             pref = "-" if h.preference is None else str(h.preference)
             addrs = ", ".join(h.addresses) or f"({safe(h.error or h.status.value)})"
             cname = f" -> CNAME {safe(h.cname)}" if h.cname else ""
             out.append(f"    {pref:>5}  {safe(h.host)}{cname}  {addrs}")
         if dns.error and not dns.mx:
             out.append(f"    {safe(dns.error)}")
-        out.append("")
-    for s in r.sessions:
-        out.append(
-            style(
-                f"=== {loc.ui('probe.connecting', host=safe(s.host), address=s.address, port=s.port)}",
-                None,
-                True,
-            )
-        )
-        tls_shown = False
+        return [*out, ""]
+
+    def start(self, host: str, address: str, port: int, implicit: bool) -> list[str]:
+        self._tls, self._tls_shown = None, False
+        self._host, self._implicit = host, implicit
+        head = self.loc.ui("probe.connecting", host=safe(host), address=address, port=port)
+        return [self.style(f"=== {head}", None, True)]
+
+    def tls(self, info: TlsInfo) -> None:
+        self._tls = info
+
+    def step(self, st: Step) -> list[str]:
+        out: list[str] = []
+        opened_tls = st.tls and not self._implicit
+        greeted_tls = st.command == "CONNECT" and self._implicit and st.reply is not None
+        if (opened_tls or greeted_tls) and not self._tls_shown and self._tls is not None:
+            out.extend(_tls_lines(self._tls, self._host, self.loc))
+            self._tls_shown = True
+        marker_out, marker_in = ("~>", "<~") if st.tls else ("->", "<-")
+        if st.sent is not None:
+            out.append(f" {marker_out} {safe(st.sent)}")
+        if st.reply is not None:
+            out.extend(self._reply(st, marker_in))
+        if st.error is not None:
+            err = self.style(f"*** {safe(st.error.detail)}", "red", False)
+            out.append(err + f"   ({st.elapsed_ms:.0f} ms)")
+        if st.note:
+            out.append(f"*** {safe(st.note)}")
+        return out
+
+    def _reply(self, st: Step, marker: str) -> list[str]:
+        assert st.reply is not None
+        colour = CLASS_COLOURS.get(st.reply.code // 100)
+        err = "*" if st.reply.code >= 400 else " "
+        out = []
+        last = len(st.reply.lines) - 1
+        for n, line in enumerate(st.reply.lines):
+            suffix = f"   ({st.elapsed_ms:.0f} ms)" if n == last else ""
+            out.append(self.style(f"{marker}{err} {safe(line)}", colour, False) + suffix)
+        return out + _annotation(st.reply, self.loc, self.style)
+
+    def end(self, s: Session) -> list[str]:
+        out = []
+        if s.tls.attempted and not self._tls_shown:
+            out.extend(_tls_lines(s.tls, s.host, self.loc))
+        return [*out, ""]
+
+    def session(self, s: Session) -> list[str]:
+        """A finished session, replayed."""
+        out = self.start(s.host, s.address, s.port, s.tls.implicit)
+        self.tls(s.tls)
         for st in s.steps:
-            if st.tls and not tls_shown and not s.tls.implicit:
-                out.extend(_tls_lines(s.tls, s.host, loc))
-                tls_shown = True
-            if st.command == "CONNECT" and s.tls.implicit and st.reply and not tls_shown:
-                out.extend(_tls_lines(s.tls, s.host, loc))
-                tls_shown = True
-            marker_out, marker_in = ("~>", "<~") if st.tls else ("->", "<-")
-            if st.sent is not None:
-                out.append(f" {marker_out} {safe(st.sent)}")
-            if st.reply is not None:
-                colour = CLASS_COLOURS.get(st.reply.code // 100)
-                err = "*" if st.reply.code >= 400 else " "
-                for n, line in enumerate(st.reply.lines):
-                    suffix = f"   ({st.elapsed_ms:.0f} ms)" if n == len(st.reply.lines) - 1 else ""
-                    out.append(style(f"{marker_in}{err} {safe(line)}", colour, False) + suffix)
-                out.extend(_annotation(st.reply, loc, style))
-            if st.error is not None:
-                out.append(
-                    style(f"*** {safe(st.error.detail)}", "red", False)
-                    + f"   ({st.elapsed_ms:.0f} ms)"
-                )
-            if st.note:
-                out.append(f"*** {safe(st.note)}")
-        if s.tls.attempted and not tls_shown:
-            out.extend(_tls_lines(s.tls, s.host, loc))
-        out.append("")
-    if not r.sessions:
-        out.append(loc.ui("probe.no_sessions"))
-    for e in r.expectations:
-        mark = (
-            style(loc.ui("probe.met"), "green", False)
-            if e.met
-            else style(loc.ui("probe.not_met"), "red", True)
+            out.extend(self.step(st))
+        return out + self.end(s)
+
+    def verdict(self, r: ProbeResult) -> list[str]:
+        loc, style = self.loc, self.style
+        out = [] if r.sessions else [loc.ui("probe.no_sessions")]
+        for e in r.expectations:
+            mark = (
+                style(loc.ui("probe.met"), "green", False)
+                if e.met
+                else style(loc.ui("probe.not_met"), "red", True)
+            )
+            out.append(
+                f"{loc.ui('probe.expectations')}: {safe(e.expectation)} {mark} ({safe(e.detail)})"
+            )
+        status = exit_status(r.verdict)
+        colour = "green" if status == 0 else ("yellow" if status == 75 else "red")
+        head = style(
+            f"{loc.ui('probe.verdict')}: {loc.ui(f'verdict.{r.verdict.value}')}", colour, True
         )
-        out.append(
-            f"{loc.ui('probe.expectations')}: {safe(e.expectation)} {mark} ({safe(e.detail)})"
-        )
-    status = exit_status(r.verdict)
-    colour = "green" if status == 0 else ("yellow" if status == 75 else "red")
-    out.append(
-        style(f"{loc.ui('probe.verdict')}: {loc.ui(f'verdict.{r.verdict.value}')}", colour, True)
-        + f" - {safe(r.reason)} ({loc.ui('probe.exit', status=status)})"
-    )
-    return "\n".join(out)
+        out.append(head + f" - {safe(r.reason)} ({loc.ui('probe.exit', status=status)})")
+        return out
+
+
+def to_text(r: ProbeResult, loc: Locale, style: Styler = plain) -> str:
+    t = Transcript(loc, style)
+    out = t.dns(r.dns, r.target.kind)
+    for s in r.sessions:
+        out.extend(t.session(s))
+    return "\n".join(out + t.verdict(r))

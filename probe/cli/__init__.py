@@ -1,0 +1,145 @@
+"""The `smtp-probe` command line: a thin click layer over the core and the I/O rooms.
+
+Only this package writes to stdout/stderr or exits. Each command lives in the module of its
+kind, loaded when that command runs: `offline` (explain, compare, codes) needs no network
+stack, and `live` (probe, batch, mx, demo) is the one place that loads it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import ipaddress
+import os
+import sys
+from typing import Any
+
+import click
+
+from probe import exitcodes
+
+# name -> (module, attribute, one-line help): `--help` lists commands without loading them.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "probe": (
+        "probe.cli.live",
+        "probe_command",
+        "Probe TARGET live: a domain, user@domain, a host.",
+    ),
+    "batch": ("probe.cli.live", "batch", "Probe many targets, one a line, as JSON Lines."),
+    "mx": ("probe.cli.live", "mx", "Check a domain's mail setup: MX, DNS, TLS, DANE, MTA-STS."),
+    "explain": (
+        "probe.cli.offline",
+        "explain",
+        "Explain SMTP replies, codes, bounces and log lines.",
+    ),
+    "compare": ("probe.cli.offline", "compare", "Compare two codes side by side (421 521)."),
+    "codes": ("probe.cli.offline", "codes", "List the catalog: basic, enhanced codes, rules."),
+    "demo": ("probe.cli.live", "demo", "Probe mail servers started on 127.0.0.1 for this."),
+}
+
+
+def looks_like_target(word: str) -> bool:
+    """A domain, an address, an address literal or host:port, as opposed to a stray word."""
+    if any(c in word for c in ".@[:"):
+        return True
+    try:
+        ipaddress.ip_address(word)
+    except ValueError:
+        return False
+    return True
+
+
+def _stdout_gone() -> bool:
+    """Whether standard output is a pipe or socket whose reader has gone (POLLERR)."""
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in poller.poll(0))
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+_GROUP_OPTIONS = ("-h", "--help", "--version")
+
+
+class _Group(click.Group):
+    """A group where `smtp-probe TARGET` is short for `smtp-probe probe TARGET`, commands
+    load on demand, and click's usage errors exit with 64 (EX_USAGE) instead of 2."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = COMMANDS.get(cmd_name)
+        if entry is None:
+            return None
+        command = getattr(importlib.import_module(entry[0]), entry[1])
+        assert isinstance(command, click.Command)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, entry[2]) for name, entry in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            rv = super().main(*args, **kwargs)
+        except (click.exceptions.Abort, KeyboardInterrupt):
+            click.echo("smtp-probe: interrupted", err=True)
+            sys.exit(exitcodes.INTERRUPTED)
+        except click.ClickException as e:
+            e.show()
+            sys.exit(exitcodes.USAGE)
+        sys.exit(rv if isinstance(rv, int) else exitcodes.OK)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        # Caught here, not in main(): click turns EPIPE into a bare exit status 1 on its way out.
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            if not _stdout_gone():
+                click.echo("smtp-probe: I/O error: broken pipe", err=True)
+                raise SystemExit(exitcodes.IOERR) from None
+            # The reader of our output went away (`| head`): stop quietly, as Unix tools do.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+            raise SystemExit(exitcodes.OK) from None
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        first = args[0] if args else None
+        if first is not None and first not in COMMANDS and first not in _GROUP_OPTIONS:
+            if not first.startswith("-") and not looks_like_target(first):
+                raise _unknown_command(first)
+            args = ["probe", *args]
+        return super().parse_args(ctx, args)
+
+
+def _unknown_command(word: str) -> click.UsageError:
+    """A word that is neither a command nor anything a target could be: send nothing."""
+    close = difflib.get_close_matches(word, list(COMMANDS), n=1, cutoff=0.6)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    more = " (to probe a single-label host, write: smtp-probe probe NAME --host)"
+    return click.UsageError(f"no command {word!r}{hint}{'' if close else more}")
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="smtp-probe", prog_name="smtp-probe")
+def cli() -> None:
+    """Probe mail servers live and explain every SMTP reply.
+
+    \b
+    Live:     smtp-probe example.com   smtp-probe user@example.com --expect starttls
+    Offline:  smtp-probe explain "550 5.1.1 User unknown"   smtp-probe compare 421 521
+              smtp-probe codes --class 4   smtp-probe demo
+    """
+
+
+def main() -> None:
+    """Console entry point."""
+    cli()

@@ -1,0 +1,169 @@
+"""Commands that need no network: explain, compare, codes. Nothing here imports asyncio,
+ssl, dnspython or aiosmtplib (tests/test_architecture.py checks it)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from typing import IO
+
+import click
+
+from probe import catalog, exitcodes
+from probe.catalog import Locale, locale
+from probe.cli.common import (
+    FORMATS,
+    colour_enabled,
+    dump,
+    echo,
+    fail,
+    lang_option,
+    resolve_lang,
+    stdout_styler,
+    styler,
+)
+from probe.interpret import explain as explain_one
+from probe.interpret import interpret_reply
+from probe.model import CATEGORIES, Interpretation, NotAReply
+from probe.render import Styler
+from probe.render import codes as codes_render
+from probe.render import compare as compare_render
+from probe.render import explain as explain_render
+from probe.reply import iter_replies, parse
+
+
+def _read_stream(stream: IO[bytes]) -> Iterator[str]:
+    """Lines of a byte stream, decoded leniently, one at a time (constant memory)."""
+    for raw in stream:
+        yield raw.decode("utf-8", "backslashreplace").rstrip("\r\n")
+
+
+class _Explained:
+    """Where each explanation goes: printed as it comes, collected for one JSON array, or
+    counted for --summary."""
+
+    def __init__(self, fmt: str, summary: bool, loc: Locale, style: Styler) -> None:
+        self.fmt, self.summary, self.loc, self.style = fmt, summary, loc, style
+        self.stats = explain_render.Summary()
+        self.collected: list[dict[str, object]] = []
+        self.found = self.missing = 0
+        self._first = True
+
+    def add(self, e: Interpretation | NotAReply) -> None:
+        if isinstance(e, NotAReply):
+            self.missing += 1
+        else:
+            self.found += 1
+        if self.summary:
+            self.stats.add(e)
+        elif self.fmt == "json":
+            self.collected.append(explain_render.to_json(e, self.loc))
+        elif self.fmt == "jsonl":
+            echo(json.dumps(explain_render.to_json(e, self.loc), ensure_ascii=False))
+        else:
+            if not self._first:
+                echo("")
+            self._first = False
+            echo(explain_render.to_text(e, self.loc, self.style))
+
+    def read(self, stream: IO[bytes]) -> None:
+        """A whole log: lines without a reply are counted (for --summary), not shown."""
+        for line, result in iter_replies(_read_stream(stream)):
+            if isinstance(result, NotAReply):
+                if self.summary:
+                    self.stats.add(result)
+                continue
+            self.add(interpret_reply(result, line))
+
+    def close(self) -> None:
+        if self.summary and self.fmt == "text":
+            echo(explain_render.summary_text(self.stats, self.loc, self.style))
+        elif self.summary:
+            doc = explain_render.summary_json(self.stats, self.loc)
+            echo(json.dumps(doc, ensure_ascii=False, indent=2 if self.fmt == "json" else None))
+        elif self.fmt == "json":
+            echo(dump(self.collected))
+
+
+@click.command()
+@click.argument("items", nargs=-1, required=True)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True)
+@click.option(
+    "--summary", is_flag=True, help="With '-': counts by category and code, one example each."
+)
+@lang_option
+def explain(items: tuple[str, ...], fmt: str, summary: bool, lang: str | None) -> None:
+    """Explain SMTP replies: codes, reply lines, bounces, MTA log lines, DSN fields.
+
+    ITEM is a code (550, 5.7.26), a reply or a log line. '-' reads standard input line by
+    line (a whole mail log): lines without a reply are counted, not shown.
+    """
+    loc = locale(resolve_lang(lang))
+    if summary and "-" not in items:
+        fail("--summary needs '-' (standard input) among the items")
+    out = _Explained(fmt, summary, loc, styler(fmt == "text" and colour_enabled(sys.stdout)))
+    for item in items:
+        if item == "-":
+            out.read(sys.stdin.buffer)
+        else:
+            e = explain_one(item)
+            out.add(e)
+    out.close()
+    if not out.found:
+        click.echo("smtp-probe: no SMTP reply found in the input", err=True)
+        raise SystemExit(exitcodes.DATAERR)
+    if out.missing:
+        click.echo(f"smtp-probe: {out.missing} item(s) held no SMTP reply", err=True)
+        raise SystemExit(exitcodes.DATAERR)
+
+
+def _code_item(value: str) -> Interpretation:
+    r = parse(value)
+    if r is None or r.form.value not in ("code", "enhanced"):
+        fail(
+            f"{value!r} is not a reply code (give a basic code like 421 or an enhanced code like 5.7.26)"
+        )
+    return interpret_reply(r, value)
+
+
+@click.command()
+@click.argument("a")
+@click.argument("b")
+@click.option(
+    "--format", "fmt", type=click.Choice(("text", "json")), default="text", show_default=True
+)
+@lang_option
+def compare(a: str, b: str, fmt: str, lang: str | None) -> None:
+    """Compare two codes side by side (421 521, or 5.1.1 5.2.2)."""
+    loc = locale(resolve_lang(lang))
+    ia, ib = _code_item(a), _code_item(b)
+    if fmt == "json":
+        echo(dump(compare_render.to_json(ia, ib, loc)))
+    else:
+        echo(compare_render.to_text(ia, ib, loc, stdout_styler()))
+
+
+@click.command()
+@click.option(
+    "--kind",
+    type=click.Choice(("basic", "enhanced", "rules", "all")),
+    default="basic",
+    show_default=True,
+)
+@click.option("--class", "klass", type=click.IntRange(2, 5), help="Only codes of this class (2-5).")
+@click.option("--category", help="Only entries of this category (see README).")
+@click.option(
+    "--format", "fmt", type=click.Choice(("text", "json")), default="text", show_default=True
+)
+@lang_option
+def codes(kind: str, klass: int | None, category: str | None, fmt: str, lang: str | None) -> None:
+    """List the catalog: basic codes, enhanced codes or provider rules."""
+    if category is not None and category not in CATEGORIES:
+        fail(f"unknown category {category!r}; one of: {', '.join(CATEGORIES)}")
+    loc = locale(resolve_lang(lang))
+    items = codes_render.rows(catalog.load(), loc, kind, klass, category)
+    if fmt == "json":
+        echo(dump(items))
+    else:
+        echo(codes_render.to_text(items, stdout_styler()))

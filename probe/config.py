@@ -1,0 +1,141 @@
+"""Configuration as pure data: what to send, how long to wait, how many sessions at once.
+
+Built in one place (the CLI's option translation, or a library caller) and passed down
+unchanged; nothing below reads an option by name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from probe.result import Target
+from probe.verdict import Expectation
+
+# One session is a handful of exchanges: greeting, EHLO, STARTTLS, EHLO, MAIL, RCPT, RSET,
+# QUIT. When one value sets every timeout, the whole session may take this many of them.
+BUDGET_PER_TIMEOUT = 8
+DNS_TRY = 3.0  # seconds one DNS try waits at most before the next (within the lifetime)
+
+
+class StartTls(StrEnum):
+    AUTO = "auto"  # when the server offers it, as MTAs do
+    REQUIRE = "require"
+    NEVER = "never"
+
+
+class QuitAfter(StrEnum):
+    CONNECT = "connect"
+    EHLO = "ehlo"
+    TLS = "tls"
+    MAIL = "mail"
+    RCPT = "rcpt"
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class Timeouts:
+    """Seconds for each wait. One value sets them all; named ones override it.
+
+    `Timeouts()` gives the defaults; `Timeouts(5)` waits 5 s for everything and allows
+    a session `BUDGET_PER_TIMEOUT` times that; `Timeouts(5, budget=60)` keeps 5 s per wait
+    and a 60 s budget.
+    """
+
+    connect: float
+    greeting: float
+    command: float
+    dns: float  # one whole DNS lookup, retries included
+    budget: float  # one whole session with one address
+
+    def __init__(
+        self,
+        default: float | None = None,
+        *,
+        connect: float | None = None,
+        greeting: float | None = None,
+        command: float | None = None,
+        dns: float | None = None,
+        budget: float | None = None,
+    ) -> None:
+        def pick(named: float | None, usual: float) -> float:
+            if named is not None:
+                return named
+            return usual if default is None else default
+
+        set_ = object.__setattr__
+        set_(self, "connect", pick(connect, 10.0))
+        set_(self, "greeting", pick(greeting, 30.0))
+        set_(self, "command", pick(command, 30.0))
+        set_(self, "dns", pick(dns, 8.0))
+        usual_budget = 120.0 if default is None else default * BUDGET_PER_TIMEOUT
+        set_(self, "budget", budget if budget is not None else usual_budget)
+
+    @property
+    def dns_try(self) -> float:
+        """How long one DNS try waits: a lost packet is asked again within the lifetime."""
+        return min(DNS_TRY, self.dns)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionOptions:
+    """How to talk to one server."""
+
+    helo: str | None = None
+    mail_from: str = ""
+    rcpts: tuple[str, ...] = ()
+    starttls: StartTls = StartTls.AUTO
+    implicit_tls: bool = False
+    cafile: str | None = None
+    quit_after: QuitAfter | None = None
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    resume_tls: bool = True  # offer a TLS session saved from this run's last visit
+
+    def __post_init__(self) -> None:
+        # Library callers may pass the plain words; the dialogue compares enums.
+        object.__setattr__(self, "starttls", StartTls(self.starttls))
+        if self.quit_after is not None:
+            object.__setattr__(self, "quit_after", QuitAfter(self.quit_after))
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeRequest:
+    """One target and how to probe it."""
+
+    target: Target
+    session: SessionOptions = field(default_factory=SessionOptions)
+    port: int | None = None
+    all_hosts: bool = False
+    family: int | None = None  # 4 or 6; None for both
+    seed: int | None = None  # for shuffling MX hosts of equal preference
+    nameservers: tuple[tuple[str, int], ...] = ()
+    expectations: tuple[Expectation, ...] = ()
+
+    @property
+    def dns_timeout(self) -> float:
+        return self.session.timeouts.dns
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLimits:
+    """How hard a batch may press: overall, per MX address, and per kept connection."""
+
+    concurrency: int = 20  # sessions at once, overall
+    per_host: int = 2  # sessions (and connections) at once to one MX address
+    rate: float | None = None  # targets started per second, overall
+    reuse: int = 1  # targets one connection may serve; 1 opens one per target
+    idle: float = 2.0  # seconds a kept connection waits for its next target
+    # A kept connection is retired once it has drawn this many 4xx/5xx replies: Postfix
+    # slows every reply by a second after 10 (smtpd_soft_error_limit), Exim and others
+    # count errors per connection too, and a new connection starts at zero.
+    rejections: int = 5
+
+    def share(self, n: int) -> BatchLimits:
+        """This process's part when `n` processes share the limits (rounded down, at least 1)."""
+        return BatchLimits(
+            max(1, self.concurrency // n),
+            max(1, self.per_host // n),
+            self.rate / n if self.rate else None,
+            self.reuse,
+            self.idle,
+            self.rejections,
+        )
