@@ -198,37 +198,81 @@ def run_workers(
     Targets a worker held when it died are recorded as lost at the end; when this process is
     interrupted (KeyboardInterrupt) they get no record, so that --resume probes them again.
     """
-    n = len(pool)
-    header = base64.b64encode(pickle.dumps(share(cfg, n))) + b"\n"
-    lock = threading.Lock()
-    stopping = threading.Event()
-    finished = threading.Event()
-    failure: list[BaseException] = []
-    lost: list[tuple[int, str, int | None]] = []
-    running = [n]
-    for w in pool:
+    _Run(cfg, pool, on_record).run(items)
+
+
+class _Run:
+    """One run over worker processes: a reader thread per worker, a dispatcher thread for the
+    input, and this thread waiting for the end. Shared state changes under `lock`."""
+
+    def __init__(
+        self,
+        cfg: WorkerConfig,
+        pool: list[Worker],
+        on_record: Callable[[str, dict[str, Any]], None],
+    ) -> None:
+        self.pool, self.on_record = pool, on_record
+        self.n = len(pool)
+        self.header = base64.b64encode(pickle.dumps(share(cfg, self.n))) + b"\n"
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.finished = threading.Event()
+        self.failure: list[BaseException] = []
+        self.lost: list[tuple[int, str, int | None]] = []
+        self.running = self.n
+
+    def run(self, items: Iterable[tuple[int, str]]) -> None:
+        for w in self.pool:
+            try:
+                w.stdin.write(self.header)
+                w.stdin.flush()
+            except OSError:
+                w.alive = False
+        threads = [threading.Thread(target=self.read, args=(w,), daemon=True) for w in self.pool]
+        # The input is read on a daemon thread: a pipe that never ends (tail -f) must not
+        # keep a stopped run alive.
+        threads.append(threading.Thread(target=self.dispatch, args=(items,), daemon=True))
+        for t in threads:
+            t.start()
         try:
-            w.stdin.write(header)
-            w.stdin.flush()
-        except OSError:
-            w.alive = False
+            self.wait()
+        except BaseException:
+            self.stopping.set()
+            for w in self.pool:
+                w.stop()
+            for t in threads[:-1]:
+                t.join(timeout=10)
+            raise
 
-    def fail(e: BaseException) -> None:
+    def wait(self) -> None:
+        """Until every worker is done; then the lost targets get their records."""
+        while not self.finished.wait(0.2):
+            if self.stopping.is_set():
+                break
+        with self.lock:
+            if self.failure:
+                raise self.failure[0]
+            left = sorted(self.lost)
+        for line, text, status in left:
+            rec = lost_record(line, text, status)
+            self.on_record(json.dumps(rec, ensure_ascii=False) + "\n", rec)
+
+    def fail(self, e: BaseException) -> None:
         """Under the lock: the first failure (the sink, the input) stops the run."""
-        if not failure:
-            failure.append(e)
-        stopping.set()
+        if not self.failure:
+            self.failure.append(e)
+        self.stopping.set()
 
-    def record(raw: str, rec: dict[str, Any]) -> None:
+    def record(self, raw: str, rec: dict[str, Any]) -> None:
         """Under the lock."""
-        if failure:
+        if self.failure:
             return
         try:
-            on_record(raw, rec)
+            self.on_record(raw, rec)
         except Exception as e:
-            fail(e)
+            self.fail(e)
 
-    def read(w: Worker) -> None:
+    def read(self, w: Worker) -> None:
         try:
             for raw in w.stdout:
                 if not raw.endswith(b"\n"):
@@ -239,39 +283,41 @@ def run_workers(
                     line = int(rec["line"])
                 except (ValueError, KeyError, TypeError):
                     continue  # not a record; its target stays pending and is reported lost
-                with lock:
+                with self.lock:
                     if w.pending.pop(line, None) is not None:
-                        record(text, rec)
+                        self.record(text, rec)
         except OSError:
             pass
         finally:
-            status = w.proc.wait()
-            with lock:
-                w.alive = False
-                lost.extend((line, text, status) for line, text in sorted(w.pending.items()))
-                w.pending.clear()
-                running[0] -= 1
-                if running[0] == 0:
-                    finished.set()
+            self._ended(w, w.proc.wait())
 
-    def dispatch() -> None:
+    def _ended(self, w: Worker, status: int) -> None:
+        with self.lock:
+            w.alive = False
+            self.lost.extend((line, text, status) for line, text in sorted(w.pending.items()))
+            w.pending.clear()
+            self.running -= 1
+            if self.running == 0:
+                self.finished.set()
+
+    def dispatch(self, items: Iterable[tuple[int, str]]) -> None:
         try:
             for line, text in items:
-                if stopping.is_set():
+                if self.stopping.is_set():
                     return
-                _send(line, text)
+                self.send(line, text)
         except Exception as e:  # the input failed (a read error)
-            with lock:
-                fail(e)
+            with self.lock:
+                self.fail(e)
         finally:
-            for w in pool:
+            for w in self.pool:
                 _close(w.stdin)  # end of input: each worker finishes what it holds
 
-    def _send(line: int, text: str) -> None:
-        first = _shard(text, n)
-        for k in range(n):
-            w = pool[(first + k) % n]
-            with lock:
+    def send(self, line: int, text: str) -> None:
+        first = _shard(text, self.n)
+        for k in range(self.n):
+            w = self.pool[(first + k) % self.n]
+            with self.lock:
                 if not w.alive:
                     continue
                 w.pending[line] = text
@@ -279,39 +325,14 @@ def run_workers(
                 w.stdin.write(f"{line}\t{text}\n".encode())
                 w.stdin.flush()
             except (OSError, ValueError):
-                with lock:
+                with self.lock:
                     taken = w.pending.pop(line, None) is None
                 if taken:
                     return  # the worker's reader already counted it as lost
                 continue  # never reached the worker: try the next one
             return
-        with lock:
-            lost.append((line, text, None))
-
-    threads = [threading.Thread(target=read, args=(w,), daemon=True) for w in pool]
-    # The input is read on a daemon thread: a pipe that never ends (tail -f) must not keep a
-    # stopped run alive.
-    threads.append(threading.Thread(target=dispatch, daemon=True))
-    for t in threads:
-        t.start()
-    try:
-        while not finished.wait(0.2):
-            if stopping.is_set():
-                break
-        with lock:
-            if failure:
-                raise failure[0]
-            left = sorted(lost)
-        for line, text, status in left:
-            rec = lost_record(line, text, status)
-            on_record(json.dumps(rec, ensure_ascii=False) + "\n", rec)
-    except BaseException:
-        stopping.set()
-        for w in pool:
-            w.stop()
-        for t in threads[:-1]:
-            t.join(timeout=10)
-        raise
+        with self.lock:
+            self.lost.append((line, text, None))
 
 
 def _close(f: IO[bytes]) -> None:

@@ -1,0 +1,338 @@
+"""The behaviours the restructured live core promises: one handshake per session, runs that
+share nothing, an observer told of each step as it happens, kept connections retired before
+a server's error limit, and typos that send nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from probe.config import BatchLimits, ProbeRequest, SessionOptions, Timeouts
+from probe.lab.dns import LoopThread, ZoneDNS
+from probe.lab.smtp import port_of, start_raw
+from probe.limits import Limits
+from probe.pool import Pool
+from probe.result import DnsResult, Session, Step, Target, TlsInfo
+from probe.runner import probe
+from probe.session import RunContext, run_session
+
+FAST = Timeouts(2.0, budget=10.0)
+
+
+@dataclass
+class TlsMx:
+    """A raw STARTTLS server that counts connections and remembers failed handshakes."""
+
+    ctx: ssl.SSLContext
+    greeting_delay: float = 0.0
+    connections: int = 0
+    handshake_errors: list[str] = field(default_factory=list)
+    received: list[tuple[float, str]] = field(default_factory=list)
+
+    async def __call__(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        await asyncio.sleep(self.greeting_delay)
+        w.write(b"220 mx.test ESMTP\r\n")
+        tls = False
+        while line := await r.readline():
+            cmd = line.decode().strip()
+            self.received.append((time.monotonic(), cmd))
+            verb = cmd.split(" ")[0].upper()
+            if verb == "EHLO":
+                w.write(b"250-mx.test\r\n250 STARTTLS\r\n" if not tls else b"250 mx.test\r\n")
+            elif verb == "STARTTLS":
+                w.write(b"220 2.0.0 go ahead\r\n")
+                await w.drain()
+                try:
+                    await w.start_tls(self.ctx)
+                except (ssl.SSLError, ConnectionError) as e:
+                    self.handshake_errors.append(str(e))
+                    return
+                tls = True
+                continue
+            elif verb == "QUIT":
+                w.write(b"221 2.0.0 bye\r\n")
+                await w.drain()
+                return
+            else:
+                w.write(b"250 2.0.0 ok\r\n")
+            await w.drain()
+
+
+def leaf_context(ca: trustme.CA, *names: str, **kw: object) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(*names, **kw).configure_cert(ctx)  # type: ignore[arg-type]
+    return ctx
+
+
+def self_signed_context(tmp: Path) -> ssl.SSLContext:
+    """A certificate that is its own issuer, as many MTAs ship by default."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mx.test")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("mx.test")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    pem = tmp / "self.pem"
+    pem.write_bytes(
+        cert.public_bytes(serialization.Encoding.PEM)
+        + key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(str(pem))
+    return ctx
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def cafile(ca: trustme.CA, tmp_path: Path) -> str:
+    path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+def _past() -> datetime:
+    return datetime.now(UTC) - timedelta(days=10)
+
+
+@pytest.mark.parametrize("case", ["self-signed", "expired", "wrong name", "unknown ca"])
+async def test_one_connection_and_one_clean_handshake_whatever_the_certificate(
+    case: str, ca: trustme.CA, cafile: str, tmp_path: Path
+) -> None:
+    if case == "self-signed":
+        ctx = self_signed_context(tmp_path)
+    elif case == "expired":
+        past = _past()
+        ctx = leaf_context(ca, "mx.test", not_before=past - timedelta(days=90), not_after=past)
+    elif case == "wrong name":
+        ctx = leaf_context(ca, "other.test")
+    else:
+        ctx = leaf_context(trustme.CA(), "mx.test")
+    mx = TlsMx(ctx)
+    srv = await start_raw(mx)
+    try:
+        opts = SessionOptions(helo="probe.test", cafile=cafile, timeouts=FAST)
+        s = await run_session("mx.test", "127.0.0.1", port_of(srv), opts)
+    finally:
+        srv.close()
+    # The server saw one connection and no failed handshake: nothing for its logs or limits.
+    assert mx.connections == 1 and mx.handshake_errors == []
+    assert s.completed and s.tls.ok
+    assert [st.command for st in s.steps][:4] == ["CONNECT", "EHLO", "STARTTLS", "EHLO"]
+    why = s.tls.verify_error or ""
+    if case == "wrong name":
+        assert s.tls.trusted is True and s.tls.name_matches is False and not why
+    else:
+        assert s.tls.trusted is False
+        expected = {
+            "self-signed": "self-signed",
+            "expired": "expired",
+            "unknown ca": "unable to get local issuer certificate",
+        }[case]
+        assert expected in why, why
+
+
+async def test_a_trusted_chain_with_an_intermediate_is_trusted(ca: trustme.CA, cafile: str) -> None:
+    mx = TlsMx(leaf_context(ca.create_child_ca(), "mx.test"))
+    srv = await start_raw(mx)
+    try:
+        opts = SessionOptions(helo="probe.test", cafile=cafile, timeouts=FAST)
+        s = await run_session("mx.test", "127.0.0.1", port_of(srv), opts)
+    finally:
+        srv.close()
+    assert s.tls.trusted is True and s.tls.name_matches is True and s.tls.verify_error is None
+
+
+async def test_two_probes_share_nothing_unless_handed_the_same_run(
+    ca: trustme.CA, cafile: str
+) -> None:
+    mx = TlsMx(leaf_context(ca, "mx.test"))
+    srv = await start_raw(mx)
+    req = ProbeRequest(
+        Target("[127.0.0.1]", "literal", None, "127.0.0.1", None),
+        SessionOptions(helo="probe.test", cafile=cafile, timeouts=FAST),
+        port=port_of(srv),
+    )
+    try:
+        alone = [await probe(req), await probe(req)]
+        run = RunContext()
+        shared = [await probe(req, run=run), await probe(req, run=run)]
+    finally:
+        srv.close()
+    assert [r.sessions[0].tls.resumed for r in alone] == [False, False]
+    assert [r.sessions[0].tls.resumed for r in shared] == [False, True]
+    assert all(r.sessions[0].tls.trusted for r in alone + shared)
+
+
+@dataclass
+class Recorder:
+    """An observer that notes each event and when it came."""
+
+    events: list[tuple[float, str]] = field(default_factory=list)
+
+    def _note(self, what: str) -> None:
+        self.events.append((time.monotonic(), what))
+
+    def resolved(self, dns: DnsResult) -> None:
+        self._note("resolved")
+
+    def session_started(self, host: str, address: str, port: int) -> None:
+        self._note("started")
+
+    def tls(self, info: TlsInfo) -> None:
+        self._note(f"tls trusted={info.trusted}")
+
+    def step(self, step: Step) -> None:
+        self._note(step.command)
+
+    def session_ended(self, session: Session) -> None:
+        self._note("ended")
+
+
+async def test_the_observer_hears_each_step_in_order_as_it_happens(
+    ca: trustme.CA, cafile: str
+) -> None:
+    mx = TlsMx(leaf_context(ca, "mx.test"), greeting_delay=0.3)
+    srv = await start_raw(mx)
+    seen = Recorder()
+    opts = SessionOptions(helo="probe.test", cafile=cafile, rcpts=("a@mx.test",), timeouts=FAST)
+    try:
+        t0 = time.monotonic()
+        s = await run_session("mx.test", "127.0.0.1", port_of(srv), opts, RunContext(observer=seen))
+    finally:
+        srv.close()
+    names = [what for _, what in seen.events]
+    assert names == [
+        "started",
+        "CONNECT",
+        "EHLO",
+        "tls trusted=True",
+        "STARTTLS",
+        "EHLO",
+        "MAIL",
+        "RCPT",
+        "RSET",
+        "QUIT",
+        "ended",
+    ]
+    assert [st.command for st in s.steps] == names[1:3] + names[4:-1]
+    # "started" came at once, before the slow greeting; each step was told before the server
+    # got the next command, not at the end.
+    assert seen.events[0][0] - t0 < 0.25
+    told = [t for t, what in seen.events if what not in ("started", "ended") and "tls" not in what]
+    sent = [t for t, _cmd in mx.received]
+    assert len(sent) == len(told) - 1  # every step but the greeting answers a command
+    for step_time, next_command in zip(told, sent, strict=False):
+        assert step_time <= next_command
+
+
+@dataclass
+class PenalisingMx:
+    """Applies Postfix's smtpd_soft_error_limit: after `limit` errors on one connection,
+    every reply is delayed by `sleep` seconds."""
+
+    limit: int = 10
+    sleep: float = 1.0
+    errors: list[int] = field(default_factory=list)  # per connection, at its end
+    penalised: int = 0
+
+    async def __call__(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        errors = 0
+        w.write(b"220 mx.test ESMTP\r\n")
+        try:
+            while line := await r.readline():
+                if errors >= self.limit:
+                    self.penalised += 1
+                    await asyncio.sleep(self.sleep)
+                verb = line.decode().split(" ")[0].strip().upper()
+                if verb == "EHLO":
+                    w.write(b"250-mx.test\r\n250 PIPELINING\r\n")
+                elif verb == "RCPT":
+                    errors += 1
+                    w.write(b"550 5.1.1 <nobody@mx.test>: Recipient address rejected\r\n")
+                elif verb == "QUIT":
+                    w.write(b"221 2.0.0 Bye\r\n")
+                    await w.drain()
+                    return
+                else:
+                    w.write(b"250 2.0.0 Ok\r\n")
+                await w.drain()
+        finally:
+            self.errors.append(errors)
+
+
+async def test_a_kept_connection_retires_before_the_servers_error_limit() -> None:
+    mx = PenalisingMx()
+    srv = await start_raw(mx)
+    limits = BatchLimits(per_host=1, reuse=50)
+    pool = Pool(Limits(limits))
+    try:
+        sessions = []
+        for i in range(30):
+            opts = SessionOptions(helo="probe.test", rcpts=(f"nobody{i}@mx.test",), timeouts=FAST)
+            sessions.append(await pool.session("mx.test", "127.0.0.1", port_of(srv), opts))
+        await pool.close()
+    finally:
+        srv.close()
+    assert all(s.completed for s in sessions)
+    assert sum(s.reused for s in sessions) > 0  # connections were kept...
+    assert mx.penalised == 0  # ...but none lived long enough to be slowed down
+    assert max(mx.errors) <= limits.rejections < mx.limit
+    assert sum(mx.errors) == 30
+
+
+def test_a_typo_is_a_usage_error_and_sends_nothing() -> None:
+    lt = LoopThread()
+    dns = ZoneDNS("example.com. 300 IN MX 10 mx.example.com.\n")
+    dns_port = lt.run(dns.start())
+    try:
+        p = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "probe",
+                "prbe",
+                "example.com",
+                "--nameserver",
+                f"127.0.0.1:{dns_port}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        lt.run(dns.stop())
+        lt.close()
+    assert p.returncode == 64, p.stderr
+    assert "did you mean 'probe'" in p.stderr
+    assert len(p.stderr.strip().splitlines()) <= 3 and "Traceback" not in p.stderr
+    assert dns.b.queries == []
