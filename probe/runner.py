@@ -7,12 +7,15 @@ import random
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from probe.config import ProbeRequest
-from probe.resolve import Resolver, addresses, make_resolver, resolve_domain
 from probe.result import DnsResult, DnsStatus, MxHost, ProbeResult, Session, Verdict
 from probe.session import Direct, RunContext, SessionRunner
 from probe.verdict import decide, deciding_session, evaluate
+
+if TYPE_CHECKING:
+    from probe.resolve import Resolver
 
 # Nothing was there to probe: no expectation can be met or missed.
 _BEFORE_EXPECTATIONS = (Verdict.NO_DOMAIN, Verdict.NULL_MX, Verdict.NO_HOST)
@@ -27,6 +30,12 @@ async def _candidates(
 ) -> tuple[DnsResult | None, list[tuple[str, str]]]:
     """The DNS result (None when no lookup was needed) and the (host, address) pairs."""
     t = req.target
+    if t.kind not in ("domain", "address", "host"):
+        return None, [(t.host, t.host)] if t.host else []
+    # Loaded here, not at the top: an address literal needs no DNS, and dnspython's async
+    # resolver is a fifth of a whole `probe` process's start-up.
+    from probe.resolve import addresses, make_resolver, resolve_domain
+
     if t.kind in ("domain", "address") and t.domain:
         res = resolver or make_resolver(req.nameservers or None, lifetime=req.dns_timeout)
         rng = random.Random(req.seed)

@@ -1,8 +1,9 @@
 """The `smtp-probe` command line: a thin click layer over the core and the I/O rooms.
 
 Only this package writes to stdout/stderr or exits. Each command lives in the module of its
-kind, loaded when that command runs: `offline` (explain, compare, codes) needs no network
-stack, and `live` (probe, batch, mx, demo) is the one place that loads it.
+kind, loaded by name when that command runs (`COMMANDS`): `offline` (explain, compare,
+codes) needs no network stack; `live` (probe), `bulk` (batch), `domain` (mx) and `demo` are
+where the CLI meets it, each loading only what its command uses.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "probe_command",
         "Probe TARGET live: a domain, user@domain, a host.",
     ),
-    "batch": ("probe.cli.live", "batch", "Probe many targets, one a line, as JSON Lines."),
-    "mx": ("probe.cli.live", "mx", "Check a domain's mail setup: MX, DNS, TLS, DANE, MTA-STS."),
+    "batch": ("probe.cli.bulk", "batch", "Probe many targets, one a line, as JSON Lines."),
+    "mx": ("probe.cli.domain", "mx", "Check a domain's mail setup: MX, DNS, TLS, DANE, MTA-STS."),
     "explain": (
         "probe.cli.offline",
         "explain",
@@ -34,7 +35,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "compare": ("probe.cli.offline", "compare", "Compare two codes side by side (421 521)."),
     "codes": ("probe.cli.offline", "codes", "List the catalog: basic, enhanced codes, rules."),
-    "demo": ("probe.cli.live", "demo", "Probe mail servers started on 127.0.0.1 for this."),
+    "demo": ("probe.cli.demo", "demo", "Probe mail servers started on 127.0.0.1 for this."),
 }
 
 

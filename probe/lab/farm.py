@@ -1,4 +1,6 @@
-"""A farm of loopback MX servers for benchmarks: `python -m probe.lab.farm LISTENERS DOMAINS`.
+"""A farm of loopback MX servers for benchmarks: `python -m probe.lab.farm LISTENERS DOMAINS
+[ERROR_LIMIT]` (ERROR_LIMIT: after that many 4xx/5xx replies in a session, each reply waits a
+second, as Postfix's smtpd_soft_error_limit does).
 
 Each listener (127.0.0.2, 127.0.0.3, ...) behaves like a real MX: a 220 greeting, EHLO with
 STARTTLS and a certificate made at start, 250 for recipients and 550 5.1.1 for those starting
@@ -27,9 +29,13 @@ from typing import Any, cast
 class FarmMX(asyncio.Protocol):
     """One SMTP session: enough of RFC 5321 and RFC 3207 for a probe that stops before DATA."""
 
-    def __init__(self, name: str, ctx: ssl.SSLContext) -> None:
+    def __init__(self, name: str, ctx: ssl.SSLContext, error_limit: int = 0) -> None:
         self.name = name.encode()
         self.ctx = ctx
+        # Postfix's smtpd_soft_error_limit: after this many 4xx/5xx replies in one session,
+        # every reply waits a second (smtpd_error_sleep_time). 0: never.
+        self.error_limit = error_limit
+        self.errors = 0
         self.buf = b""
         self.tls = False
         # None: plain; "plain": STARTTLS answered, bytes before the handshake are dropped
@@ -61,12 +67,16 @@ class FarmMX(asyncio.Protocol):
     def _reply(self, *lines: bytes) -> None:
         assert self.t is not None
         last = len(lines) - 1
-        self.t.write(
-            b"".join(
-                line[:3] + (b" " if n == last else b"-") + line[4:] + b"\r\n"
-                for n, line in enumerate(lines)
-            )
+        data = b"".join(
+            line[:3] + (b" " if n == last else b"-") + line[4:] + b"\r\n"
+            for n, line in enumerate(lines)
         )
+        if self.error_limit and self.errors >= self.error_limit:
+            asyncio.get_running_loop().call_later(1.0, self.t.write, data)
+        else:
+            self.t.write(data)
+        if lines[0][:1] in (b"4", b"5"):
+            self.errors += 1
 
     def _close(self) -> None:
         if self.t is not None:
@@ -189,7 +199,7 @@ def client_args(info: dict[str, Any]) -> list[str]:
     ]
 
 
-async def main(listeners: int, domains: int) -> None:
+async def main(listeners: int, domains: int, error_limit: int = 0) -> None:
     import trustme
 
     ca = trustme.CA()
@@ -214,7 +224,7 @@ async def main(listeners: int, domains: int) -> None:
     servers = []
     for n, h in zip(names, hosts, strict=True):
         srv = await loop.create_server(
-            lambda n=n: FarmMX(n, ctx),  # type: ignore[misc]
+            lambda n=n: FarmMX(n, ctx, error_limit),  # type: ignore[misc]
             h,
             port,
             backlog=1024,
@@ -236,7 +246,7 @@ async def main(listeners: int, domains: int) -> None:
 
 
 if __name__ == "__main__":
-    args = (int(sys.argv[1]), int(sys.argv[2]))
+    args = (int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 0)
     try:
         import uvloop
     except ImportError:

@@ -1,0 +1,232 @@
+"""`smtp-probe batch`: many targets, one JSON record each, in completion order."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import stat
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO, Any
+
+import click
+
+from probe import aio, exitcodes
+from probe.batch import Stats, fd_lines, read_targets, recorded_lines, run_batch, stream_targets
+from probe.catalog import locale
+from probe.cli.common import fail, lang_option, resolve_lang
+from probe.cli.options import LiveArgs, live_options
+from probe.config import BatchLimits, ProbeRequest
+from probe.workers import WorkerConfig, plan, run_workers, spawn
+
+
+def _open_input(source: str) -> tuple[Iterable[str], int | None]:
+    """The lines of FILE or '-', and the descriptor to close afterwards (if ours)."""
+    if source == "-":
+        try:
+            return fd_lines(sys.stdin.fileno()), None
+        except (AttributeError, OSError, ValueError):  # no descriptor (an embedding host)
+            return (line.rstrip("\n") for line in sys.stdin), None
+    try:
+        fd = os.open(source, os.O_RDONLY)
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            os.close(fd)
+            fail(f"cannot read {source}: it is a directory")
+    except OSError as e:
+        fail(f"cannot read {source}: {e.strerror}")
+    return fd_lines(fd), fd
+
+
+def _drop_torn_tail(path: str) -> None:
+    """An interrupted write can leave half a line at the end; cut it before appending."""
+    try:
+        with open(path, "rb+") as f:
+            data = f.read()
+            if data and not data.endswith(b"\n"):
+                f.truncate(data.rfind(b"\n") + 1)
+    except FileNotFoundError:
+        pass
+
+
+class _Progress:
+    """A progress line on a terminal's stderr (rich is imported only when one is there)."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self._p = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self._task = self._p.add_task("starting")
+        self._p.start()
+
+    def update(self, stats: Stats) -> None:
+        rate = stats.done / max(time.monotonic() - stats.started, 1e-6)
+        self._p.update(
+            self._task, description=f"{stats.done} done, {stats.errors} errors, {rate:.1f}/s"
+        )
+
+    def close(self) -> None:
+        self._p.stop()
+
+
+class _BatchRun:
+    """One `batch` invocation: input, sink, progress, and the engine (in-process or workers)."""
+
+    def __init__(self, template: ProbeRequest, lang: str, limits: BatchLimits) -> None:
+        self.template, self.lang, self.limits = template, lang, limits
+        self.stats = Stats()
+        self.progress: _Progress | None = None
+        self.sink: IO[str] = sys.stdout
+
+    def write(self, line: str) -> None:
+        # One whole line per write, flushed: an interrupted run leaves only complete records.
+        self.sink.write(line)
+        self.sink.flush()
+
+    def run(self, items: Iterator[tuple[int, str]], workers: int) -> None:
+        pool = []
+        try:
+            if workers > 1:
+                locale(self.lang)  # loaded here, once, for forked workers to inherit
+                # Before any thread starts (the progress bar has one): workers may be forked.
+                limits = self.limits
+                pool = spawn(plan(workers, limits.concurrency, limits.per_host))
+            if sys.stderr.isatty():
+                self.progress = _Progress()
+            if pool:
+                cfg = WorkerConfig(self.template, self.lang, self.limits)
+                run_workers(items, cfg, pool, self._on_record)
+            else:
+                self._in_process(items)
+        finally:
+            for w in pool:
+                w.close()
+            if self.progress:
+                self.progress.close()
+
+    def _on_record(self, line: str, rec: dict[str, Any]) -> None:
+        self.write(line)
+        self.stats.add(rec)
+        if self.progress:
+            self.progress.update(self.stats)
+
+    def _in_process(self, items: Iterator[tuple[int, str]]) -> None:
+        progress: Callable[[Stats], None] | None = self.progress.update if self.progress else None
+        self.stats = aio.run(
+            run_batch(
+                stream_targets(items),
+                self.template,
+                lambda rec: self.write(json.dumps(rec, ensure_ascii=False) + "\n"),
+                locale(self.lang),
+                limits=self.limits,
+                on_progress=progress,
+            )
+        )
+
+    def summary(self) -> str:
+        stats = self.stats
+        verdicts = ", ".join(f"{k} {v}" for k, v in stats.by_verdict.most_common())
+        cats = ", ".join(f"{k} {v}" for k, v in stats.by_category.most_common())
+        elapsed = time.monotonic() - stats.started
+        kept = (
+            f"; {stats.reused} of {stats.sessions} sessions on kept connections"
+            if stats.reused
+            else ""
+        )
+        return (
+            f"smtp-probe: {stats.done} records in {elapsed:.1f} s; verdicts: {verdicts or '-'}; "
+            f"categories: {cats or '-'}{kept}"
+        )
+
+
+@click.command()
+@click.argument("source", default="-")
+@live_options
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 10000),
+    default=20,
+    show_default=True,
+    help="Sessions at once, overall.",
+)
+@click.option(
+    "--per-host",
+    type=click.IntRange(1, 1000),
+    default=2,
+    show_default=True,
+    help="Sessions at once to one MX address.",
+)
+@click.option(
+    "--rate", type=click.FloatRange(0.01, 100000), help="Targets started per second at most."
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Processes to spread the targets over (for more than one core); the limits above "
+    "are shared out among them.",
+)
+@click.option(
+    "--reuse",
+    type=click.IntRange(1, 1000),
+    default=10,
+    show_default=True,
+    help="Targets one connection may serve, one after another (MAIL, RCPT, RSET on a kept "
+    "connection, as an MTA's connection cache does); 1 opens a new connection for each. "
+    "A connection that has drawn several rejections is retired early: servers slow down "
+    "clients that collect errors.",
+)
+@click.option("--output", type=click.Path(dir_okay=False), help="Append JSON Lines to this file.")
+@click.option("--resume", is_flag=True, help="With --output: skip inputs already recorded there.")
+@lang_option
+def batch(
+    source: str,
+    concurrency: int,
+    per_host: int,
+    rate: float | None,
+    workers: int,
+    reuse: int,
+    output: str | None,
+    resume: bool,
+    lang: str | None,
+    live: LiveArgs,
+) -> None:
+    """Probe many targets, one a line (FILE or '-'), streaming JSON Lines in completion order."""
+    if resume and not output:
+        fail("--resume needs --output FILE")
+    limits = BatchLimits(concurrency, per_host, rate, reuse)
+    job = _BatchRun(live.request(), resolve_lang(lang), limits)
+    done = recorded_lines(output) if (output and resume) else set()
+    if output and resume:
+        _drop_torn_tail(output)
+    lines, fd = _open_input(source)
+    items = ((n, text) for n, text in read_targets(lines) if n not in done)
+    try:
+        job.sink = open(output, "a", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
+        job.run(items, workers)
+    except KeyboardInterrupt:
+        again = " (rerun with --resume)" if output else ""
+        click.echo(f"smtp-probe: interrupted; every record written is complete{again}", err=True)
+        raise SystemExit(exitcodes.INTERRUPTED) from None
+    except BrokenPipeError:
+        raise  # the reader of our output went away: handled once, in the group
+    except OSError as e:
+        # Reading the input or writing --output failed (a disk full, a read error).
+        click.echo(f"smtp-probe: I/O error: {e.strerror or e}", err=True)
+        raise SystemExit(exitcodes.IOERR) from None
+    finally:
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        if output and job.sink is not sys.stdout:
+            job.sink.close()
+    click.echo(job.summary(), err=True)

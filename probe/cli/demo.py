@@ -1,0 +1,34 @@
+"""`smtp-probe demo`: the main job offline, against servers started on loopback for it."""
+
+from __future__ import annotations
+
+import click
+
+from probe import aio, exitcodes
+from probe.catalog import locale
+from probe.cli.common import echo, lang_option, resolve_lang, stdout_styler
+from probe.demo import run_demo
+from probe.render import probe as probe_render
+from probe.verdict import exit_status
+
+
+@click.command()
+@lang_option
+def demo(lang: str | None) -> None:
+    """Probe mail servers started on 127.0.0.1 just for this: no network needed."""
+    loc = locale(resolve_lang(lang))
+    style = stdout_styler()
+    results = aio.run(run_demo())
+    ok = True
+    for n, (sc, cmd, result) in enumerate(results, 1):
+        echo(style(f"## {n}. {sc.title}", None, True))
+        echo(f"$ {cmd}")
+        echo(probe_render.to_text(result, loc, style))
+        echo("")
+        ok = ok and result.verdict is sc.expected
+    echo(style("## Summary", None, True))
+    for n, (sc, _cmd, result) in enumerate(results, 1):
+        status = exit_status(result.verdict)
+        verdict = loc.ui(f"verdict.{result.verdict.value}")
+        echo(f"  {n}. {sc.target:<24} {verdict:<28} exit {status}")
+    raise SystemExit(exitcodes.OK if ok else exitcodes.UNAVAILABLE)

@@ -1,0 +1,102 @@
+"""`smtp-probe mx`: a domain's mail setup checked, findings a mail admin can act on."""
+
+from __future__ import annotations
+
+import click
+
+from probe import aio, exitcodes
+from probe.catalog import locale
+from probe.checks import DomainFacts, Severity, check
+from probe.cli.common import dump, echo, fail, lang_option, resolve_lang, stdout_styler
+from probe.cli.options import nameserver as parse_nameserver
+from probe.config import QuitAfter, SessionOptions, Timeouts
+from probe.mxscan import scan
+from probe.render import mx as mx_render
+from probe.resolve import make_resolver
+from probe.target import TargetError, check_helo, to_ascii_domain
+
+
+@click.command()
+@click.argument("domain")
+@click.option(
+    "--connect/--no-connect",
+    default=True,
+    show_default=True,
+    help="Also connect to every MX address (STARTTLS, certificate, greeting).",
+)
+@click.option("--port", type=click.IntRange(1, 65535), default=25, show_default=True)
+@click.option("--timeout", type=click.FloatRange(0.1, 3600), default=10.0, show_default=True)
+@click.option("-4", "ipv4", is_flag=True, help="IPv4 only.")
+@click.option("-6", "ipv6", is_flag=True, help="IPv6 only.")
+@click.option("--nameserver", multiple=True, help="Ask this DNS server (HOST[:PORT]; repeatable).")
+@click.option(
+    "--allow-private", is_flag=True, help="Private and loopback MX addresses are fine (test labs)."
+)
+@click.option(
+    "--fail-on", type=click.Choice(("error", "warning")), default="error", show_default=True
+)
+@click.option(
+    "--cafile", type=click.Path(exists=True, dir_okay=False), help="Trust this CA bundle too."
+)
+@click.option("--helo", help="Name sent in EHLO (default: this host's FQDN or an address literal).")
+@click.option("--https-port", type=click.IntRange(1, 65535), default=443, hidden=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(("text", "json")), default="text", show_default=True
+)
+@lang_option
+def mx(
+    domain: str,
+    connect: bool,
+    port: int,
+    timeout: float,
+    ipv4: bool,
+    ipv6: bool,
+    nameserver: tuple[str, ...],
+    allow_private: bool,
+    fail_on: str,
+    cafile: str | None,
+    helo: str | None,
+    https_port: int,
+    fmt: str,
+    lang: str | None,
+) -> None:
+    """Check a domain's mail setup: MX, DNS, reverse DNS, SPF, DMARC, MTA-STS, TLS, DANE."""
+    loc = locale(resolve_lang(lang))
+    if ipv4 and ipv6:
+        fail("-4 and -6 exclude each other")
+    try:
+        name = to_ascii_domain(domain)
+        helo_v = check_helo(helo) if helo else None
+    except TargetError as e:
+        fail(str(e))
+    timeouts = Timeouts(timeout)
+    opts = SessionOptions(helo=helo_v, quit_after=QuitAfter.TLS, cafile=cafile, timeouts=timeouts)
+    facts = aio.run(
+        scan(
+            make_resolver([parse_nameserver(n) for n in nameserver] or None, lifetime=timeouts.dns),
+            name,
+            connect=connect,
+            port=port,
+            opts=opts,
+            family=4 if ipv4 else 6 if ipv6 else None,
+            allow_private=allow_private,
+            https_port=https_port,
+            cafile=cafile,
+        )
+    )
+    status = _mx_status(facts, fail_on)
+    if fmt == "json":
+        echo(dump(mx_render.to_json(facts, check(facts), loc, status)))
+    else:
+        echo(mx_render.to_text(facts, check(facts), loc, stdout_styler()))
+    raise SystemExit(status)
+
+
+def _mx_status(facts: DomainFacts, fail_on: str) -> int:
+    findings = check(facts)
+    threshold = Severity.WARNING if fail_on == "warning" else Severity.ERROR
+    if any(f.id == "domain-nxdomain" for f in findings):
+        return exitcodes.NOHOST
+    if any(f.severity >= threshold for f in findings):
+        return exitcodes.UNAVAILABLE
+    return exitcodes.OK
