@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from probe.result import DnsStatus, Session
+from probe.result import Certificate, DnsStatus, Session, TlsInfo
 
 
 class Severity(IntEnum):
@@ -236,78 +236,72 @@ def _session_findings(a: AddressFacts, h: HostFacts) -> list[Finding]:
     if greeting is None or greeting.reply is None:
         detail = greeting.error.detail if greeting and greeting.error else "no reply"
         return [Finding("smtp-unreachable", Severity.ERROR, subj, _p(port=s.port, detail=detail))]
-    out: list[Finding] = []
-    code = greeting.reply.code
-    if code != 220:
-        return [
-            Finding(
-                "smtp-greeting-refused",
-                Severity.ERROR,
-                subj,
-                _p(reply=" ".join(greeting.reply.lines)[:200]),
-            )
-        ]
-    ms = round(greeting.elapsed_ms)
-    sev = Severity.WARNING if ms > 10_000 else Severity.OK
-    out.append(Finding("smtp-greeting", sev, subj, _p(ms=ms)))
-    banner = (
-        greeting.reply.lines[0][4:].split(" ", 1)[0].rstrip(".").lower()
-        if greeting.reply.lines
-        else ""
-    )
+    lines = greeting.reply.lines
+    if greeting.reply.code != 220:
+        reply = " ".join(lines)[:200]
+        return [Finding("smtp-greeting-refused", Severity.ERROR, subj, _p(reply=reply))]
+    return [
+        *_greeting_findings(round(greeting.elapsed_ms), lines, a, h, subj),
+        *_extension_findings(s, subj),
+        *_tls_findings(s.tls, a, h, subj),
+    ]
+
+
+def _greeting_findings(
+    ms: int, lines: tuple[str, ...], a: AddressFacts, h: HostFacts, subj: str
+) -> list[Finding]:
+    out = [
+        Finding("smtp-greeting", Severity.WARNING if ms > 10_000 else Severity.OK, subj, _p(ms=ms))
+    ]
+    # The first word after "220 " is the name the server calls itself.
+    banner = lines[0][4:].split(" ", 1)[0].rstrip(".").lower() if lines else ""
     names = {h.host.lower(), *(r.rstrip(".").lower() for r in a.ptr.records)}
     if banner and banner not in names:
-        out.append(
-            Finding(
-                "smtp-banner-name",
-                Severity.INFO,
-                subj,
-                _p(banner=banner, names=", ".join(sorted(names))),
-            )
-        )
+        params = _p(banner=banner, names=", ".join(sorted(names)))
+        out.append(Finding("smtp-banner-name", Severity.INFO, subj, params))
+    return out
+
+
+def _extension_findings(s: Session, subj: str) -> list[Finding]:
     offered = {k for k, _ in s.extensions}
+    # STARTTLS has findings of its own.
     missing = [e for e in WANTED_EXTENSIONS if e not in offered and e != "STARTTLS"]
-    if missing:
-        out.append(
-            Finding("smtp-extensions-missing", Severity.INFO, subj, _p(missing=", ".join(missing)))
-        )
-    t = s.tls
+    if not missing:
+        return []
+    return [Finding("smtp-extensions-missing", Severity.INFO, subj, _p(missing=", ".join(missing)))]
+
+
+def _tls_findings(t: TlsInfo, a: AddressFacts, h: HostFacts, subj: str) -> list[Finding]:
     if not t.offered:
-        out.append(Finding("starttls-missing", Severity.ERROR, subj))
-        return out
+        return [Finding("starttls-missing", Severity.ERROR, subj)]
     if not t.ok:
-        out.append(
-            Finding(
-                "starttls-failed", Severity.ERROR, subj, _p(detail=t.error or "handshake failed")
-            )
-        )
-        return out
-    out.append(Finding("starttls-ok", Severity.OK, subj, _p(protocol=t.protocol or "?")))
-    cert = t.certificate
-    if cert is not None:
-        if t.name_matches is False:
-            out.append(
-                Finding(
-                    "cert-name-mismatch",
-                    Severity.ERROR,
-                    subj,
-                    _p(names=", ".join(cert.sans) or cert.subject),
-                )
-            )
-        if cert.days_left < 0:
-            out.append(Finding("cert-expired", Severity.ERROR, subj, _p(date=cert.not_after[:10])))
-        elif cert.days_left < 7:
-            out.append(Finding("cert-expiring", Severity.ERROR, subj, _p(days=cert.days_left)))
-        elif cert.days_left < 30:
-            out.append(Finding("cert-expiring", Severity.WARNING, subj, _p(days=cert.days_left)))
-        if t.trusted is False and cert.days_left >= 0:
-            out.append(
-                Finding("cert-untrusted", Severity.ERROR, subj, _p(detail=t.verify_error or ""))
-            )
-        if t.trusted and t.name_matches and cert.days_left >= 30:
-            out.append(Finding("cert-ok", Severity.OK, subj, _p(days=cert.days_left)))
+        detail = t.error or "handshake failed"
+        return [Finding("starttls-failed", Severity.ERROR, subj, _p(detail=detail))]
+    out = [Finding("starttls-ok", Severity.OK, subj, _p(protocol=t.protocol or "?"))]
+    if t.certificate is not None:
+        out += _cert_findings(t, t.certificate, subj)
     if h.tlsa is not None and h.tlsa.records and a.tls_der is not None:
         out += _dane(h, a, subj)
+    return out
+
+
+def _cert_findings(t: TlsInfo, cert: Certificate, subj: str) -> list[Finding]:
+    out: list[Finding] = []
+    days = cert.days_left
+    if t.name_matches is False:
+        names = ", ".join(cert.sans) or cert.subject
+        out.append(Finding("cert-name-mismatch", Severity.ERROR, subj, _p(names=names)))
+    if days < 0:
+        out.append(Finding("cert-expired", Severity.ERROR, subj, _p(date=cert.not_after[:10])))
+    elif days < 30:
+        sev = Severity.ERROR if days < 7 else Severity.WARNING
+        out.append(Finding("cert-expiring", sev, subj, _p(days=days)))
+    # An expired certificate is reported as expired only, not also as untrusted.
+    if t.trusted is False and days >= 0:
+        detail = t.verify_error or ""
+        out.append(Finding("cert-untrusted", Severity.ERROR, subj, _p(detail=detail)))
+    if t.trusted and t.name_matches and days >= 30:
+        out.append(Finding("cert-ok", Severity.OK, subj, _p(days=days)))
     return out
 
 
@@ -352,66 +346,77 @@ def _dane(h: HostFacts, a: AddressFacts, subj: str) -> list[Finding]:
 
 def _policy_findings(f: DomainFacts, null_only: bool) -> list[Finding]:
     d = f.domain
-    out: list[Finding] = []
-    for rec, query in (
-        (f.txt, f"{d} TXT"),
-        (f.dmarc, f"_dmarc.{d} TXT"),
-        (f.mta_sts, f"_mta-sts.{d} TXT"),
-        (f.tlsrpt, f"_smtp._tls.{d} TXT"),
-    ):
-        if rec is not None and rec.status in _DNS_FAILURE_IDS:
-            # A failed lookup is not a missing record: say which query failed instead.
-            out.append(Finding(_DNS_FAILURE_IDS[rec.status], Severity.ERROR, d, _p(query=query)))
-
-    def ok(rec: Records | None) -> bool:
-        return rec is not None and rec.status not in _DNS_FAILURE_IDS
-
-    if ok(f.txt):
-        assert f.txt is not None
-        spf = [
-            t
-            for t in f.txt.records
-            if t.lower().startswith("v=spf1") and (len(t) == 6 or t[6] == " ")
-        ]
-        if len(spf) > 1:
-            out.append(Finding("spf-multiple", Severity.ERROR, d, _p(count=len(spf))))
-        elif not spf:
-            out.append(Finding("spf-missing", Severity.WARNING, d))
-        else:
-            out.append(Finding("spf-ok", Severity.OK, d, _p(record=spf[0][:200])))
-    if ok(f.dmarc):
-        assert f.dmarc is not None
-        dm = [t for t in f.dmarc.records if t.replace(" ", "").lower().startswith("v=dmarc1")]
-        tags = {}
-        if dm:
-            for part in dm[0].split(";"):
-                k, _, v = part.strip().partition("=")
-                tags[k.strip().lower()] = v.strip()
-        if not dm:
-            out.append(Finding("dmarc-missing", Severity.WARNING, d))
-        elif len(dm) > 1:
-            out.append(Finding("dmarc-multiple", Severity.ERROR, d, _p(count=len(dm))))
-        elif "p" not in tags:
-            out.append(Finding("dmarc-no-policy", Severity.ERROR, d))
-        else:
-            out.append(Finding("dmarc-ok", Severity.OK, d, _p(policy=tags["p"])))
+    out = _policy_lookup_failures(f)
+    if (txt := _answered(f.txt)) is not None:
+        out.append(_spf_finding(txt, d))
+    if (dmarc := _answered(f.dmarc)) is not None:
+        out.append(_dmarc_finding(dmarc, d))
+    # A domain that receives no mail needs no MTA-STS or TLS reporting.
     if null_only:
         return out
-    if ok(f.mta_sts):
-        assert f.mta_sts is not None
-        sts = [t for t in f.mta_sts.records if t.replace(" ", "").lower().startswith("v=stsv1")]
-        if not sts:
-            out.append(Finding("mta-sts-missing", Severity.INFO, d))
-        else:
+    if (sts := _answered(f.mta_sts)) is not None:
+        if _tagged(sts, "v=stsv1"):
             out += _mta_sts_policy(f)
-    if ok(f.tlsrpt):
-        assert f.tlsrpt is not None
-        rpt = [t for t in f.tlsrpt.records if t.replace(" ", "").lower().startswith("v=tlsrptv1")]
-        if rpt:
+        else:
+            out.append(Finding("mta-sts-missing", Severity.INFO, d))
+    if (rpt := _answered(f.tlsrpt)) is not None:
+        if _tagged(rpt, "v=tlsrptv1"):
             out.append(Finding("tlsrpt-ok", Severity.OK, d))
         else:
             out.append(Finding("tlsrpt-missing", Severity.INFO, d))
     return out
+
+
+def _policy_lookup_failures(f: DomainFacts) -> list[Finding]:
+    """A failed lookup is not a missing record: say which query failed instead."""
+    d = f.domain
+    return [
+        Finding(_DNS_FAILURE_IDS[rec.status], Severity.ERROR, d, _p(query=query))
+        for rec, query in (
+            (f.txt, f"{d} TXT"),
+            (f.dmarc, f"_dmarc.{d} TXT"),
+            (f.mta_sts, f"_mta-sts.{d} TXT"),
+            (f.tlsrpt, f"_smtp._tls.{d} TXT"),
+        )
+        if rec is not None and rec.status in _DNS_FAILURE_IDS
+    ]
+
+
+def _answered(rec: Records | None) -> tuple[str, ...] | None:
+    """The records of a lookup that was made and did not fail (possibly none)."""
+    if rec is None or rec.status in _DNS_FAILURE_IDS:
+        return None
+    return rec.records
+
+
+def _tagged(records: tuple[str, ...], version: str) -> list[str]:
+    """Records that start with `version` ("v=dmarc1"), ignoring spaces and case."""
+    return [t for t in records if t.replace(" ", "").lower().startswith(version)]
+
+
+def _spf_finding(records: tuple[str, ...], d: str) -> Finding:
+    # "v=spf1" must be the whole record or be followed by a space (RFC 7208 §4.5).
+    spf = [t for t in records if t.lower().startswith("v=spf1") and (len(t) == 6 or t[6] == " ")]
+    if len(spf) > 1:
+        return Finding("spf-multiple", Severity.ERROR, d, _p(count=len(spf)))
+    if not spf:
+        return Finding("spf-missing", Severity.WARNING, d)
+    return Finding("spf-ok", Severity.OK, d, _p(record=spf[0][:200]))
+
+
+def _dmarc_finding(records: tuple[str, ...], d: str) -> Finding:
+    dm = _tagged(records, "v=dmarc1")
+    if not dm:
+        return Finding("dmarc-missing", Severity.WARNING, d)
+    if len(dm) > 1:
+        return Finding("dmarc-multiple", Severity.ERROR, d, _p(count=len(dm)))
+    tags = {}
+    for part in dm[0].split(";"):
+        k, _, v = part.strip().partition("=")
+        tags[k.strip().lower()] = v.strip()
+    if "p" not in tags:
+        return Finding("dmarc-no-policy", Severity.ERROR, d)
+    return Finding("dmarc-ok", Severity.OK, d, _p(policy=tags["p"]))
 
 
 def mx_pattern_matches(pattern: str, host: str) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from probe import catalog
 from probe.model import Explained, Flag, Interpretation, NotAReply, Reply, RuleRef
 from probe.reply import parse
@@ -13,16 +15,41 @@ _SOURCE_RFC = "RFC 5321 §4.2.1, §4.3.2"
 _SOURCE_IANA = "IANA SMTP Enhanced Status Codes registry (RFC 5248)"
 
 
+class _Decision(NamedTuple):
+    """What an interpretation says to do, and which rule said it."""
+
+    category: str
+    retryable: bool
+    wait: int
+    actor: str
+    rule: RuleRef
+
+
 def interpret_reply(reply: Reply, input_text: str | None = None) -> Interpretation:
     """Interpret one reply, using its code, enhanced code, command and text together."""
     cat = catalog.load()
-    klass = reply.reply_class
-    enh = reply.enhanced
-    enh_key = enh.key if enh else None
-    enh_entry = cat.enhanced.get(enh_key) if enh_key else None
+    enh_entry = cat.enhanced.get(reply.enhanced.key) if reply.enhanced else None
     basic = cat.basic.get(reply.code) if reply.code is not None else None
-    flags: list[Flag] = []
+    decision = _rule_decision(cat, reply) or _catalog_decision(reply, basic, enh_entry)
+    return Interpretation(
+        input=input_text if input_text is not None else reply.text,
+        reply=reply,
+        reply_class=reply.reply_class,
+        category=decision.category,
+        retryable=decision.retryable,
+        wait=decision.wait if decision.retryable else 0,
+        actor=decision.actor,
+        rule=decision.rule,
+        basic_known=basic is not None,
+        basic_standard=bool(basic and basic.standard),
+        enhanced_known=enh_entry is not None,
+        flags=_code_flags(reply, basic) + _enhanced_flags(reply, enh_entry),
+        refs=_refs(basic, enh_entry),
+    )
 
+
+def _code_flags(reply: Reply, basic: catalog.BasicEntry | None) -> tuple[Flag, ...]:
+    flags: list[Flag] = []
     if reply.code is not None:
         if basic is None:
             flags.append(Flag("unknown_code", (("code", str(reply.code)),)))
@@ -31,53 +58,54 @@ def interpret_reply(reply: Reply, input_text: str | None = None) -> Interpretati
     if reply.other_codes:
         codes = ", ".join(str(c) for c in (reply.code, *reply.other_codes))
         flags.append(Flag("mixed_codes", (("codes", codes),)))
-    if enh is not None:
-        if enh_entry is None:
-            flags.append(Flag("unregistered", (("enhanced", str(enh)),)))
-        else:
-            if enh_entry.deprecated:
-                flags.append(Flag("deprecated", (("enhanced", str(enh)),)))
-            if reply.code is not None and enh.klass == klass:
-                assoc = enh_entry.associates(reply.code)
-                if assoc is False:
-                    flags.append(
-                        Flag("not_associated", (("code", str(reply.code)), ("enhanced", str(enh))))
-                    )
-        if reply.code is not None and enh.klass != klass:
-            flags.append(
-                Flag(
-                    "class_mismatch",
-                    (("enhanced_class", str(enh.klass)), ("basic_class", str(klass))),
-                )
-            )
+    return tuple(flags)
 
-    text = reply.text
-    lowered = text.lower()
-    enh_str = str(enh) if enh else None
+
+def _enhanced_flags(reply: Reply, entry: catalog.EnhancedEntry | None) -> tuple[Flag, ...]:
+    enh, code, klass = reply.enhanced, reply.code, reply.reply_class
+    if enh is None:
+        return ()
+    flags: list[Flag] = []
+    if entry is None:
+        flags.append(Flag("unregistered", (("enhanced", str(enh)),)))
+    else:
+        if entry.deprecated:
+            flags.append(Flag("deprecated", (("enhanced", str(enh)),)))
+        # Association with the basic code means nothing when the classes already disagree.
+        if code is not None and enh.klass == klass and entry.associates(code) is False:
+            flags.append(Flag("not_associated", (("code", str(code)), ("enhanced", str(enh)))))
+    if code is not None and enh.klass != klass:
+        params = (("enhanced_class", str(enh.klass)), ("basic_class", str(klass)))
+        flags.append(Flag("class_mismatch", params))
+    return tuple(flags)
+
+
+def _rule_decision(cat: catalog.Catalog, reply: Reply) -> _Decision | None:
+    """The first provider or MTA rule that matches the reply, if any."""
+    klass = reply.reply_class
     # Provider and MTA rules explain refusals; a 2xx or 3xx reply needs none (and is most of a
     # live session, so skipping them keeps the probe close to a bare client's speed).
-    for rule in cat.candidates(lowered) if klass >= 4 else ():
+    if klass < 4:
+        return None
+    text = reply.text
+    lowered = text.lower()
+    enh_str = str(reply.enhanced) if reply.enhanced else None
+    for rule in cat.candidates(lowered):
         if rule.matches(reply.code, klass, enh_str, reply.command, text, lowered):
             retryable = rule.retryable if rule.retryable is not None else klass == 4
-            return Interpretation(
-                input=input_text if input_text is not None else text,
-                reply=reply,
-                reply_class=klass,
-                category=rule.category,
-                retryable=retryable,
-                wait=rule.wait if retryable else 0,
-                actor=rule.actor,
-                rule=RuleRef(rule.id, rule.source, rule.provider, "rule"),
-                basic_known=basic is not None,
-                basic_standard=bool(basic and basic.standard),
-                enhanced_known=enh_entry is not None,
-                flags=tuple(flags),
-                refs=_refs(basic, enh_entry),
-            )
+            ref = RuleRef(rule.id, rule.source, rule.provider, "rule")
+            return _Decision(rule.category, retryable, rule.wait, rule.actor, ref)
+    return None
 
+
+def _catalog_decision(
+    reply: Reply, basic: catalog.BasicEntry | None, enh_entry: catalog.EnhancedEntry | None
+) -> _Decision:
+    """No rule matched: the registries of basic and enhanced codes decide."""
+    klass = reply.reply_class
     if klass in (2, 3):
         category = "success"
-    elif enh_entry is not None and enh is not None and enh_entry.category != "other":
+    elif enh_entry is not None and enh_entry.category != "other":
         category = enh_entry.category
     elif basic is not None:
         category = basic.category
@@ -91,30 +119,16 @@ def interpret_reply(reply: Reply, input_text: str | None = None) -> Interpretati
         retryable, wait, actor = basic.retryable, basic.wait, basic.actor
     else:
         retryable = klass == 4
-        wait = _CLASS_WAIT.get(klass, 0) if retryable else 0
+        wait = _CLASS_WAIT.get(klass, 0)
         actor = "nobody" if klass in (2, 3, 4) else "sender"
 
-    if enh_entry is not None and enh is not None and (basic is None or category != basic.category):
-        ref = RuleRef(f"enhanced:{enh}", _SOURCE_IANA, None, "enhanced")
-    elif basic is not None and reply.code is not None:
+    if enh_entry is not None and (basic is None or category != basic.category):
+        ref = RuleRef(f"enhanced:{reply.enhanced}", _SOURCE_IANA, None, "enhanced")
+    elif basic is not None:
         ref = RuleRef(f"basic:{reply.code}", "; ".join(basic.refs), None, "basic")
     else:
         ref = RuleRef(f"class:{klass}", _SOURCE_RFC, None, "class")
-    return Interpretation(
-        input=input_text if input_text is not None else text,
-        reply=reply,
-        reply_class=klass,
-        category=category,
-        retryable=retryable,
-        wait=wait if retryable else 0,
-        actor=actor,
-        rule=ref,
-        basic_known=basic is not None,
-        basic_standard=bool(basic and basic.standard),
-        enhanced_known=enh_entry is not None,
-        flags=tuple(flags),
-        refs=_refs(basic, enh_entry),
-    )
+    return _Decision(category, retryable, wait, actor, ref)
 
 
 def _refs(basic: catalog.BasicEntry | None, enh: catalog.EnhancedEntry | None) -> tuple[str, ...]:

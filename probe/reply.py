@@ -177,12 +177,21 @@ def parse(item: str) -> Reply | None:
 
 
 def _embedded(s: str) -> Reply | None:
+    """The reply inside a swaks transcript, an MTA log line, a bounce or a DSN."""
     m = _SWAKS.match(s)
     if m:
         return _reply_text(m.group(1), Form.SWAKS, None)
     m = _EXIM.search(s)
     if m:
         return _reply_text(m.group(2), Form.EXIM, command_name(m.group(1)))
+    found = _postfix(s) or _diagnostic(s)
+    if found is not None:
+        return found
+    return _anywhere(s)
+
+
+def _postfix(s: str) -> Reply | None:
+    # These forms can match lines they do not fit; None lets the caller try the others.
     m = _POSTFIX_REFUSED.search(s)
     if m:
         r = _reply_text(m.group(1), Form.POSTFIX, "CONNECT")
@@ -196,17 +205,25 @@ def _embedded(s: str) -> Reply | None:
             return r
     m = _POSTFIX_REJECT.search(s)
     if m:
-        r = _reply_text(m.group(2), Form.POSTFIX, command_name(m.group(1)))
-        if r is not None:
-            return r
+        return _reply_text(m.group(2), Form.POSTFIX, command_name(m.group(1)))
+    return None
+
+
+def _diagnostic(s: str) -> Reply | None:
+    """A DSN's Diagnostic-Code: a whole reply, or at least its enhanced code."""
     m = _DIAG.search(s)
-    if m:
-        r = _reply_text(m.group(1), Form.DSN, None)
-        if r is not None:
-            return r
-        e = _LEAD_ENH.match(m.group(1).strip())
-        if e:
-            return Reply(None, _enhanced(e.group(1)), m.group(1).strip(), (), Form.DSN)
+    if not m:
+        return None
+    r = _reply_text(m.group(1), Form.DSN, None)
+    if r is not None:
+        return r
+    diag = m.group(1).strip()
+    e = _LEAD_ENH.match(diag)
+    return Reply(None, _enhanced(e.group(1)), diag, (), Form.DSN) if e else None
+
+
+def _anywhere(s: str) -> Reply | None:
+    """Weaker signs of a reply anywhere in the line, strongest first."""
     m = _CODE_ENH.search(s)
     if m:
         return _reply_text(s[m.start() :], Form.LOG, None)

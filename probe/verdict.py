@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from probe import exitcodes
@@ -88,73 +88,84 @@ def _show(step: Step | None) -> str:
     return "no reply"
 
 
+def _expect_starttls(e: Expectation, session: Session) -> ExpectationResult:
+    tls = session.tls
+    if tls.offered and tls.ok:
+        return ExpectationResult(e.text, True, "STARTTLS offered and negotiated")
+    if not tls.offered:
+        return ExpectationResult(e.text, False, "STARTTLS not offered")
+    return ExpectationResult(e.text, False, tls.error or "TLS failed")
+
+
+def _expect_tls_trusted(e: Expectation, session: Session) -> ExpectationResult:
+    tls = session.tls
+    if tls.ok and tls.trusted and tls.name_matches:
+        return ExpectationResult(e.text, True, "certificate trusted and valid for the host name")
+    if not tls.ok:
+        detail = tls.error or "no TLS session"
+    elif not tls.trusted:
+        detail = f"certificate not trusted: {tls.verify_error}"
+    else:
+        detail = f"certificate does not name {session.host}"
+    return ExpectationResult(e.text, False, detail)
+
+
+def _expect_code(e: Expectation, session: Session) -> ExpectationResult:
+    steps = [s for s in session.steps if s.command == e.step]
+    if not steps:
+        return ExpectationResult(e.text, False, f"no {e.step} was sent")
+    pattern = e.pattern or ""
+    # Every reply to the step must match: one refused RCPT among several fails the expectation.
+    bad = next(
+        (s for s in steps if s.reply is None or not _code_matches(s.reply.code, pattern)), None
+    )
+    return ExpectationResult(e.text, bad is None, _show(steps[-1] if bad is None else bad))
+
+
+def _expect_ext(e: Expectation, session: Session) -> ExpectationResult:
+    names = {k for k, _ in session.extensions}
+    offered = ", ".join(sorted(names)) or "none"
+    return ExpectationResult(e.text, (e.pattern or "") in names, f"offered: {offered}")
+
+
+def _expect_within(e: Expectation, session: Session) -> ExpectationResult:
+    step = next((s for s in session.steps if s.command == e.step and s.reply), None)
+    if step is None:
+        return ExpectationResult(e.text, False, f"no {e.step} reply")
+    limit_ms = (e.number or 0.0) * 1000
+    detail = f"{step.elapsed_ms:.0f} ms (limit {limit_ms:.0f} ms)"
+    return ExpectationResult(e.text, step.elapsed_ms <= limit_ms, detail)
+
+
+def _expect_cert_days(e: Expectation, session: Session) -> ExpectationResult:
+    cert = session.tls.certificate
+    if cert is None:
+        return ExpectationResult(e.text, False, "no certificate")
+    return ExpectationResult(
+        e.text, cert.days_left >= (e.number or 0), f"{cert.days_left} days left"
+    )
+
+
+_EXPECT: dict[str, Callable[[Expectation, Session], ExpectationResult]] = {
+    "starttls": _expect_starttls,
+    "tls-trusted": _expect_tls_trusted,
+    "code": _expect_code,
+    "ext": _expect_ext,
+    "within": _expect_within,
+    "cert-days": _expect_cert_days,
+}
+
+
 def evaluate(
     expectations: Sequence[Expectation], session: Session | None
 ) -> list[ExpectationResult]:
     """Check each expectation against the deciding session."""
-    out: list[ExpectationResult] = []
-    for e in expectations:
-        if session is None:
-            out.append(ExpectationResult(e.text, False, "no SMTP session took place"))
-            continue
-        tls = session.tls
-        if e.kind == "starttls":
-            ok = tls.offered and tls.ok
-            detail = (
-                "STARTTLS offered and negotiated"
-                if ok
-                else "STARTTLS not offered"
-                if not tls.offered
-                else tls.error or "TLS failed"
-            )
-            out.append(ExpectationResult(e.text, ok, detail))
-        elif e.kind == "tls-trusted":
-            ok = bool(tls.ok and tls.trusted and tls.name_matches)
-            if ok:
-                detail = "certificate trusted and valid for the host name"
-            elif not tls.ok:
-                detail = tls.error or "no TLS session"
-            elif not tls.trusted:
-                detail = f"certificate not trusted: {tls.verify_error}"
-            else:
-                detail = f"certificate does not name {session.host}"
-            out.append(ExpectationResult(e.text, ok, detail))
-        elif e.kind == "code":
-            steps = [s for s in session.steps if s.command == e.step]
-            if not steps:
-                out.append(ExpectationResult(e.text, False, f"no {e.step} was sent"))
-                continue
-            bad = next(
-                (
-                    s
-                    for s in steps
-                    if s.reply is None or not _code_matches(s.reply.code, e.pattern or "")
-                ),
-                None,
-            )
-            out.append(ExpectationResult(e.text, bad is None, _show(bad if bad else steps[-1])))
-        elif e.kind == "ext":
-            names = {k for k, _ in session.extensions}
-            ok = (e.pattern or "") in names
-            out.append(
-                ExpectationResult(e.text, ok, f"offered: {', '.join(sorted(names)) or 'none'}")
-            )
-        elif e.kind == "within":
-            step = next((s for s in session.steps if s.command == e.step and s.reply), None)
-            limit = e.number or 0.0
-            ok = step is not None and step.elapsed_ms <= limit * 1000
-            detail = (
-                f"{step.elapsed_ms:.0f} ms (limit {limit * 1000:.0f} ms)"
-                if step
-                else f"no {e.step} reply"
-            )
-            out.append(ExpectationResult(e.text, ok, detail))
-        elif e.kind == "cert-days":
-            cert = tls.certificate
-            ok = cert is not None and cert.days_left >= (e.number or 0)
-            detail = f"{cert.days_left} days left" if cert else "no certificate"
-            out.append(ExpectationResult(e.text, ok, detail))
-    return out
+    if session is None:
+        return [
+            ExpectationResult(e.text, False, "no SMTP session took place") for e in expectations
+        ]
+    # Kinds come from parse_expectation; one built by hand with another kind gives no result.
+    return [_EXPECT[e.kind](e, session) for e in expectations if e.kind in _EXPECT]
 
 
 def _session_outcome(s: Session) -> Verdict:
@@ -187,38 +198,50 @@ def deciding_session(sessions: Sequence[Session]) -> Session | None:
 
 def decide(dns: DnsResult | None, sessions: Sequence[Session]) -> tuple[Verdict, str]:
     """The verdict and a one-line reason."""
-    if dns is not None:
-        if dns.status is DnsStatus.NXDOMAIN:
-            return Verdict.NO_DOMAIN, f"{dns.domain} does not exist (NXDOMAIN)"
-        if dns.status in (
-            DnsStatus.SERVFAIL,
-            DnsStatus.TIMEOUT,
-            DnsStatus.REFUSED,
-            DnsStatus.ERROR,
-        ):
-            return Verdict.DNS_FAILURE, f"the MX lookup failed: {dns.error}"
-        if dns.null_mx:
-            return (
-                Verdict.NULL_MX,
-                f"{dns.domain} publishes a null MX: it does not accept mail (RFC 7505)",
-            )
-        if not any(h.addresses for h in dns.mx):
-            if any(h.status in (DnsStatus.SERVFAIL, DnsStatus.TIMEOUT) for h in dns.mx):
-                return Verdict.DNS_FAILURE, "the mail hosts' addresses could not be looked up"
-            return Verdict.NO_HOST, dns.error or "no mail host has a usable address"
+    found = _dns_verdict(dns) if dns is not None else None
+    if found is not None:
+        return found
     if not sessions:
         return Verdict.NO_HOST, "no address to connect to"
     done = [s for s in sessions if s.completed]
     if done:
-        outcomes = [_session_outcome(s) for s in done]
-        for v in (Verdict.PERMANENT, Verdict.TRANSIENT):
-            if v in outcomes:
-                s = done[outcomes.index(v)]
-                return (
-                    v,
-                    f"{s.host} [{s.address}] answered with a {'5xx' if v is Verdict.PERMANENT else '4xx'} reply",
-                )
-        return Verdict.ACCEPTED, f"{done[-1].host} [{done[-1].address}] accepted the session"
+        return _completed_verdict(done)
+    return _incomplete_verdict(sessions)
+
+
+_DNS_FAILED = (DnsStatus.SERVFAIL, DnsStatus.TIMEOUT, DnsStatus.REFUSED, DnsStatus.ERROR)
+
+
+def _dns_verdict(dns: DnsResult) -> tuple[Verdict, str] | None:
+    """The verdict when DNS alone settles it, else None (sessions decide)."""
+    if dns.status is DnsStatus.NXDOMAIN:
+        return Verdict.NO_DOMAIN, f"{dns.domain} does not exist (NXDOMAIN)"
+    if dns.status in _DNS_FAILED:
+        return Verdict.DNS_FAILURE, f"the MX lookup failed: {dns.error}"
+    if dns.null_mx:
+        return (
+            Verdict.NULL_MX,
+            f"{dns.domain} publishes a null MX: it does not accept mail (RFC 7505)",
+        )
+    if any(h.addresses for h in dns.mx):
+        return None
+    if any(h.status in (DnsStatus.SERVFAIL, DnsStatus.TIMEOUT) for h in dns.mx):
+        return Verdict.DNS_FAILURE, "the mail hosts' addresses could not be looked up"
+    return Verdict.NO_HOST, dns.error or "no mail host has a usable address"
+
+
+def _completed_verdict(done: Sequence[Session]) -> tuple[Verdict, str]:
+    """A refusal in any completed session outweighs acceptance in another."""
+    outcomes = [_session_outcome(s) for s in done]
+    for v, kind in ((Verdict.PERMANENT, "5xx"), (Verdict.TRANSIENT, "4xx")):
+        if v in outcomes:
+            s = done[outcomes.index(v)]
+            return v, f"{s.host} [{s.address}] answered with a {kind} reply"
+    return Verdict.ACCEPTED, f"{done[-1].host} [{done[-1].address}] accepted the session"
+
+
+def _incomplete_verdict(sessions: Sequence[Session]) -> tuple[Verdict, str]:
+    """No session completed: tell a refusing server from an unreachable one."""
     greetings = [
         st.reply.code
         for s in sessions
@@ -234,6 +257,8 @@ def decide(dns: DnsResult | None, sessions: Sequence[Session]) -> tuple[Verdict,
             "every connection attempt timed out; outbound port 25 may be blocked on your own network"
         )
     last = next((st.error for st in reversed(sessions[-1].steps) if st.error), None)
+    detail = last.detail if last else "no reply"
+    # A connection that failed other than by refusal or no route reached something.
     if any(
         st.command == "CONNECT"
         and st.error
@@ -242,14 +267,8 @@ def decide(dns: DnsResult | None, sessions: Sequence[Session]) -> tuple[Verdict,
         for s in sessions
         for st in s.steps
     ):
-        return (
-            Verdict.TRANSIENT,
-            f"no server completed a session ({last.detail if last else 'no reply'})",
-        )
-    return (
-        Verdict.UNREACHABLE,
-        f"no server could be reached ({last.detail if last else 'no reply'})",
-    )
+        return Verdict.TRANSIENT, f"no server completed a session ({detail})"
+    return Verdict.UNREACHABLE, f"no server could be reached ({detail})"
 
 
 def _connect_timed_out(s: Session) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from probe.catalog import Catalog, Locale
+from probe.catalog import Catalog, Locale, Rule
 from probe.render import CLASS_COLOURS, Styler, pad, plain
 
 
@@ -14,70 +14,87 @@ def rows(
     """Catalog entries as plain dicts, filtered by kind, class and category."""
     out: list[dict[str, Any]] = []
     if kind in ("basic", "all"):
-        for code, e in sorted(cat.basic.items()):
-            if (klass is None or code // 100 == klass) and (
-                category is None or e.category == category
-            ):
-                out.append(
-                    {
-                        "kind": "basic",
-                        "code": str(code),
-                        "class": code // 100,
-                        "name": loc.field("basic", str(code), "name"),
-                        "standard": e.standard,
-                        "category": e.category,
-                        "retryable": e.retryable,
-                        "wait_seconds": e.wait,
-                        "actor": e.actor,
-                        "commands": list(e.commands),
-                        "description": loc.field("basic", str(code), "description"),
-                        "references": list(e.refs),
-                    }
-                )
+        out += _basic_rows(cat, loc, klass, category)
     if kind in ("enhanced", "all"):
-        for key, en in sorted(
-            cat.enhanced.items(), key=lambda kv: tuple(map(int, kv[0].split(".")))
-        ):
-            if (klass is None or klass in en.classes) and (
-                category is None or en.category == category
-            ):
-                out.append(
-                    {
-                        "kind": "enhanced",
-                        "code": f"X.{key}",
-                        "classes": list(en.classes),
-                        "name": loc.field("enhanced", key, "title"),
-                        "category": en.category,
-                        "deprecated": en.deprecated,
-                        "associated": list(en.associated),
-                        "description": loc.field("enhanced", key, "description"),
-                        "references": list(en.refs),
-                    }
-                )
+        out += _enhanced_rows(cat, loc, klass, category)
     if kind in ("rules", "all"):
-        for r in cat.rules:
-            if klass is not None and not (
-                (r.classes and klass in r.classes)
-                or any(c // 100 == klass for c in r.codes)
-                or any(e[0] in (str(klass), "X") for e in r.enhanced)
-            ):
-                continue
-            if category is not None and r.category != category:
-                continue
-            out.append(
-                {
-                    "kind": "rule",
-                    "code": r.id,
-                    "provider": r.provider,
-                    "codes": sorted(r.codes),
-                    "enhanced": list(r.enhanced),
-                    "name": loc.field("rules", r.id, "description"),
-                    "category": r.category,
-                    "retryable": r.retryable,
-                    "source": r.source,
-                }
-            )
+        out += _rule_rows(cat, loc, klass, category)
     return out
+
+
+def _basic_rows(
+    cat: Catalog, loc: Locale, klass: int | None, category: str | None
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "kind": "basic",
+            "code": str(code),
+            "class": code // 100,
+            "name": loc.field("basic", str(code), "name"),
+            "standard": e.standard,
+            "category": e.category,
+            "retryable": e.retryable,
+            "wait_seconds": e.wait,
+            "actor": e.actor,
+            "commands": list(e.commands),
+            "description": loc.field("basic", str(code), "description"),
+            "references": list(e.refs),
+        }
+        for code, e in sorted(cat.basic.items())
+        if (klass is None or code // 100 == klass) and (category is None or e.category == category)
+    ]
+
+
+def _enhanced_rows(
+    cat: Catalog, loc: Locale, klass: int | None, category: str | None
+) -> list[dict[str, Any]]:
+    # Keys sort by number, so "1.10" comes after "1.9".
+    by_number = sorted(cat.enhanced.items(), key=lambda kv: tuple(map(int, kv[0].split("."))))
+    return [
+        {
+            "kind": "enhanced",
+            "code": f"X.{key}",
+            "classes": list(en.classes),
+            "name": loc.field("enhanced", key, "title"),
+            "category": en.category,
+            "deprecated": en.deprecated,
+            "associated": list(en.associated),
+            "description": loc.field("enhanced", key, "description"),
+            "references": list(en.refs),
+        }
+        for key, en in by_number
+        if (klass is None or klass in en.classes) and (category is None or en.category == category)
+    ]
+
+
+def _rule_in_class(r: Rule, klass: int) -> bool:
+    """Whether a rule can match replies of a class, by its classes, codes or enhanced codes."""
+    return bool(
+        (r.classes and klass in r.classes)
+        or any(c // 100 == klass for c in r.codes)
+        or any(e[0] in (str(klass), "X") for e in r.enhanced)
+    )
+
+
+def _rule_rows(
+    cat: Catalog, loc: Locale, klass: int | None, category: str | None
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "kind": "rule",
+            "code": r.id,
+            "provider": r.provider,
+            "codes": sorted(r.codes),
+            "enhanced": list(r.enhanced),
+            "name": loc.field("rules", r.id, "description"),
+            "category": r.category,
+            "retryable": r.retryable,
+            "source": r.source,
+        }
+        for r in cat.rules
+        if (klass is None or _rule_in_class(r, klass))
+        and (category is None or r.category == category)
+    ]
 
 
 def to_text(items: list[dict[str, Any]], style: Styler = plain) -> str:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from probe.catalog import Locale
-from probe.model import Explained, NotAReply
+from probe.model import Explained, Interpretation, NotAReply
 from probe.render import (
     CLASS_COLOURS,
     Styler,
@@ -27,39 +27,10 @@ SCHEMA = "smtp-probe/explain/1"
 def to_json(e: Explained, loc: Locale) -> dict[str, Any]:
     """One stable JSON object per input item (see README: JSON fields)."""
     if isinstance(e, NotAReply):
-        return {
-            "input": e.input,
-            "found": False,
-            "code": None,
-            "enhanced": None,
-            "command": None,
-            "class": None,
-            "class_name": None,
-            "category": None,
-            "retryable": False,
-            "description": loc.ui("message.not_a_reply"),
-            "when": None,
-            "fix": None,
-            "rule": None,
-        }
+        return _not_a_reply_json(e, loc)
     i = e
     description, when, fix = texts(i, loc)
     r = i.reply
-    enh: dict[str, Any] | None = None
-    if r.enhanced is not None:
-        enh = {
-            "code": str(r.enhanced),
-            "registered": i.enhanced_known,
-            "class": {
-                "code": r.enhanced.klass,
-                "title": loc.enhanced_part("class", str(r.enhanced.klass), "title") or None,
-            },
-            "subject": {
-                "code": r.enhanced.subject,
-                "title": loc.enhanced_part("subject", str(r.enhanced.subject), "title") or None,
-            },
-            "title": loc.field("enhanced", r.enhanced.key, "title") if i.enhanced_known else None,
-        }
     return {
         "input": i.input,
         "found": True,
@@ -89,18 +60,59 @@ def to_json(e: Explained, loc: Locale) -> dict[str, Any]:
             "provider": i.rule.provider,
             "source": i.rule.source,
         },
-        "basic": (
-            {
-                "code": r.code,
-                "name": loc.field("basic", str(r.code), "name"),
-                "standard": i.basic_standard,
-            }
-            if i.basic_known and r.code is not None
-            else None
-        ),
-        "enhanced_detail": enh,
+        "basic": _basic_json(i, loc),
+        "enhanced_detail": _enhanced_json(i, loc),
         "flags": [{"id": fid, "message": msg} for fid, msg in flag_messages(i, loc)],
         "references": list(i.refs),
+    }
+
+
+def _not_a_reply_json(e: NotAReply, loc: Locale) -> dict[str, Any]:
+    """The object for input in which no reply was found."""
+    return {
+        "input": e.input,
+        "found": False,
+        "code": None,
+        "enhanced": None,
+        "command": None,
+        "class": None,
+        "class_name": None,
+        "category": None,
+        "retryable": False,
+        "description": loc.ui("message.not_a_reply"),
+        "when": None,
+        "fix": None,
+        "rule": None,
+    }
+
+
+def _basic_json(i: Interpretation, loc: Locale) -> dict[str, Any] | None:
+    code = i.reply.code
+    if not i.basic_known or code is None:
+        return None
+    return {
+        "code": code,
+        "name": loc.field("basic", str(code), "name"),
+        "standard": i.basic_standard,
+    }
+
+
+def _enhanced_json(i: Interpretation, loc: Locale) -> dict[str, Any] | None:
+    enh = i.reply.enhanced
+    if enh is None:
+        return None
+    return {
+        "code": str(enh),
+        "registered": i.enhanced_known,
+        "class": {
+            "code": enh.klass,
+            "title": loc.enhanced_part("class", str(enh.klass), "title") or None,
+        },
+        "subject": {
+            "code": enh.subject,
+            "title": loc.enhanced_part("subject", str(enh.subject), "title") or None,
+        },
+        "title": loc.field("enhanced", enh.key, "title") if i.enhanced_known else None,
     }
 
 
