@@ -144,7 +144,8 @@ class Pool:
         state = self._state(conn)
         if state is State.IDLE:
             loop = asyncio.get_running_loop()
-            conn.timer = loop.call_later(self.config.idle, self._expire, addr, conn)
+            since = conn.idle_since
+            conn.timer = loop.call_later(self.config.idle, self._expire, addr, conn, since)
             return False
         if state is State.EXPIRED:
             self._spawn(self._release(conn), addr)  # the record is ready; the QUIT can wait
@@ -164,14 +165,15 @@ class Pool:
                 async with asyncio.timeout(1.0):
                     await self._release(spare)
 
-    def _expire(self, addr: Address, conn: _Conn) -> None:
-        self._spawn(self._close_idle(addr, conn), None)
+    def _expire(self, addr: Address, conn: _Conn, since: float) -> None:
+        self._spawn(self._close_idle(addr, conn, since), None)
 
-    async def _close_idle(self, addr: Address, conn: _Conn) -> None:
+    async def _close_idle(self, addr: Address, conn: _Conn, since: float) -> None:
         # It stays open, and counted, until a slot is had; a target may take it meanwhile,
-        # and then it is busy, or idle again since later, and not due.
+        # and then it is busy, or idle again since later, and not due. (Timers may fire a
+        # little early: the parking it was set for is what counts, not the clock.)
         async with self.limits.slot(addr):
-            if self._state(conn) is State.EXPIRED:
+            if conn.idle_since == since and self._state(conn) in (State.IDLE, State.EXPIRED):
                 await self._release(conn)
 
     async def _release(self, conn: _Conn) -> None:

@@ -10,8 +10,8 @@ from probe import exitcodes
 from probe.result import (
     DnsResult,
     DnsStatus,
-    ErrorKind,
     ExpectationResult,
+    Outcome,
     Session,
     Step,
     Verdict,
@@ -179,14 +179,7 @@ def _session_outcome(s: Session) -> Verdict:
         return Verdict.PERMANENT
     if any(st.reply.code >= 400 for st in rcpts if st.reply):
         return Verdict.TRANSIENT
-    errors = [
-        st
-        for st in s.steps
-        if st.error is not None and st.error.kind is not ErrorKind.REFUSED_LOCALLY
-    ]
-    if not s.completed and errors:
-        return Verdict.TRANSIENT
-    return Verdict.ACCEPTED
+    return Verdict.ACCEPTED if s.outcome.completed else Verdict.TRANSIENT
 
 
 def deciding_session(sessions: Sequence[Session]) -> Session | None:
@@ -258,24 +251,18 @@ def _incomplete_verdict(sessions: Sequence[Session]) -> tuple[Verdict, str]:
         )
     last = next((st.error for st in reversed(sessions[-1].steps) if st.error), None)
     detail = last.detail if last else "no reply"
-    # A connection that failed other than by refusal or no route reached something.
-    if any(
-        st.command == "CONNECT"
-        and st.error
-        and st.error.kind is not ErrorKind.REFUSED
-        and st.error.kind is not ErrorKind.UNREACHABLE
-        for s in sessions
-        for st in s.steps
-    ):
+    # No greeting anywhere: each session ended at its connection. One that failed other than
+    # by refusal or no route reached something.
+    if any(s.outcome not in _NOT_REACHED for s in sessions):
         return Verdict.TRANSIENT, f"no server completed a session ({detail})"
     return Verdict.UNREACHABLE, f"no server could be reached ({detail})"
 
 
+_NOT_REACHED = (Outcome.REFUSED, Outcome.UNREACHABLE, Outcome.BUDGET)
+
+
 def _connect_timed_out(s: Session) -> bool:
-    return any(
-        st.command == "CONNECT" and st.error and st.error.kind is ErrorKind.TIMEOUT
-        for st in s.steps
-    )
+    return s.outcome is Outcome.TIMEOUT and s.steps[-1].command == "CONNECT"
 
 
 EXIT = {

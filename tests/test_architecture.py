@@ -1,4 +1,6 @@
-"""Layering and start-up: the pure core does no I/O; offline commands load no network stack."""
+"""Layering and start-up: the pure core does no I/O; each room imports only what its job
+needs; nothing keeps process-wide state; functions stay short; offline commands load no
+network stack."""
 
 from __future__ import annotations
 
@@ -11,23 +13,80 @@ import pytest
 
 PKG = Path(__file__).resolve().parent.parent / "probe"
 NETWORK = {"asyncio", "ssl", "socket", "dns", "aiosmtplib", "aiosmtpd", "selectors"}
-CORE = [
-    "model.py",
-    "reply.py",
-    "interpret.py",
-    "catalog/__init__.py",
-    "text.py",
-    "mx.py",
-    "verdict.py",
-    "target.py",
-    "result.py",
-    "exitcodes.py",
-    "render/__init__.py",
-    "render/explain.py",
-    "render/compare.py",
-    "render/codes.py",
-    "render/probe.py",
-]
+# The pure core: models, configuration, catalog, parsing, interpretation, checks, verdicts and
+# renderers. No I/O, no network library, no click or rich.
+CORE_MODULES = {
+    "model",
+    "reply",
+    "interpret",
+    "catalog",
+    "text",
+    "mx",
+    "verdict",
+    "target",
+    "result",
+    "exitcodes",
+    "config",
+    "cache",
+    "certs",
+    "checks",
+    "render",
+}
+# Every other room, and the rooms of this package it may import besides the core.
+# Anything not listed is forbidden; a new module must be placed here to exist.
+ROOMS: dict[str, set[str]] = {
+    "aio": set(),
+    "wire": set(),
+    "tls": set(),
+    "session": {"wire", "tls"},
+    "limits": {"session"},
+    "pool": {"aio", "limits", "session"},
+    "resolve": set(),
+    "runner": {"resolve", "session"},
+    "batch": {"aio", "limits", "pool", "resolve", "runner", "session"},
+    "workers": {"aio", "batch"},
+    "mxscan": {"resolve", "session", "tls"},
+    "demo": {"lab", "resolve", "runner"},
+    "lab": {"lab"},
+    "__init__": set(),
+    "__main__": {"cli"},
+    "cli": set(),  # the edge: may import anything
+}
+
+
+def modules() -> dict[str, Path]:
+    """Every module of the package by dotted name (without the leading `probe.`)."""
+    out = {}
+    for path in PKG.rglob("*.py"):
+        parts = path.relative_to(PKG).with_suffix("").parts
+        if parts[-1] == "__init__" and len(parts) > 1:
+            parts = parts[:-1]
+        out[".".join(parts)] = path
+    return out
+
+
+def room(module: str) -> str:
+    return module.split(".")[0]
+
+
+CORE = sorted(str(p.relative_to(PKG)) for m, p in modules().items() if room(m) in CORE_MODULES)
+
+
+def probe_imports(path: Path) -> set[str]:
+    """The rooms of this package that `path` imports, function-local imports included."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module == "probe":
+                out.update(a.name for a in node.names)
+            elif node.module.startswith("probe."):
+                out.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            out.update(a.name.split(".")[1] for a in node.names if a.name.startswith("probe."))
+        elif isinstance(node, ast.ImportFrom) and node.level > 0:
+            raise AssertionError(f"{path}: relative import")
+    return out
 
 
 def imported(path: Path) -> set[str]:
@@ -51,6 +110,103 @@ def test_only_cli_imports_click() -> None:
     for path in PKG.rglob("*.py"):
         if "cli" not in path.relative_to(PKG).parts:
             assert "click" not in imported(path), path
+
+
+def test_every_module_is_placed_in_a_room() -> None:
+    unplaced = {m for m in modules() if room(m) not in CORE_MODULES | set(ROOMS)}
+    assert not unplaced, f"add these to CORE_MODULES or ROOMS: {sorted(unplaced)}"
+
+
+@pytest.mark.parametrize("module", sorted(modules()))
+def test_each_room_imports_only_what_its_job_needs(module: str) -> None:
+    here = room(module)
+    if here == "cli":
+        return  # the edge
+    allowed = CORE_MODULES if here in CORE_MODULES else CORE_MODULES | ROOMS[here]
+    used = probe_imports(modules()[module]) - {here}
+    assert used <= allowed, f"{module} imports {sorted(used - allowed)}"
+
+
+def test_the_rules_that_matter_most() -> None:
+    """Nothing imports the CLI; wire and TLS never import the session; the session never
+    imports the pool, the limits or the batch."""
+    for module, path in modules().items():
+        used = probe_imports(path)
+        if room(module) not in ("cli", "__main__"):
+            assert "cli" not in used, module
+        if room(module) in ("wire", "tls"):
+            assert "session" not in used, module
+        if room(module) == "session":
+            assert not used & {"pool", "limits", "batch", "runner", "workers"}, module
+
+
+# Calls whose result cannot change: the only ones a module may bind at its top level.
+IMMUTABLE_FACTORIES = {
+    "TypeVar",
+    "re.compile",
+    "frozenset",
+    "tuple",
+    "click.option",
+    "click.FloatRange",
+    "click.IntRange",
+    "TlsInfo",  # frozen dataclasses
+    "Failure",
+}
+
+
+def _module_state(path: Path) -> list[str]:
+    """Module-level bindings that could change while the process runs."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for d in node.decorator_list:
+                target = d.func if isinstance(d, ast.Call) else d
+                if ast.unparse(target).split(".")[-1] in ("lru_cache", "cache"):
+                    found.append(f"@{ast.unparse(target)} {node.name}")
+        if not isinstance(node, (ast.Assign, ast.AnnAssign)) or node.value is None:
+            continue
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        names = [t.id for t in targets if isinstance(t, ast.Name) and not t.id.startswith("__")]
+        value = node.value
+        if isinstance(value, ast.Call) and ast.unparse(value.func) not in IMMUTABLE_FACTORIES:
+            found += [f"{n} = {ast.unparse(value.func)}(...)" for n in names]
+        displayed = isinstance(value, (ast.List, ast.Dict, ast.Set, ast.ListComp, ast.DictComp))
+        # An UPPER_CASE display is a constant by convention, unless it starts empty (a cache).
+        empty = isinstance(value, (ast.List, ast.Dict)) and not getattr(
+            value, "elts", getattr(value, "keys", None)
+        )
+        found += [n for n in names if displayed and (empty or not n.isupper())]
+    return found
+
+
+def test_no_module_level_mutable_state() -> None:
+    """Caches belong to a run or a resolver. The catalog's loaders may cache: package data
+    never changes while the process runs."""
+    for module, path in modules().items():
+        if room(module) == "catalog":
+            continue
+        assert not _module_state(path), f"{module}: {_module_state(path)}"
+
+
+def _functions(path: Path) -> list[tuple[str, int]]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return [
+        (n.name, (n.end_lineno or n.lineno) - n.lineno + 1)
+        for n in ast.walk(tree)
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+    ]
+
+
+def test_functions_stay_short() -> None:
+    """No function over 60 lines (complexity over 15 is ruff's C901, run in .ci/run)."""
+    long = [
+        f"{module}.{name} ({n} lines)"
+        for module, path in modules().items()
+        for name, n in _functions(path)
+        if n > 60
+    ]
+    assert not long, long
 
 
 SNIPPET = """
