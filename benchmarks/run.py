@@ -237,6 +237,108 @@ def bench_session(runs: int) -> list[tuple[str, str]]:
     return rows
 
 
+def _farm(listeners: int, domains: int, error_limit: int = 0) -> tuple[subprocess.Popen[str], dict]:  # type: ignore[type-arg]
+    import json
+
+    farm = subprocess.Popen(
+        [sys.executable, "-m", "probe.lab.farm", str(listeners), str(domains), str(error_limit)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert farm.stdout is not None
+    return farm, json.loads(farm.stdout.readline())
+
+
+def _stop(farm: subprocess.Popen[str]) -> None:
+    assert farm.stdin is not None
+    farm.stdin.close()
+    farm.wait(timeout=30)
+
+
+def _run_seconds(cmd: list[str], stdin: Path | None = None) -> float:
+    """Seconds of session work: batch's own count ("N records in X s"), or what the raw
+    client prints; the start-up of either process is left out."""
+    with open(stdin, "rb") if stdin else open(os.devnull, "rb") as inp:
+        p = subprocess.run(cmd, stdin=inp, capture_output=True, text=True, check=False)
+    if "records in" in p.stderr:
+        return float(p.stderr.split("records in", 1)[1].split(" s", 1)[0])
+    return float(p.stdout.strip())
+
+
+def bench_like_for_like(quick: bool) -> list[tuple[str, str]]:
+    """batch against a minimal asyncio client doing the same sessions (start-up left out of
+    both, taking turns); then kept connections against a server that slows down after 10
+    errors."""
+    n = 300 if quick else 1000
+    runs = 1 if quick else 3
+    farm, info = _farm(5, 10)
+    hosts = info["hosts"]
+    rows: list[tuple[str, str]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        literals = Path(tmp) / "literals.txt"
+        literals.write_text("".join(f"[{hosts[i % len(hosts)]}]\n" for i in range(n)))
+        base = [
+            *CLI,
+            "batch",
+            "-",
+            "--port",
+            str(info["smtp_port"]),
+            "--cafile",
+            info["cafile"],
+            "--helo",
+            "bench.test",
+            "--rcpt",
+            "user@d1.test",
+            "--per-host",
+            "50",
+        ]
+        raw = [sys.executable, str(ROOT / "benchmarks" / "raw_client.py"), str(n)]
+        for c in (10, 50):
+            like = [*base, "--concurrency", str(c), "--reuse", "1", "--no-tls-resume"]
+            usual = [*base, "--concurrency", str(c)]
+            client = [*raw, str(c), str(info["smtp_port"]), info["cafile"], *hosts]
+            times: dict[str, list[float]] = {"raw": [], "like": [], "usual": []}
+            for _ in range(runs):  # in turns, so that load from elsewhere hits all alike
+                times["raw"].append(_run_seconds(client))
+                times["like"].append(_run_seconds(like, stdin=literals))
+                times["usual"].append(_run_seconds(usual, stdin=literals))
+            rate = {k: n / statistics.median(v) for k, v in times.items()}
+            rows += [
+                (f"raw asyncio client, {n} sessions, concurrency {c}", f"{rate['raw']:.0f}/s"),
+                (
+                    f"batch --reuse 1 --no-tls-resume, concurrency {c} (aim >= 0.8x raw)",
+                    f"{rate['like']:.0f}/s ({rate['like'] / rate['raw']:.2f}x)",
+                ),
+                (
+                    f"batch with its defaults, concurrency {c}",
+                    f"{rate['usual']:.0f}/s ({rate['usual'] / rate['raw']:.2f}x)",
+                ),
+            ]
+    _stop(farm)
+    return rows + _bench_error_limit(quick)
+
+
+def _bench_error_limit(quick: bool) -> list[tuple[str, str]]:
+    """Unknown recipients against a farm that applies Postfix's smtpd_soft_error_limit (10):
+    kept connections must retire before it, so reuse is never slower than none."""
+    n = 100 if quick else 300
+    farm, info = _farm(1, n, error_limit=10)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        targets = Path(tmp) / "unknown.txt"
+        targets.write_text("".join(f"nobody{i}@d{i}.test\n" for i in range(n)))
+        common = [*CLI, "batch", "-", *client_args(info), "--helo", "bench.test", "--timeout", "20"]
+        t_reuse = timed([*common, "--reuse", "10"], stdin=targets)
+        t_fresh = timed([*common, "--reuse", "1"], stdin=targets)
+    _stop(farm)
+    rows.append((f"{n} unknown recipients, error limit 10, --reuse 10", f"{t_reuse:.2f} s"))
+    rows.append((f"{n} unknown recipients, error limit 10, --reuse 1", f"{t_fresh:.2f} s"))
+    rows.append(("reuse / a connection per target (aim <= 1)", f"{t_reuse / t_fresh:.2f}x"))
+    return rows
+
+
 def _child_peak_rss_mb(cmd: list[str], stdin: Path) -> tuple[float, float]:
     """Run cmd in a fresh wrapper process; return (seconds, peak RSS of the child in MB)."""
     code = (
@@ -401,6 +503,7 @@ def main() -> None:
         ("Explain throughput", bench_explain(lines)),
         ("One live session on loopback", bench_session(runs * 5)),
         ("Batch against a farm of loopback MX servers", bench_batch(args.quick)),
+        ("Batch like for like, and kept connections that retire", bench_like_for_like(args.quick)),
     ]
     machine = f"{platform.node()}: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     out = [

@@ -23,7 +23,7 @@ from probe.catalog import Locale
 from probe.config import BatchLimits, ProbeRequest, SessionOptions
 from probe.limits import Limited, Limits
 from probe.pool import Pool
-from probe.render.probe import to_json
+from probe.render.probe import ProbeJson
 from probe.resolve import Resolver, make_resolver
 from probe.result import ProbeResult, Session
 from probe.runner import probe
@@ -203,6 +203,7 @@ async def run_batch(
     run = RunContext()
     res = resolver or make_resolver(template.nameservers or None, lifetime=template.dns_timeout)
     runner, pool = runner_for(Limits(config), run)
+    render = ProbeJson(loc, remember=4096)
 
     async def default_probe(req: ProbeRequest) -> ProbeResult:
         return await probe(req, resolver=res, runner=runner, run=run)
@@ -220,7 +221,7 @@ async def run_batch(
         except Exception as e:  # one broken probe must never cost the others their records
             detail = f"{type(e).__name__}: {e}"
             return error_record(n, text, "internal", detail, exitcodes.SOFTWARE)
-        doc = to_json(result, loc)
+        doc = render.document(result)
         doc.pop("schema", None)
         head = {"schema": SCHEMA, "line": n, "input": text}
         return {**head, **doc, "exit_status": exit_status(result.verdict)}

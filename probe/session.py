@@ -191,6 +191,7 @@ class _Dialogue:
     keep: bool = False  # end a clean transaction with RSET and keep the connection
     kept: KeptConnection | None = None
     _holder: Offer | None = None
+    _sni: str | None = None  # "" once known to be an address
     _tls_key: SessionKey | None = None
     _offered: Judgement | None = None  # the verdict saved with the TLS session offered
     _judged: Judgement | None = None
@@ -239,7 +240,9 @@ class _Dialogue:
 
     @property
     def sni(self) -> str | None:
-        return None if _is_ip(self.host) else self.host
+        if self._sni is None:
+            self._sni = "" if _is_ip(self.host) else self.host
+        return self._sni or None
 
     def _offer(self) -> None:
         """Offer the TLS session saved from this run's last visit (RFC 5077 / RFC 8446)."""

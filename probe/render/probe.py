@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from probe.cache import Bounded
 from probe.catalog import Locale
 from probe.render import CLASS_COLOURS, Styler, flag_messages, plain, retry_advice, texts
 from probe.result import DnsResult, ProbeResult, Session, Step, TlsInfo, WireReply
@@ -64,11 +65,37 @@ def _tls_json(t: TlsInfo) -> dict[str, Any]:
     }
 
 
-def _step_json(s: Step, loc: Locale) -> dict[str, Any]:
+class ProbeJson:
+    """The JSON document of a result. A batch keeps one for its run, remembering rendered
+    replies: a provider's greeting and 250s are rendered once, not in every record."""
+
+    def __init__(self, loc: Locale, remember: int = 0) -> None:
+        self.loc = loc
+        # By identity: a run's replies come from one cache (probe.session.Replies), so the
+        # same reply is the same object. The entry holds the reply, so its id stays its own.
+        self._replies: Bounded[int, tuple[WireReply, dict[str, Any]]] | None = (
+            Bounded(remember) if remember else None
+        )
+
+    def reply(self, r: WireReply) -> dict[str, Any]:
+        if self._replies is None:
+            return _reply_json(r, self.loc)
+        hit = self._replies.get(id(r))
+        if hit is not None and hit[0] is r:
+            return hit[1]
+        doc = _reply_json(r, self.loc)
+        self._replies.put(id(r), (r, doc))
+        return doc
+
+    def document(self, r: ProbeResult) -> dict[str, Any]:
+        return _document(r, self)
+
+
+def _step_json(s: Step, out: ProbeJson) -> dict[str, Any]:
     return {
         "command": s.command,
         "sent": s.sent,
-        "reply": _reply_json(s.reply, loc) if s.reply else None,
+        "reply": out.reply(s.reply) if s.reply else None,
         "error": {"kind": s.error.kind.value, "detail": s.error.detail} if s.error else None,
         "elapsed_ms": s.elapsed_ms,
         "tls": s.tls,
@@ -76,7 +103,7 @@ def _step_json(s: Step, loc: Locale) -> dict[str, Any]:
     }
 
 
-def _session_json(s: Session, loc: Locale) -> dict[str, Any]:
+def _session_json(s: Session, out: ProbeJson) -> dict[str, Any]:
     return {
         "host": s.host,
         "address": s.address,
@@ -87,11 +114,15 @@ def _session_json(s: Session, loc: Locale) -> dict[str, Any]:
         "reused": s.reused,
         "extensions": [{"keyword": k, "params": v} for k, v in s.extensions],
         "tls": _tls_json(s.tls),
-        "steps": [_step_json(st, loc) for st in s.steps],
+        "steps": [_step_json(st, out) for st in s.steps],
     }
 
 
 def to_json(r: ProbeResult, loc: Locale) -> dict[str, Any]:
+    return _document(r, ProbeJson(loc))
+
+
+def _document(r: ProbeResult, out: ProbeJson) -> dict[str, Any]:
     t = r.target
     dns = r.dns
     return {
@@ -127,7 +158,7 @@ def to_json(r: ProbeResult, loc: Locale) -> dict[str, Any]:
             }
             for h in dns.mx
         ],
-        "sessions": [_session_json(s, loc) for s in r.sessions],
+        "sessions": [_session_json(s, out) for s in r.sessions],
         "verdict": r.verdict.value,
         "reason": r.reason,
         "exit_status": exit_status(r.verdict),
