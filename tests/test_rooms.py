@@ -336,3 +336,68 @@ def test_a_typo_is_a_usage_error_and_sends_nothing() -> None:
     assert "did you mean 'probe'" in p.stderr
     assert len(p.stderr.strip().splitlines()) <= 3 and "Traceback" not in p.stderr
     assert dns.b.queries == []
+
+
+def _slow_greeting_server(delay: float) -> tuple[LoopThread, asyncio.Server]:
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(delay)
+        w.write(b"220 slow.test ESMTP\r\n")
+        while line := await r.readline():
+            verb = line.decode().split(" ")[0].strip().upper()
+            w.write(b"221 bye\r\n" if verb == "QUIT" else b"250 slow.test\r\n")
+            await w.drain()
+            if verb == "QUIT":
+                return
+
+    lt = LoopThread()
+    return lt, lt.run(start_raw(script))
+
+
+async def _closed(srv: asyncio.Server) -> None:
+    srv.close()
+    await srv.wait_closed()
+
+
+def test_on_a_terminal_the_transcript_shows_the_connect_before_the_greeting() -> None:
+    import os
+    import pty
+    import re
+    import select
+
+    lt, srv = _slow_greeting_server(1.5)
+    args = ["[127.0.0.1]", "--port", str(port_of(srv)), "--helo", "t.test", "--starttls", "never"]
+    cmd = [sys.executable, "-m", "probe", *args]
+    try:
+        master, slave = pty.openpty()
+        started = time.monotonic()
+        proc = subprocess.Popen(cmd, stdout=slave, stderr=subprocess.DEVNULL)
+        os.close(slave)
+        seen, connect_at = b"", None
+        while True:
+            if not select.select([master], [], [], 10)[0]:
+                break
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the process closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+            if connect_at is None and b"===" in seen:
+                connect_at = time.monotonic() - started
+        os.close(master)
+        assert proc.wait(timeout=30) == 0
+        piped = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    finally:
+        lt.run(_closed(srv))
+        lt.close()
+    live = seen.decode("utf-8", "replace").replace("\r\n", "\n")
+    # The header came while the server still held its greeting back...
+    assert connect_at is not None and connect_at < 1.4, (connect_at, live)
+    assert "220 slow.test" in live
+
+    # ...and the whole transcript says what the piped one says (timings aside).
+    def strip(text: str) -> str:
+        return re.sub(r"\(\d+ ms\)", "(ms)", re.sub(r"\x1b\[[0-9;]*m", "", text)).strip()
+
+    assert strip(live) == strip(piped.stdout)
