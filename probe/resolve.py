@@ -69,8 +69,9 @@ def make_resolver(
     res.lifetime = lifetime
     # Ask for the AD bit so DANE findings can say whether the answers were validated.
     res.flags = dns.flags.RD | dns.flags.AD
-    # Shared by every lookup of a run (batch included), bounded so memory stays flat.
-    res.cache = dns.resolver.LRUCache(max_size=4096)
+    # Shared by every lookup of a run (batch included), and small: it keeps whole responses
+    # (kilobytes each), while the memo below keeps what a batch asks again (the MX hosts).
+    res.cache = dns.resolver.LRUCache(max_size=512)
     return Resolver(res)
 
 

@@ -247,17 +247,17 @@ class _Dialogue:
     def _offer(self) -> None:
         """Offer the TLS session saved from this run's last visit (RFC 5077 / RFC 8446)."""
         self._tls_key = (self.address, self.port, self.sni, self.opts.cafile)
-        saved = self.run.tls.saved(self._tls_key) if self.opts.resume_tls else None
-        self._offered = saved[1] if saved else None
+        saved = self.run.tls.offer(self._tls_key) if self.opts.resume_tls else None
+        self._offered = saved.verdict if saved else None
         if self._holder is not None:
-            self._holder.session = saved[0] if saved else None
+            self._holder.session = saved.session if saved else None
 
     def _keep_tls_session(self, conn: Connection) -> None:
         obj = conn.ssl_object() if conn.tls and self.opts.resume_tls else None
         if obj is None or self._tls_key is None or self._judged is None:
             return
-        # Kept after a resumption too: the server gave a fresh ticket, and RFC 8446 (C.4) asks
-        # clients not to offer one ticket twice (servers with single-use tickets refuse it).
+        if not self.run.tls.needs_fresh(self._tls_key, obj.session_reused):
+            return  # the kept session still resumes (see probe.tls.OFFERS_PER_SESSION)
         sess = obj.session
         # TLS 1.3 sends its tickets after the handshake; a session without one cannot resume.
         if sess is not None and (sess.has_ticket or sess.id):

@@ -14,6 +14,7 @@ import re
 import ssl
 import warnings
 from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -132,13 +133,31 @@ def unverified_chain(obj: ssl.SSLObject) -> tuple[bytes, ...]:
     return tuple(out)
 
 
+@dataclass(eq=False)
+class Saved:
+    """A TLS session kept for resumption, the verdict on the chain it was made with, and how
+    often it has been offered."""
+
+    session: ssl.SSLSession
+    verdict: Judgement
+    offered: int = 0
+
+
+# Reading a TLS session out of OpenSSL (SSLObject.session) costs about 6.5 KB of native memory
+# that is never given back (CPython 3.11 with OpenSSL 3.0): a batch that read one after every
+# connection grew by that much per target. So a session that still resumes is offered again,
+# up to this many times, before a fresh one is read. (Servers with single-use tickets refuse
+# the second offer; the full handshake that follows reads a fresh session.)
+OFFERS_PER_SESSION = 100
+
+
 class TlsState:
     """What the TLS handshakes of one run share; nothing outlives the run."""
 
     def __init__(self, size: int = 1024) -> None:
         self._context: ResumingContext | None = None
         self._stores: dict[str | None, xv.Store] = {}
-        self.sessions: Bounded[SessionKey, tuple[ssl.SSLSession, Judgement]] = Bounded(size)
+        self.sessions: Bounded[SessionKey, Saved] = Bounded(size)
         self.verdicts: Bounded[tuple[tuple[bytes, ...], str | None], Judgement] = Bounded(size)
 
     @property
@@ -167,8 +186,18 @@ class TlsState:
             return hit
         return Judgement(with_days_left(cert), hit.trusted, hit.error)
 
-    def saved(self, key: SessionKey) -> tuple[ssl.SSLSession, Judgement] | None:
-        return self.sessions.get(key)
+    def offer(self, key: SessionKey) -> Saved | None:
+        """The session to offer for `key`, counted as offered."""
+        saved = self.sessions.get(key)
+        if saved is not None:
+            saved.offered += 1
+        return saved
+
+    def needs_fresh(self, key: SessionKey, resumed: bool) -> bool:
+        """Whether to read a new session after a handshake: none kept, the kept one did not
+        resume, or it has been offered often enough."""
+        saved = self.sessions.get(key)
+        return saved is None or not resumed or saved.offered >= OFFERS_PER_SESSION
 
     def save(self, key: SessionKey, session: ssl.SSLSession, verdict: Judgement) -> None:
-        self.sessions.put(key, (session, verdict))
+        self.sessions.put(key, Saved(session, verdict))
