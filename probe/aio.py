@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Collection, Coroutine
-from typing import Any, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -26,7 +26,7 @@ def loop_name() -> str:
     return "uvloop"
 
 
-def run(main: Coroutine[Any, Any, T]) -> T:
+def run(main: Coroutine[object, None, T]) -> T:
     """Run a coroutine to completion on a new event loop, as `asyncio.run` does."""
     if loop_name() == "uvloop":
         import uvloop
@@ -36,7 +36,7 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(main)
 
 
-async def cancel_all(tasks: Collection[asyncio.Task[Any]], again: float = 0.5) -> None:
+async def cancel_all(tasks: Collection[asyncio.Task[object]], again: float = 0.5) -> None:
     """Cancel the tasks and wait until every one has ended.
 
     A task can swallow a cancel: on Python 3.11, asyncio.wait_for (which aiosmtplib awaits each

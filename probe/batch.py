@@ -13,9 +13,8 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from probe import exitcodes
 from probe.aio import cancel_all
@@ -32,6 +31,7 @@ from probe.target import TargetError, parse_target
 from probe.verdict import exit_status
 
 SCHEMA = "smtp-probe/batch/1"
+Record = dict[str, object]  # one output line: a probe's JSON document, or an error
 ProbeFn = Callable[[ProbeRequest], Awaitable[ProbeResult]]
 
 
@@ -146,30 +146,29 @@ class Stats:
     reused: int = 0  # sessions run on a connection kept from an earlier target
     started: float = field(default_factory=time.monotonic)
 
-    def add(self, rec: dict[str, Any]) -> None:
+    def add(self, rec: Mapping[str, object]) -> None:
+        """Count a record (ours, or one read back from a worker's output)."""
         self.done += 1
         if "error" in rec:
             self.errors += 1
             self.by_verdict["error"] += 1
-        else:
-            self.by_verdict[rec["verdict"]] += 1
-            self.by_category.update(_categories(rec))
-            for s in rec.get("sessions", ()):
-                self.sessions += 1
-                self.reused += bool(s.get("reused"))
+            return
+        self.by_verdict[str(rec.get("verdict"))] += 1
+        for s in _dicts(rec.get("sessions")):
+            self.sessions += 1
+            self.reused += bool(s.get("reused"))
+            for st in _dicts(s.get("steps")):
+                reply = st.get("reply")
+                category = reply.get("category") if isinstance(reply, dict) else None
+                if isinstance(category, str) and category != "success":
+                    self.by_category[category] += 1
 
 
-def _categories(doc: dict[str, Any]) -> list[str]:
-    out = []
-    for s in doc.get("sessions", []):
-        for st in s["steps"]:
-            reply = st.get("reply")
-            if reply and reply.get("category") and reply["category"] != "success":
-                out.append(reply["category"])
-    return out
+def _dicts(value: object) -> list[Mapping[str, object]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
-def error_record(n: int, text: str, kind: str, detail: str, status: int) -> dict[str, Any]:
+def error_record(n: int, text: str, kind: str, detail: str, status: int) -> dict[str, object]:
     """The record of an input line that got no probe result."""
     return {
         "schema": SCHEMA,
@@ -190,7 +189,7 @@ def runner_for(limits: Limits, run: RunContext) -> tuple[SessionRunner, Pool | N
 async def run_batch(
     targets: AsyncIterator[tuple[int, str]],
     template: ProbeRequest,
-    emit: Callable[[dict[str, Any]], None],
+    emit: Callable[[Record], None],
     loc: Locale,
     *,
     limits: BatchLimits | None = None,
@@ -211,7 +210,7 @@ async def run_batch(
     run_one = probe_fn or default_probe
     stats = Stats()
 
-    async def one(n: int, text: str) -> dict[str, Any]:
+    async def one(n: int, text: str) -> Record:
         try:
             t = parse_target(text)
         except TargetError as e:
@@ -226,7 +225,7 @@ async def run_batch(
         head = {"schema": SCHEMA, "line": n, "input": text}
         return {**head, **doc, "exit_status": exit_status(result.verdict)}
 
-    def record(rec: dict[str, Any]) -> None:
+    def record(rec: Record) -> None:
         stats.add(rec)
         emit(rec)
         if on_progress is not None:
@@ -242,8 +241,8 @@ async def run_batch(
 
 async def _drive(
     targets: AsyncIterator[tuple[int, str]],
-    one: Callable[[int, str], Awaitable[dict[str, Any]]],
-    record: Callable[[dict[str, Any]], None],
+    one: Callable[[int, str], Awaitable[Record]],
+    record: Callable[[Record], None],
     concurrency: int,
 ) -> None:
     """`concurrency` workers take targets from a bounded queue, in completion order."""

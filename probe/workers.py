@@ -25,10 +25,10 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from probe import exitcodes
-from probe.batch import error_record
+from probe.batch import Record, error_record
 from probe.config import BatchLimits, ProbeRequest
 
 
@@ -66,7 +66,7 @@ def _shard(text: str, n: int) -> int:
     return zlib.crc32(domain.encode("utf-8", "replace")) % n
 
 
-def lost_record(n: int, text: str, status: int | None) -> dict[str, Any]:
+def lost_record(n: int, text: str, status: int | None) -> dict[str, object]:
     detail = f"the worker process ended (exit status {status}) before this target finished"
     return error_record(n, text, "internal", detail, exitcodes.SOFTWARE)
 
@@ -191,7 +191,7 @@ def run_workers(
     items: Iterable[tuple[int, str]],
     cfg: WorkerConfig,
     pool: list[Worker],
-    on_record: Callable[[str, dict[str, Any]], None],
+    on_record: Callable[[str, Record], None],
 ) -> None:
     """Feed every item to a worker; `on_record(line, record)` gets exactly one call per item.
 
@@ -209,7 +209,7 @@ class _Run:
         self,
         cfg: WorkerConfig,
         pool: list[Worker],
-        on_record: Callable[[str, dict[str, Any]], None],
+        on_record: Callable[[str, Record], None],
     ) -> None:
         self.pool, self.on_record = pool, on_record
         self.n = len(pool)
@@ -263,7 +263,7 @@ class _Run:
             self.failure.append(e)
         self.stopping.set()
 
-    def record(self, raw: str, rec: dict[str, Any]) -> None:
+    def record(self, raw: str, rec: Record) -> None:
         """Under the lock."""
         if self.failure:
             return
@@ -358,7 +358,7 @@ def _child() -> None:
                 line, _, text = raw.partition("\t")
                 yield int(line), text
 
-        def emit(rec: dict[str, Any]) -> None:
+        def emit(rec: Record) -> None:
             data = (json.dumps(rec, ensure_ascii=False) + "\n").encode("utf-8")
             while data:  # one record, whole, straight to the pipe (nothing buffered at exit)
                 data = data[os.write(1, data) :]

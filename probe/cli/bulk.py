@@ -9,12 +9,20 @@ import stat
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import IO, Any
+from typing import IO
 
 import click
 
 from probe import aio, exitcodes
-from probe.batch import Stats, fd_lines, read_targets, recorded_lines, run_batch, stream_targets
+from probe.batch import (
+    Record,
+    Stats,
+    fd_lines,
+    read_targets,
+    recorded_lines,
+    run_batch,
+    stream_targets,
+)
 from probe.catalog import locale
 from probe.cli.common import fail, lang_option, resolve_lang
 from probe.cli.options import LiveArgs, live_options
@@ -112,7 +120,7 @@ class _BatchRun:
             if self.progress:
                 self.progress.close()
 
-    def _on_record(self, line: str, rec: dict[str, Any]) -> None:
+    def _on_record(self, line: str, rec: Record) -> None:
         self.write(line)
         self.stats.add(rec)
         if self.progress:

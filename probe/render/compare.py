@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from probe.catalog import Locale
 from probe.model import Interpretation
 from probe.render import CLASS_COLOURS, Styler, fields, plain, retry_advice, texts
@@ -122,7 +120,7 @@ def _colour(i: Interpretation) -> str | None:
     return CLASS_COLOURS.get(i.reply_class)
 
 
-def to_json(a: Interpretation, b: Interpretation, loc: Locale) -> dict[str, Any]:
+def to_json(a: Interpretation, b: Interpretation, loc: Locale) -> dict[str, object]:
     return {
         "schema": "smtp-probe/compare/1",
         "a": item_json(a, loc),

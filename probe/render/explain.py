@@ -24,7 +24,7 @@ from probe.text import safe
 SCHEMA = "smtp-probe/explain/1"
 
 
-def to_json(e: Explained, loc: Locale) -> dict[str, Any]:
+def to_json(e: Explained, loc: Locale) -> dict[str, object]:
     """One stable JSON object per input item (see README: JSON fields)."""
     if isinstance(e, NotAReply):
         return _not_a_reply_json(e, loc)
@@ -187,7 +187,7 @@ class Summary:
         self.examples_code.setdefault(code, e.input)
 
 
-def summary_json(s: Summary, loc: Locale) -> dict[str, Any]:
+def summary_json(s: Summary, loc: Locale) -> dict[str, object]:
     return {
         "schema": "smtp-probe/explain-summary/1",
         "lines": s.lines,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from probe.catalog import Locale
 from probe.checks import DomainFacts, Finding, Severity
 from probe.render import Styler, plain
@@ -38,7 +36,7 @@ def _group(f: Finding, facts: DomainFacts) -> str:
 
 def to_json(
     facts: DomainFacts, findings: list[Finding], loc: Locale, status: int
-) -> dict[str, Any]:
+) -> dict[str, object]:
     return {
         "schema": SCHEMA,
         "domain": facts.domain,

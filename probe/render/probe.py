@@ -73,11 +73,11 @@ class ProbeJson:
         self.loc = loc
         # By identity: a run's replies come from one cache (probe.session.Replies), so the
         # same reply is the same object. The entry holds the reply, so its id stays its own.
-        self._replies: Bounded[int, tuple[WireReply, dict[str, Any]]] | None = (
+        self._replies: Bounded[int, tuple[WireReply, dict[str, object]]] | None = (
             Bounded(remember) if remember else None
         )
 
-    def reply(self, r: WireReply) -> dict[str, Any]:
+    def reply(self, r: WireReply) -> dict[str, object]:
         if self._replies is None:
             return _reply_json(r, self.loc)
         hit = self._replies.get(id(r))
@@ -87,7 +87,7 @@ class ProbeJson:
         self._replies.put(id(r), (r, doc))
         return doc
 
-    def document(self, r: ProbeResult) -> dict[str, Any]:
+    def document(self, r: ProbeResult) -> dict[str, object]:
         return _document(r, self)
 
 
@@ -118,7 +118,7 @@ def _session_json(s: Session, out: ProbeJson) -> dict[str, Any]:
     }
 
 
-def to_json(r: ProbeResult, loc: Locale) -> dict[str, Any]:
+def to_json(r: ProbeResult, loc: Locale) -> dict[str, object]:
     return _document(r, ProbeJson(loc))
 
 
