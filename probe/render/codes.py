@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from probe.catalog import Catalog, Locale, Rule
 from probe.render import CLASS_COLOURS, Styler, pad, plain
 
 
 def rows(
     cat: Catalog, loc: Locale, kind: str, klass: int | None, category: str | None
-) -> list[dict[str, Any]]:
+) -> list[dict[str, object]]:
     """Catalog entries as plain dicts, filtered by kind, class and category."""
-    out: list[dict[str, Any]] = []
+    out: list[dict[str, object]] = []
     if kind in ("basic", "all"):
         out += _basic_rows(cat, loc, klass, category)
     if kind in ("enhanced", "all"):
@@ -24,7 +22,7 @@ def rows(
 
 def _basic_rows(
     cat: Catalog, loc: Locale, klass: int | None, category: str | None
-) -> list[dict[str, Any]]:
+) -> list[dict[str, object]]:
     return [
         {
             "kind": "basic",
@@ -47,7 +45,7 @@ def _basic_rows(
 
 def _enhanced_rows(
     cat: Catalog, loc: Locale, klass: int | None, category: str | None
-) -> list[dict[str, Any]]:
+) -> list[dict[str, object]]:
     # Keys sort by number, so "1.10" comes after "1.9".
     by_number = sorted(cat.enhanced.items(), key=lambda kv: tuple(map(int, kv[0].split("."))))
     return [
@@ -78,7 +76,7 @@ def _rule_in_class(r: Rule, klass: int) -> bool:
 
 def _rule_rows(
     cat: Catalog, loc: Locale, klass: int | None, category: str | None
-) -> list[dict[str, Any]]:
+) -> list[dict[str, object]]:
     return [
         {
             "kind": "rule",
@@ -97,19 +95,18 @@ def _rule_rows(
     ]
 
 
-def to_text(items: list[dict[str, Any]], style: Styler = plain) -> str:
+def to_text(items: list[dict[str, object]], style: Styler = plain) -> str:
     if not items:
         return ""
     code_w = max(len(str(i["code"])) for i in items) + 2
-    cat_w = max(len(i["category"]) for i in items) + 2
+    cat_w = max(len(str(i["category"])) for i in items) + 2
     out = []
     for i in items:
         klass = i.get("class")
         colour = CLASS_COLOURS.get(klass) if isinstance(klass, int) else None
-        name = (i.get("name") or "").split(". ")[0] if i["kind"] == "rule" else i.get("name") or ""
+        name = str(i.get("name") or "")
         if i["kind"] == "rule":
-            name = f"[{i['provider']}] {name}"
-        out.append(
-            f"{style(pad(str(i['code']), code_w), colour, True)}{pad(i['category'], cat_w)}{name}"
-        )
+            name = f"[{i['provider']}] {name.split('. ')[0]}"
+        code = style(pad(str(i["code"]), code_w), colour, True)
+        out.append(f"{code}{pad(str(i['category']), cat_w)}{name}")
     return "\n".join(out)
