@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 from probe.result import Certificate, DnsStatus, Session, TlsInfo
+from probe.target import is_ip
 
 
 class Severity(IntEnum):
@@ -122,14 +123,6 @@ def _p(**kw: object) -> tuple[tuple[str, str], ...]:
     return tuple((k, str(v)) for k, v in kw.items())
 
 
-def _is_ip(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
-
-
 def _special(address: str) -> bool:
     ip = ipaddress.ip_address(address)
     return bool(
@@ -196,7 +189,7 @@ def check(f: DomainFacts) -> list[Finding]:
 
 def _host_findings(h: HostFacts, allow_private: bool) -> list[Finding]:
     out: list[Finding] = []
-    if _is_ip(h.host):
+    if is_ip(h.host):
         return [Finding("mx-target-ip", Severity.ERROR, h.host)]
     if h.a.status is DnsStatus.NXDOMAIN:
         return [Finding("mx-target-nxdomain", Severity.ERROR, h.host)]

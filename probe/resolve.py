@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import random
 import time
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from probe.cache import Bounded
 from probe.config import DNS_TRY
 from probe.mx import is_null_mx, is_null_target, order_mx
 from probe.result import DnsResult, DnsStatus, MxHost
+from probe.target import is_ip
 
 
 class Resolver:
@@ -167,14 +167,6 @@ async def addresses(
     return DnsStatus.NODATA, (), cname, "the host has no A or AAAA records"
 
 
-def _is_ip_name(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.rstrip("."))
-    except ValueError:
-        return False
-    return True
-
-
 async def resolve_domain(
     res: Resolver,
     domain: str,
@@ -209,7 +201,7 @@ async def resolve_domain(
     ordered = [(p, h) for p, h in order_mx(records, rng) if not is_null_target(h)]
 
     async def one(pref: int, host: str) -> MxHost:
-        if _is_ip_name(host):
+        if is_ip(host):
             return MxHost(
                 host,
                 pref,

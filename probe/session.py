@@ -35,6 +35,7 @@ from probe.result import (
     TlsInfo,
     WireReply,
 )
+from probe.target import is_ip
 from probe.tls import Offer, SessionKey, TlsState, unverified_chain
 from probe.wire import Connection, Failure, Raw
 
@@ -128,14 +129,6 @@ def parse_extensions(lines: Sequence[str]) -> tuple[tuple[str, str], ...]:
         keyword, _, params = body.partition(" ")
         out.append((keyword.upper(), params.strip()))
     return tuple(out)
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
 
 
 def _ms(start: float) -> float:
@@ -241,7 +234,7 @@ class _Dialogue:
     @property
     def sni(self) -> str | None:
         if self._sni is None:
-            self._sni = "" if _is_ip(self.host) else self.host
+            self._sni = "" if is_ip(self.host) else self.host
         return self._sni or None
 
     def _offer(self) -> None:

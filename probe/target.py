@@ -10,6 +10,15 @@ from probe.result import Target
 _LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)", re.IGNORECASE)
 
 
+def is_ip(name: str) -> bool:
+    """Whether a host name is an IP address ("192.0.2.1", "[2001:db8::1]", "192.0.2.1.")."""
+    try:
+        ipaddress.ip_address(name.strip("[]").rstrip("."))
+    except ValueError:
+        return False
+    return True
+
+
 class TargetError(ValueError):
     """The target or a wire value cannot be used; the message is one line for the user."""
 
