@@ -1,0 +1,107 @@
+"""Needles: literals that a rule's pattern cannot match without, found in one pass over a text.
+
+Checking them before running the regular expressions makes a log of a million lines several
+times faster: most rules are rejected without entering the regex engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+_SPECIAL = set("()[]{}?*+^$.|\\")
+
+
+def _top_branches(pattern: str) -> list[str] | None:
+    """Split a pattern at its top-level "|"; None if that cannot be done safely."""
+    out: list[str] = []
+    depth, start, i = 0, 0, 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "[":
+            end = pattern.find("]", i + 2)
+            if end < 0:
+                return None
+            i = end + 1
+            continue
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c == "|" and depth == 0:
+            out.append(pattern[start:i])
+            start = i + 1
+        i += 1
+    out.append(pattern[start:])
+    return out
+
+
+def _longest_literal(branch: str) -> str:
+    """The longest run of plain characters, outside groups, that every match contains."""
+    best, run, depth, i = "", "", 0, 0
+    while i < len(branch):
+        c = branch[i]
+        if depth:
+            depth += {"(": 1, ")": -1}.get(c, 0)
+            i += 2 if c == "\\" else 1
+            continue
+        if c in "?*{" or (c == "+" and run):
+            run = run[:-1]  # the character before a quantifier may be absent or repeated
+            best, run = max(best, run, key=len), ""
+        elif c == "\\":
+            nxt = branch[i + 1 : i + 2]
+            if nxt and not nxt.isalnum():
+                run += nxt
+            else:
+                best, run = max(best, run, key=len), ""
+            i += 2
+            continue
+        elif c in _SPECIAL:
+            best, run = max(best, run, key=len), ""
+            if c == "(":
+                depth = 1
+            elif c == "[":
+                end = branch.find("]", i + 2)
+                i = (end if end > 0 else len(branch)) + 1
+                continue
+        else:
+            run += c
+        i += 1
+    return max(best, run, key=len)
+
+
+def needles_for(pattern: str) -> tuple[str, ...]:
+    """Literals of which one must occur for `pattern` to match; empty when none is certain."""
+    branches = _top_branches(pattern)
+    if branches is None:
+        return ()
+    out = []
+    for b in branches:
+        lit = _longest_literal(b).lower()
+        if len(lit) < 4 or not lit.isascii():
+            return ()
+        out.append(lit)
+    return tuple(out)
+
+
+def finder(needles: Iterable[tuple[str, ...]]) -> Any:
+    """Aho-Corasick over the needles of every rule: each needle gives the rules that need it.
+
+    One pass over a text finds them all, overlaps included. None when no rule has a needle.
+    """
+    import ahocorasick  # here: only a reply with text needs it
+
+    index: dict[str, list[int]] = {}
+    for i, rule_needles in enumerate(needles):
+        for needle in rule_needles:
+            index.setdefault(needle, []).append(i)
+    if not index:
+        return None
+    automaton = ahocorasick.Automaton()
+    for needle, ix in index.items():
+        automaton.add_word(needle, tuple(ix))
+    automaton.make_automaton()
+    return automaton
