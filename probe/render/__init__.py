@@ -78,16 +78,19 @@ def texts(i: Interpretation, loc: Locale) -> tuple[str, str, str]:
                 if value:
                     found[name] = value
     cat = loc.ui(f"category.{i.category}.description")
-    enh = i.reply.enhanced
-    # With no entry that says when a code is seen, the enhanced subject says where it comes from.
-    klass_desc = (
-        loc.enhanced_part("subject", str(enh.subject), "description")
-        if enh is not None
-        else loc.enhanced_part("class", str(i.reply_class), "description")
-    )
+    when = found.get("when")
+    if not when:
+        # With no entry that says when a code is seen, the enhanced subject says where it
+        # comes from. Looked up only then: the enhanced texts are a file of their own to read.
+        enh = i.reply.enhanced
+        when = (
+            loc.enhanced_part("subject", str(enh.subject), "description")
+            if enh is not None
+            else loc.enhanced_part("class", str(i.reply_class), "description")
+        ) or cat
     return (
         found.get("description") or f"{class_name(loc, i.reply_class)}: {cat}",
-        found.get("when") or klass_desc or cat,
+        when,
         found.get("fix") or retry_advice(i, loc),
     )
 
