@@ -35,6 +35,8 @@ def _escape_one(m: re.Match[str]) -> str:
 
 def safe(s: str) -> str:
     """Make text from outside safe for a terminal: every control character shown escaped."""
+    if s.isprintable():  # everything _UNSAFE matches is not printable: most text has none
+        return s
     return _re(_UNSAFE).sub(_escape_one, s)
 
 
