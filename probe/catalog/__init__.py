@@ -8,9 +8,8 @@ the enhanced registry nor the index of rule needles, and a short command shows o
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from probe.catalog.files import CatalogError, load_toml
 from probe.catalog.needles import finder as _make_finder
@@ -33,8 +32,13 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class BasicEntry:
+# Entries are NamedTuples: as immutable and comparable as frozen dataclasses, and five times
+# cheaper to define (a frozen dataclass of 13 fields takes over a millisecond at import).
+
+
+class BasicEntry(NamedTuple):
+    """A basic reply code (data/basic.toml)."""
+
     code: int
     standard: bool
     category: str
@@ -45,8 +49,9 @@ class BasicEntry:
     refs: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class EnhancedEntry:
+class EnhancedEntry(NamedTuple):
+    """A code of the enhanced status code registry (data/enhanced.toml), without its class."""
+
     key: str
     associated: tuple[str, ...]
     refs: tuple[str, ...]
@@ -73,8 +78,9 @@ def _compiled(where: str, pattern: str) -> re.Pattern[str]:
         raise CatalogError(f"{where}: bad pattern: {exc}") from exc
 
 
-@dataclass(frozen=True, slots=True)
-class Rule:
+class Rule(NamedTuple):
+    """A provider or MTA rule (data/rules.toml)."""
+
     id: str
     provider: str
     source: str
