@@ -14,9 +14,11 @@ _SPECIAL = set("()[]{}?*+^$.|\\")
 
 def _top_branches(pattern: str) -> list[str] | None:
     """Split a pattern at its top-level "|"; None if that cannot be done safely."""
+    if "|" not in pattern and "[" not in pattern:
+        return [pattern]  # most patterns: nothing to split, no class to check
     out: list[str] = []
-    depth, start, i = 0, 0, 0
-    while i < len(pattern):
+    depth, start, i, n = 0, 0, 0, len(pattern)
+    while i < n:
         c = pattern[i]
         if c == "\\":
             i += 2
@@ -41,36 +43,46 @@ def _top_branches(pattern: str) -> list[str] | None:
 
 def _longest_literal(branch: str) -> str:
     """The longest run of plain characters, outside groups, that every match contains."""
-    best, run, depth, i = "", "", 0, 0
-    while i < len(branch):
+    # A hand-tuned loop: it runs over every pattern when the rules are loaded.
+    best, run, depth, i, n = "", "", 0, 0, len(branch)
+    while i < n:
         c = branch[i]
         if depth:
-            depth += {"(": 1, ")": -1}.get(c, 0)
+            if c == "(":
+                depth += 1
+            elif c == ")":
+                depth -= 1
             i += 2 if c == "\\" else 1
             continue
         if c in "?*{" or (c == "+" and run):
             run = run[:-1]  # the character before a quantifier may be absent or repeated
-            best, run = max(best, run, key=len), ""
+            if len(run) > len(best):
+                best = run
+            run = ""
         elif c == "\\":
             nxt = branch[i + 1 : i + 2]
             if nxt and not nxt.isalnum():
                 run += nxt
             else:
-                best, run = max(best, run, key=len), ""
+                if len(run) > len(best):
+                    best = run
+                run = ""
             i += 2
             continue
         elif c in _SPECIAL:
-            best, run = max(best, run, key=len), ""
+            if len(run) > len(best):
+                best = run
+            run = ""
             if c == "(":
                 depth = 1
             elif c == "[":
                 end = branch.find("]", i + 2)
-                i = (end if end > 0 else len(branch)) + 1
+                i = (end if end > 0 else n) + 1
                 continue
         else:
             run += c
         i += 1
-    return max(best, run, key=len)
+    return run if len(run) > len(best) else best
 
 
 def needles_for(pattern: str) -> tuple[str, ...]:
