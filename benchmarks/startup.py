@@ -16,6 +16,10 @@ environment may set PYTHONDONTWRITEBYTECODE=1, and compiling on every run is not
 The goal of the issue: `explain 550` within 1.5 times `import click`. On a shared VM whole
 runs differ by a tenth or more, so compare the ratios of one run, not figures across runs.
 Every command's exit status is checked, so a broken command cannot look fast.
+
+Columns: median wall-clock ms and its ratio to `import click` (the issue's measure), then the
+median CPU ms (user + system, from the children's rusage) and its ratio: CPU time varies less
+when other work shares the machine, wall time is what a user waits.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from __future__ import annotations
 import argparse
 import compileall
 import os
+import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -49,24 +55,38 @@ def command(module: bool) -> list[str]:
     return [sys.executable, "-m", "probe"]
 
 
-def timed(cmd: list[str], status: int) -> float:
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def timed(cmd: list[str], status: int) -> tuple[float, float]:
+    """Wall-clock and CPU (user + system) seconds of one run of `cmd`."""
+    cpu = _cpu()
     start = time.perf_counter()
     p = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
     elapsed = time.perf_counter() - start
     if p.returncode != status:
         raise SystemExit(f"{' '.join(cmd)}: exit status {p.returncode}, expected {status}")
-    return elapsed
+    return elapsed, _cpu() - cpu
 
 
-def medians_ms(cmds: list[tuple[list[str], int]], runs: int) -> list[float]:
-    """Median time of each command; the runs take turns, so a busy spell hits them all alike."""
+def medians_ms(cmds: list[tuple[list[str], int]], runs: int) -> list[tuple[float, float]]:
+    """Median wall and CPU ms of each command; the runs take turns (in a new order each
+    round), so that a busy spell on the machine hits every command alike."""
     for cmd, status in cmds:
         timed(cmd, status)  # warm-up: file cache, and any first-run work
-    times: list[list[float]] = [[] for _ in cmds]
+    times: list[list[tuple[float, float]]] = [[] for _ in cmds]
+    order = list(range(len(cmds)))
+    rng = random.Random(1)
     for _ in range(runs):
-        for t, (cmd, status) in zip(times, cmds, strict=True):
-            t.append(timed(cmd, status))
-    return [statistics.median(t) * 1000 for t in times]
+        rng.shuffle(order)
+        for i in order:
+            times[i].append(timed(*cmds[i]))
+    return [
+        (statistics.median(w for w, _ in t) * 1000, statistics.median(c for _, c in t) * 1000)
+        for t in times
+    ]
 
 
 def main() -> None:
@@ -83,16 +103,19 @@ def main() -> None:
     labels = ["python -c 'import click'"]
     labels += [f"smtp-probe {' '.join(_quote(a) for a in extra)}" for extra, _ in CASES]
     rows = list(zip(labels, medians_ms(cmds, args.runs), strict=True))
-    click_ms = rows[0][1]
+    click_ms, click_cpu = rows[0][1]
 
     print(f"command: {' '.join(cli)}")
     print(
-        f"runs: median of {args.runs}, taking turns, after one warm-up each; locale env: {env_lang or 'unset'}"
+        f"runs: median of {args.runs}, taking turns in shuffled order, after one warm-up each; locale env: {env_lang or 'unset'}"
     )
     label_w = max(len(label) for label, _ in rows)
-    print(f"{'measure':<{label_w}}  {'ms':>6}  {'x click':>7}")
-    for label, ms in rows:
-        print(f"{label:<{label_w}}  {ms:>6.1f}  {ms / click_ms:>6.2f}x")
+    print(f"{'measure':<{label_w}}  {'ms':>6}  {'x click':>7}  {'cpu ms':>6}  {'x click':>7}")
+    for label, (ms, cpu) in rows:
+        print(
+            f"{label:<{label_w}}  {ms:>6.1f}  {ms / click_ms:>6.2f}x  "
+            f"{cpu:>6.1f}  {cpu / click_cpu:>6.2f}x"
+        )
 
 
 def _quote(arg: str) -> str:
