@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import textwrap
-import unicodedata
 from collections.abc import Callable
 
 from probe.catalog import Locale
@@ -21,6 +20,10 @@ def plain(text: str, colour: str | None = None, bold: bool = False) -> str:
 
 def width(s: str) -> int:
     """Terminal columns of `s` (wide East Asian characters take two)."""
+    if s.isascii():  # no ASCII character is wide: no need for the Unicode database
+        return len(s)
+    import unicodedata
+
     return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in s)
 
 
