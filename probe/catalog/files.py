@@ -35,14 +35,14 @@ def copy_path(*parts: str) -> tuple[str, ...]:
 
 def parsed_copy(parts: tuple[str, ...], source: bytes) -> str:
     """The text of the parsed copy of the TOML file `parts` whose content is `source`."""
+    import binascii
     import json
     import tomllib
-    import zlib
 
     doc = {
         "generated": f"from {'/'.join(parts)} by tools/catalog_json.py: edit the TOML, not this",
         "size": len(source),
-        "crc32": zlib.crc32(source),
+        "crc32": binascii.crc32(source),
         "data": tomllib.loads(source.decode()),
     }
     # One value a line: a change to the TOML shows as a change of a few lines here too.
@@ -51,8 +51,8 @@ def parsed_copy(parts: tuple[str, ...], source: bytes) -> str:
 
 def _from_copy(parts: tuple[str, ...], source: bytes) -> dict[str, Any] | None:
     """The parsed copy of `source`, if the package has one made from exactly these bytes."""
+    import binascii
     import json
-    import zlib
 
     try:
         copy = _read(os.path.join(_HERE, *copy_path(*parts)))
@@ -60,7 +60,7 @@ def _from_copy(parts: tuple[str, ...], source: bytes) -> dict[str, Any] | None:
         return None
     try:
         doc = json.loads(copy)
-        if doc["size"] != len(source) or doc["crc32"] != zlib.crc32(source):
+        if doc["size"] != len(source) or doc["crc32"] != binascii.crc32(source):
             return None
         data: dict[str, Any] = doc["data"]
     except (ValueError, KeyError, TypeError):  # not a copy that this module wrote
