@@ -6,19 +6,35 @@ times faster: most rules are rejected without entering the regex engine.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+from functools import cache
 from typing import Any
 
 _SPECIAL = set("()[]{}?*+^$.|\\")
+
+
+@cache
+def _runs() -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
+    """Runs of characters that the scans below pass over in one step instead of one by one."""
+    return (
+        re.compile(r"[^()\[\]{}?*+^$.|\\]+"),  # plain characters: part of a literal
+        re.compile(r"[^()\\]+"),  # inside a group: anything but brackets and escapes
+        re.compile(r"[^\\\[()|]+"),  # nothing that can start a branch, class or group
+    )
 
 
 def _top_branches(pattern: str) -> list[str] | None:
     """Split a pattern at its top-level "|"; None if that cannot be done safely."""
     if "|" not in pattern and "[" not in pattern:
         return [pattern]  # most patterns: nothing to split, no class to check
+    skip = _runs()[2].match
     out: list[str] = []
     depth, start, i, n = 0, 0, 0, len(pattern)
     while i < n:
+        if m := skip(pattern, i):
+            i = m.end()
+            continue
         c = pattern[i]
         if c == "\\":
             i += 2
@@ -43,17 +59,23 @@ def _top_branches(pattern: str) -> list[str] | None:
 
 def _longest_literal(branch: str) -> str:
     """The longest run of plain characters, outside groups, that every match contains."""
-    # A hand-tuned loop: it runs over every pattern when the rules are loaded.
+    # Runs of plain characters, and the insides of groups, are passed over by a regex match:
+    # this runs over every rule's pattern when the rules are loaded.
+    plain, in_group, _ = _runs()
     best, run, depth, i, n = "", "", 0, 0, len(branch)
     while i < n:
-        c = branch[i]
         if depth:
+            if m := in_group.match(branch, i):
+                i = m.end()
+                continue
+            c = branch[i]
             if c == "(":
                 depth += 1
             elif c == ")":
                 depth -= 1
             i += 2 if c == "\\" else 1
             continue
+        c = branch[i]
         if c in "?*{" or (c == "+" and run):
             run = run[:-1]  # the character before a quantifier may be absent or repeated
             if len(run) > len(best):
@@ -80,7 +102,11 @@ def _longest_literal(branch: str) -> str:
                 i = (end if end > 0 else n) + 1
                 continue
         else:
-            run += c
+            m = plain.match(branch, i)
+            assert m is not None  # c is plain
+            run += m.group()
+            i = m.end()
+            continue
         i += 1
     return run if len(run) > len(best) else best
 
