@@ -173,39 +173,53 @@ def _enhanced() -> tuple[dict[str, EnhancedEntry], frozenset[int], frozenset[int
 
 
 @cache
+def _raw_rules() -> list[dict[str, Any]]:
+    rules: list[dict[str, Any]] = load_toml("data", "rules.toml").get("rule", [])
+    return rules
+
+
+@cache
+def _needles() -> tuple[tuple[str, ...], ...]:
+    """The needles of every rule, by index: what the prefilter needs, without the rules."""
+    return tuple(needles_for(e["text"]) for e in _raw_rules())
+
+
+@cache
+def _rule(i: int) -> Rule:
+    """Rule `i`, built when first a candidate: a reply is tried against a dozen of them."""
+    e = _raw_rules()[i]
+    where = f"rule {e.get('id')}"
+    retry = e.get("retryable")
+    return Rule(
+        id=e["id"],
+        provider=e["provider"],
+        source=e["source"],
+        pattern=e["text"],
+        codes=frozenset(int(c) for c in e.get("codes", ())),
+        classes=frozenset(int(c) for c in e.get("classes", ())),
+        enhanced=tuple(e.get("enhanced", ())),
+        commands=frozenset(_check(c, COMMANDS, where) for c in e.get("commands", ())),
+        category=_check(e["category"], CATEGORIES, where),
+        retryable=None if retry is None else bool(retry),
+        wait=int(e.get("wait", 0)),
+        actor=_check(e.get("actor", "sender"), ACTORS, where),
+        needles=_needles()[i],
+    )
+
+
+@cache
 def _rules() -> tuple[Rule, ...]:
-    rules: list[Rule] = []
-    for e in load_toml("data", "rules.toml").get("rule", []):
-        where = f"rule {e.get('id')}"
-        retry = e.get("retryable")
-        rules.append(
-            Rule(
-                id=e["id"],
-                provider=e["provider"],
-                source=e["source"],
-                pattern=e["text"],
-                codes=frozenset(int(c) for c in e.get("codes", ())),
-                classes=frozenset(int(c) for c in e.get("classes", ())),
-                enhanced=tuple(e.get("enhanced", ())),
-                commands=frozenset(_check(c, COMMANDS, where) for c in e.get("commands", ())),
-                category=_check(e["category"], CATEGORIES, where),
-                retryable=None if retry is None else bool(retry),
-                wait=int(e.get("wait", 0)),
-                actor=_check(e.get("actor", "sender"), ACTORS, where),
-                needles=needles_for(e["text"]),
-            )
-        )
-    return tuple(rules)
+    return tuple(_rule(i) for i in range(len(_raw_rules())))
 
 
 @cache
 def _unfiltered() -> frozenset[int]:
-    return frozenset(i for i, r in enumerate(_rules()) if not r.needles)
+    return frozenset(i for i, n in enumerate(_needles()) if not n)
 
 
 @cache
 def _finder() -> Any:
-    return _make_finder(r.needles for r in _rules())
+    return _make_finder(_needles())
 
 
 class Catalog:
@@ -249,14 +263,14 @@ class Catalog:
         One scan of the text instead of a test per rule: a log has thousands of refusals to
         explain, and most rules need a word that the text does not contain.
         """
-        rules = _rules()
         found = set(_unfiltered())
         # No needle is empty: a bare code ("550") finds none, and needs no index built.
         finder = _finder() if lowered else None
         if finder is not None:
             for _end, ix in finder.iter(lowered):
                 found.update(ix)
-        return [rules[i] for i in sorted(found)]
+        rule = _rule
+        return [rule(i) for i in sorted(found)]
 
 
 @cache
