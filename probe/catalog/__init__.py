@@ -71,11 +71,8 @@ class EnhancedEntry(NamedTuple):
 
 
 @cache
-def _compiled(where: str, pattern: str) -> re.Pattern[str]:
-    try:
-        return re.compile(pattern, re.IGNORECASE)
-    except re.error as exc:
-        raise CatalogError(f"{where}: bad pattern: {exc}") from exc
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern, re.IGNORECASE)
 
 
 class Rule(NamedTuple):
@@ -98,7 +95,10 @@ class Rule(NamedTuple):
     @property
     def text(self) -> re.Pattern[str]:
         """The compiled pattern; compiled when first used (most rules never are in one run)."""
-        return _compiled(f"rule {self.id}", self.pattern)
+        try:
+            return _compiled(self.pattern)
+        except re.error as exc:
+            raise CatalogError(f"rule {self.id}: bad pattern: {exc}") from exc
 
     def matches(
         self,
