@@ -1,8 +1,9 @@
 """The reply catalog: basic codes, enhanced codes and provider rules, loaded from package data.
 
 Structure comes from `data/*.toml`; every human text from `locales/<lang>/*.toml` (see
-`texts`). Each file is parsed when first needed, once per process: a bare code needs neither
-the enhanced registry nor the index of rule needles, and a short command shows one language.
+`texts`). Each file is read when first needed, once per process (see `files`), and each rule
+built when first a candidate: a bare code needs neither the enhanced registry nor the index
+of rule needles, and a short command shows one language.
 """
 
 from __future__ import annotations
