@@ -270,8 +270,7 @@ class Catalog:
         if finder is not None:
             for _end, ix in finder.iter(lowered):
                 found.update(ix)
-        rule = _rule
-        return [rule(i) for i in sorted(found)]
+        return list(map(_rule, sorted(found)))
 
 
 @cache

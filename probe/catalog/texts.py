@@ -19,19 +19,37 @@ def _section(lang: str, name: str) -> dict[str, Any]:
     return load_toml("locales", lang, f"{name}.toml")
 
 
+class _Sections(dict[str, dict[str, Any]]):
+    """The sections of one language read so far; one not yet read is read when asked for.
+
+    A plain dict lookup for the renderers, which ask for a dozen texts per reply.
+    """
+
+    __slots__ = ("lang",)
+
+    def __init__(self, lang: str) -> None:
+        super().__init__()
+        self.lang = lang
+
+    def __missing__(self, name: str) -> dict[str, Any]:
+        data = self[name] = _section(self.lang, name)
+        return data
+
+
 class Locale:
     """Texts of one language, with English behind it for anything missing."""
 
     def __init__(self, lang: str) -> None:
         self.lang = lang if lang in LANGUAGES else "en"
+        self._data = _Sections(self.lang)
         self._fallback: Locale | None = None if self.lang == "en" else locale("en")
 
     def section(self, name: str) -> dict[str, Any]:
-        return _section(self.lang, name)
+        return self._data[name]
 
     def entry(self, section: str, key: str) -> dict[str, Any] | None:
         """The texts of one entry: a basic code, an enhanced key ("1.1"), or a rule id."""
-        data = self.section(section)
+        data = self._data[section]
         if section == "enhanced":
             data = data.get("code", {})
         found = data.get(key)
@@ -50,7 +68,7 @@ class Locale:
 
     def ui(self, path: str, **kwargs: object) -> str:
         """A UI string by dotted path ("heading.fix"), formatted with kwargs."""
-        node: Any = self.section("ui")
+        node: Any = self._data["ui"]
         for part in path.split("."):
             node = node.get(part) if isinstance(node, dict) else None
             if node is None:
@@ -63,7 +81,7 @@ class Locale:
 
     def enhanced_part(self, part: str, key: str, name: str) -> str:
         """Title or description of an enhanced class ("class", "2") or subject ("subject", "1")."""
-        node = self.section("enhanced").get(part, {}).get(key, {})
+        node = self._data["enhanced"].get(part, {}).get(key, {})
         value = node.get(name)
         if not isinstance(value, str):
             return self._fallback.enhanced_part(part, key, name) if self._fallback else ""
