@@ -13,7 +13,7 @@ SECTIONS: tuple[str, ...] = ("ui", "basic", "enhanced", "rules", "findings")
 
 @cache
 def _section(lang: str, name: str) -> dict[str, Any]:
-    # One file of one language: `explain 550` needs ui and basic, not the other 38 of them.
+    # One file of one language: `explain 550` reads ui and basic, not the other 18 locale files.
     if name not in SECTIONS:
         raise KeyError(name)
     return load_toml("locales", lang, f"{name}.toml")
