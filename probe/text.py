@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Mapping
 
 from probe.catalog import LANGUAGES
 
+
+def _re(pattern: str, flags: int = 0) -> re.Pattern[str]:
+    """A pattern compiled when first used: a command that needs none does not pay for it
+    (re keeps what it compiled, so later calls find it)."""
+    return re.compile(pattern, flags)
+
+
 # C0, DEL, C1, zero-width and bidi controls, line/paragraph separators, BOM, and lone
 # surrogates (undecodable bytes kept by surrogateescape).
-_UNSAFE = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ud800-\udfff]"
-)
+_UNSAFE = "[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ud800-\udfff]"
 _NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r", "\x1b": "\\x1b"}
 
 
@@ -30,16 +34,20 @@ def _escape_one(m: re.Match[str]) -> str:
 
 def safe(s: str) -> str:
     """Make text from outside safe for a terminal: every control character shown escaped."""
-    return _UNSAFE.sub(_escape_one, s)
+    if s.isprintable():  # everything _UNSAFE matches is not printable: most text has none
+        return s
+    return _re(_UNSAFE).sub(_escape_one, s)
 
 
-_EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~\x80-\uffff-]+@(?=[A-Za-z0-9\[])")
-_LITERAL6 = re.compile(r"IPv6:[0-9A-Fa-f:.]+", re.IGNORECASE)
-_IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
-_IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
+_EMAIL = r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~\x80-\uffff-]+@(?=[A-Za-z0-9\[])"
+_LITERAL6 = r"IPv6:[0-9A-Fa-f:.]+"
+_IPV4 = r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])"
+_IPV6 = r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])"
 
 
 def _mask_v6(m: re.Match[str]) -> str:
+    import ipaddress  # only --redact output needs it
+
     # Only what really parses as IPv6: "10:20:30" in a log line is a time.
     try:
         ipaddress.IPv6Address(m.group(0))
@@ -50,10 +58,10 @@ def _mask_v6(m: re.Match[str]) -> str:
 
 def redact(s: str) -> str:
     """Mask local parts of addresses and IP addresses, for output pasted into tickets."""
-    s = _EMAIL.sub("***@", s)
-    s = _LITERAL6.sub("IPv6:x:x::x", s)
-    s = _IPV4.sub("x.x.x.x", s)
-    return _IPV6.sub(_mask_v6, s)
+    s = _re(_EMAIL).sub("***@", s)
+    s = _re(_LITERAL6, re.IGNORECASE).sub("IPv6:x:x::x", s)
+    s = _re(_IPV4).sub("x.x.x.x", s)
+    return _re(_IPV6).sub(_mask_v6, s)
 
 
 def redact_json(obj: object) -> object:
@@ -78,7 +86,7 @@ def lang_from_env(env: Mapping[str, str]) -> str:
 
 def normalize_lang(value: str) -> str | None:
     """ "zh_CN.UTF-8" -> "zh", "de-AT" -> "de"; None when not a catalog language."""
-    head = re.split(r"[_.@-]", value.strip().lower(), maxsplit=1)[0]
+    head = _re(r"[_.@-]").split(value.strip().lower(), maxsplit=1)[0]
     return head if head in LANGUAGES else None
 
 

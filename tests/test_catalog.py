@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
 import string
 import tomllib
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -293,3 +295,52 @@ def test_no_rule_targets_positive_replies() -> None:
         assert not (r.classes & {2, 3}), r.id
         assert all(c >= 400 for c in r.codes), r.id
         assert all(e[0] in "45X" for e in r.enhanced), r.id
+
+
+CATALOG_DIR = Path(catalog.__file__).parent
+TOML_FILES = sorted(
+    p.relative_to(CATALOG_DIR).parts
+    for p in CATALOG_DIR.glob("*/**/*.toml")
+    if p.relative_to(CATALOG_DIR).parts[0] != "parsed"
+)
+
+
+def test_parsed_copies_are_current() -> None:
+    """Every TOML file has its parsed copy, made from its current bytes."""
+    from probe.catalog.files import copy_path, parsed_copy
+
+    assert len(TOML_FILES) == 3 + len(LANGUAGES) * len(SECTIONS)
+    stale = []
+    for parts in TOML_FILES:
+        copy = CATALOG_DIR.joinpath(*copy_path(*parts))
+        want = parsed_copy(parts, CATALOG_DIR.joinpath(*parts).read_bytes())
+        if not copy.exists() or copy.read_text(encoding="utf-8") != want:
+            stale.append("/".join(parts))
+    assert not stale, f"run `python -m probe.catalog` and commit: {stale}"
+    copies = {p.relative_to(CATALOG_DIR).parts for p in (CATALOG_DIR / "parsed").rglob("*")}
+    made = {copy_path(*parts) for parts in TOML_FILES}
+    assert {c for c in copies if c[-1].endswith(".json")} == made
+
+
+@pytest.mark.parametrize("parts", TOML_FILES, ids="/".join)
+def test_catalog_files_read_as_tomllib_parses_them(parts: tuple[str, ...]) -> None:
+    from probe.catalog.files import load_toml
+
+    got = load_toml(*parts)
+    want = raw(*parts)
+    # Same values, types, and order of keys.
+    assert json.dumps(got, ensure_ascii=False) == json.dumps(want, ensure_ascii=False)
+
+
+def test_a_toml_file_edited_since_its_copy_is_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from probe.catalog import files
+
+    read = files._read
+
+    def edited(path: str) -> bytes:
+        data = read(path)
+        return data + b'\n[added_since]\ntext = "new"\n' if path.endswith("ui.toml") else data
+
+    monkeypatch.setattr(files, "_read", edited)
+    assert files.load_toml("locales", "en", "ui.toml")["added_since"] == {"text": "new"}
+    assert files.load_toml("locales", "en", "basic.toml") == raw("locales", "en", "basic.toml")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import textwrap
-import unicodedata
 from collections.abc import Callable
 
 from probe.catalog import Locale
@@ -21,6 +20,10 @@ def plain(text: str, colour: str | None = None, bold: bool = False) -> str:
 
 def width(s: str) -> int:
     """Terminal columns of `s` (wide East Asian characters take two)."""
+    if s.isascii():  # no ASCII character is wide: no need for the Unicode database
+        return len(s)
+    import unicodedata
+
     return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in s)
 
 
@@ -78,16 +81,19 @@ def texts(i: Interpretation, loc: Locale) -> tuple[str, str, str]:
                 if value:
                     found[name] = value
     cat = loc.ui(f"category.{i.category}.description")
-    enh = i.reply.enhanced
-    # With no entry that says when a code is seen, the enhanced subject says where it comes from.
-    klass_desc = (
-        loc.enhanced_part("subject", str(enh.subject), "description")
-        if enh is not None
-        else loc.enhanced_part("class", str(i.reply_class), "description")
-    )
+    when = found.get("when")
+    if not when:
+        # With no entry that says when a code is seen, the enhanced subject says where it
+        # comes from. Looked up only then: the enhanced texts are a file of their own to read.
+        enh = i.reply.enhanced
+        when = (
+            loc.enhanced_part("subject", str(enh.subject), "description")
+            if enh is not None
+            else loc.enhanced_part("class", str(i.reply_class), "description")
+        ) or cat
     return (
         found.get("description") or f"{class_name(loc, i.reply_class)}: {cat}",
-        found.get("when") or klass_desc or cat,
+        when,
         found.get("fix") or retry_advice(i, loc),
     )
 
