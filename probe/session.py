@@ -16,7 +16,7 @@ import ipaddress
 import socket
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
 
@@ -472,7 +472,7 @@ async def _secure(d: _Dialogue) -> Ending:
             await d.finish(rset=False)
             return Outcome.TLS_FAILED
         if not d.alive:
-            d.steps[-1] = replace(d.steps[-1], note=PLAIN_NOTE)
+            d.steps[-1] = d.steps[-1]._replace(note=PLAIN_NOTE)
             return Again.PLAINTEXT
         # Refused with a reply: opportunistic TLS goes on in plaintext on this connection.
     if (ended := await _quit_after_tls(d)) is not None:
@@ -681,7 +681,7 @@ async def reuse_session(
     if not clean:
         await d.close()
         return None
-    session = replace(d.session(Outcome.COMPLETED), reused=True)
+    session = d.session(Outcome.COMPLETED)._replace(reused=True)
     kept.rejections += _rejections(d.steps[len(kept.prologue) :])
     if not again:  # the transaction stands; the connection ends here
         try:
@@ -696,7 +696,7 @@ async def reuse_session(
 
 def _reopened(kept: KeptConnection, opts: SessionOptions, run: RunContext) -> _Dialogue:
     first, *rest = kept.prologue
-    steps = [replace(first, note=_joined(REUSED_NOTE, first.note)), *rest]
+    steps = [first._replace(note=_joined(REUSED_NOTE, first.note)), *rest]
     d = _Dialogue(kept.host, kept.address, kept.port, opts, run, steps)
     d.conn, d.tls, d.extensions, d.helo = kept.conn, kept.tls, kept.extensions, kept.helo
     return d

@@ -342,11 +342,10 @@ def _close(f: IO[bytes]) -> None:
 
 def _child() -> None:
     """A worker: the config on the first line of stdin, then "LINE<TAB>TARGET" lines."""
-    from probe import aio, catalog
+    from probe import aio
     from probe.batch import fd_lines, run_batch, stream_targets
     from probe.catalog import locale
 
-    catalog.load()  # while the parent is still starting up
     lines = fd_lines(0)
     header = next(lines, "")
     code = 0

@@ -103,7 +103,6 @@ class _BatchRun:
         pool = []
         try:
             if workers > 1:
-                locale(self.lang)  # loaded here, once, for forked workers to inherit
                 # Before any thread starts (the progress bar has one): workers may be forked.
                 limits = self.limits
                 pool = spawn(plan(workers, limits.concurrency, limits.per_host))
