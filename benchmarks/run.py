@@ -31,6 +31,9 @@ from probe.lab.farm import client_args  # noqa: E402
 from probe.lab.smtp import Scripted, port_of, start_smtp  # noqa: E402
 
 CLI = [sys.executable, "-m", "probe"]
+# What a user runs: the console script pip installed beside this Python (start-up rows).
+_SCRIPT = Path(sys.executable).parent / "smtp-probe"
+USER_CLI = [str(_SCRIPT)] if _SCRIPT.exists() else CLI
 
 LOG_TEMPLATES = [
     "Nov 22 09:{m:02d}:{s:02d} mx postfix/smtpd[{pid}]: connect from unknown[198.51.100.{o}]",
@@ -102,7 +105,7 @@ def bench_startup(runs: int) -> list[tuple[str, str]]:
     click_t = median_time([sys.executable, "-c", "import click"], runs)
     rows = [("python -c 'import click'", f"{click_t * 1000:.0f} ms")]
     for args in (["--help"], ["explain", "550"], ["compare", "421", "521"], ["codes"]):
-        t = median_time([*CLI, *args], runs)
+        t = median_time([*USER_CLI, *args], runs)
         rows.append(
             (f"smtp-probe {' '.join(args)}", f"{t * 1000:.0f} ms ({t / click_t:.1f}x import click)")
         )
@@ -194,7 +197,7 @@ def bench_session(runs: int) -> list[tuple[str, str]]:
             ("ratio smtp-probe session / raw client (aim <= 1.2)", f"{ours_t / raw_t:.2f}x")
         )
         proc = [
-            *CLI,
+            *USER_CLI,
             "--host",
             "127.0.0.1",
             "--port",

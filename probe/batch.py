@@ -20,13 +20,14 @@ from probe import exitcodes
 from probe.aio import cancel_all
 from probe.catalog import Locale
 from probe.config import BatchLimits, ProbeRequest, SessionOptions
+from probe.context import RunContext
 from probe.limits import Limited, Limits
 from probe.pool import Pool
 from probe.render.probe import ProbeJson
 from probe.resolve import Resolver, make_resolver
 from probe.result import ProbeResult, Session
 from probe.runner import probe
-from probe.session import RunContext, SessionRunner
+from probe.session import SessionRunner
 from probe.target import TargetError, parse_target
 from probe.verdict import exit_status
 

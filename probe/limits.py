@@ -9,8 +9,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from probe.config import BatchLimits, SessionOptions
+from probe.context import RunContext
 from probe.result import Session
-from probe.session import RunContext, run_session
+from probe.session import run_session
 
 Address = tuple[str, int]
 

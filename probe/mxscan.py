@@ -9,9 +9,10 @@ from dataclasses import replace
 
 from probe.checks import AddressFacts, DomainFacts, HostFacts, PolicyFacts, Records, parse_mx
 from probe.config import QuitAfter, SessionOptions
+from probe.context import RunContext
 from probe.resolve import Lookup, Resolver, lookup, ptr
 from probe.result import DnsStatus
-from probe.session import RunContext, run_session
+from probe.session import run_session
 from probe.tls import trust_context
 
 POLICY_LIMIT = 64 * 1024  # RFC 8461 §3.2: policies are small; refuse to read more

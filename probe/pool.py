@@ -21,9 +21,10 @@ from typing import Any
 
 from probe.aio import cancel_all
 from probe.config import BatchLimits, SessionOptions
+from probe.context import RunContext
 from probe.limits import Address, Limits
 from probe.result import Session
-from probe.session import KeptConnection, RunContext, open_session, release, reuse_session
+from probe.session import KeptConnection, open_session, release, reuse_session
 
 FRESH_NOTE = "a kept connection failed before answering for this target; this is a new one"
 PoolKey = tuple[str, str, int, SessionOptions]

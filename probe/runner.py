@@ -10,8 +10,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from probe.config import ProbeRequest
+from probe.context import RunContext
 from probe.result import DnsResult, DnsStatus, MxHost, ProbeResult, Session, Verdict
-from probe.session import Direct, RunContext, SessionRunner
+from probe.session import Direct, SessionRunner
 from probe.verdict import decide, deciding_session, evaluate
 
 if TYPE_CHECKING:

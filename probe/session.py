@@ -13,20 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
 
-from probe.cache import Bounded
 from probe.certs import Judgement, name_matches
 from probe.config import QuitAfter, SessionOptions, StartTls
-from probe.interpret import interpret_reply
-from probe.reply import reply_from_lines
+from probe.context import RunContext
 from probe.result import (
-    DnsResult,
     ErrorKind,
     Outcome,
     Session,
@@ -36,8 +32,8 @@ from probe.result import (
     WireReply,
 )
 from probe.target import is_ip
-from probe.tls import Offer, SessionKey, TlsState, unverified_chain
-from probe.wire import Connection, Failure, Raw
+from probe.tls import Offer, SessionKey, unverified_chain
+from probe.wire import Connection, Failure
 
 REUSED_NOTE = "connection reused: it was opened, and these first steps ran, for an earlier target"
 UNTRUSTED_NOTE = (
@@ -45,64 +41,6 @@ UNTRUSTED_NOTE = (
 )
 PLAIN_NOTE = "retrying without STARTTLS"
 NO_TLS = TlsInfo(offered=False, attempted=False)
-
-
-class Observer(Protocol):
-    """Told of a probe's progress as it happens (the live transcript on a terminal)."""
-
-    def resolved(self, dns: DnsResult) -> None: ...
-    def session_started(self, host: str, address: str, port: int) -> None: ...
-    def tls(self, info: TlsInfo) -> None: ...
-    def step(self, step: Step) -> None: ...
-    def session_ended(self, session: Session) -> None: ...
-
-
-class Replies:
-    """Replies parsed and interpreted once per run: a batch sees the same greetings, EHLO
-    lists and 250s thousands of times, and interpreting is pure."""
-
-    LONG = 1024  # a long reply is rarely seen twice; keeping it would only cost memory
-
-    def __init__(self, size: int = 4096) -> None:
-        self._seen: Bounded[tuple[bytes, int, str, str], WireReply] = Bounded(size)
-
-    def get(self, raw: Raw, command: str) -> WireReply:
-        if len(raw.data) > self.LONG:
-            return wire_reply(raw, command)
-        key = (raw.data, raw.code, raw.message, command)
-        reply = self._seen.get(key)
-        if reply is None:
-            reply = wire_reply(raw, command)
-            self._seen.put(key, reply)
-        return reply
-
-
-def wire_reply(raw: Raw, command: str) -> WireReply:
-    """A reply as received, with what it means."""
-    text = raw.data.decode("utf-8", "backslashreplace")
-    lines = tuple(line.rstrip("\r") for line in text.split("\n") if line != "")
-    lines = lines or (f"{raw.code} {raw.message}",)
-    reply = reply_from_lines(lines, command)
-    if reply is None:
-        return WireReply(raw.code, None, lines, None)
-    enhanced = str(reply.enhanced) if reply.enhanced else None
-    return WireReply(raw.code, enhanced, lines, interpret_reply(reply, "\n".join(lines)))
-
-
-@dataclass(eq=False)
-class RunContext:
-    """What the sessions of one run share; two runs share nothing unless handed one of these."""
-
-    tls: TlsState = field(default_factory=TlsState)
-    replies: Replies = field(default_factory=Replies)
-    observer: Observer | None = None
-    _fqdn: str | None = None
-
-    def fqdn(self) -> str:
-        # getfqdn() may ask the resolver: once per run is enough.
-        if self._fqdn is None:
-            self._fqdn = socket.getfqdn()
-        return self._fqdn
 
 
 def default_helo(fqdn: str, sockname: Sequence[object] | None) -> str:

@@ -38,14 +38,15 @@ ROOMS: dict[str, set[str]] = {
     "aio": set(),
     "wire": set(),
     "tls": set(),
-    "session": {"wire", "tls"},
-    "limits": {"session"},
-    "pool": {"aio", "limits", "session"},
+    "context": {"tls", "wire"},
+    "session": {"context", "wire", "tls"},
+    "limits": {"context", "session"},
+    "pool": {"aio", "context", "limits", "session"},
     "resolve": set(),
-    "runner": {"resolve", "session"},
-    "batch": {"aio", "limits", "pool", "resolve", "runner", "session"},
+    "runner": {"context", "resolve", "session"},
+    "batch": {"aio", "context", "limits", "pool", "resolve", "runner", "session"},
     "workers": {"aio", "batch"},
-    "mxscan": {"resolve", "session", "tls"},
+    "mxscan": {"context", "resolve", "session", "tls"},
     "demo": {"lab", "resolve", "runner"},
     "lab": {"lab"},
     "__init__": set(),
@@ -134,7 +135,7 @@ def test_the_rules_that_matter_most() -> None:
         used = probe_imports(path)
         if room(module) not in ("cli", "__main__"):
             assert "cli" not in used, module
-        if room(module) in ("wire", "tls"):
+        if room(module) in ("wire", "tls", "context"):
             assert "session" not in used, module
         if room(module) == "session":
             assert not used & {"pool", "limits", "batch", "runner", "workers"}, module

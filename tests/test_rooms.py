@@ -21,13 +21,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from probe.config import BatchLimits, ProbeRequest, SessionOptions, Timeouts
+from probe.context import RunContext
 from probe.lab.dns import LoopThread, ZoneDNS
 from probe.lab.smtp import port_of, start_raw
 from probe.limits import Limits
 from probe.pool import Pool
 from probe.result import DnsResult, Session, Step, Target, TlsInfo
 from probe.runner import probe
-from probe.session import RunContext, run_session
+from probe.session import run_session
 
 FAST = Timeouts(2.0, budget=10.0)
 

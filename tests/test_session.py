@@ -12,9 +12,10 @@ import pytest
 import trustme
 
 from probe.config import SessionOptions, Timeouts
+from probe.context import RunContext
 from probe.lab.smtp import Scripted, port_of, start_raw, start_smtp
 from probe.result import ErrorKind, Session
-from probe.session import RunContext, run_session
+from probe.session import run_session
 
 FAST = {"connect": 2.0, "greeting": 2.0, "command": 2.0, "budget": 10.0}
 

@@ -18,11 +18,11 @@ from probe.catalog import Locale, locale
 from probe.cli.common import dump, echo, fail, lang_option, resolve_lang, stdout_styler
 from probe.cli.options import LiveArgs, live_options
 from probe.config import ProbeRequest
+from probe.context import RunContext
 from probe.render import Styler
 from probe.render import probe as probe_render
 from probe.result import DnsResult, ProbeResult, Session, Step, TlsInfo
 from probe.runner import probe as run_probe
-from probe.session import RunContext
 from probe.target import TargetError, parse_target
 from probe.text import redact as mask_text
 from probe.text import redact_json

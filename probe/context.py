@@ -1,0 +1,74 @@
+"""I/O: what the sessions of one run share, handed to each: the TLS state, the replies already
+interpreted, and the observer told of progress. Two runs share nothing unless handed the same
+`RunContext`."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from probe.cache import Bounded
+from probe.interpret import interpret_reply
+from probe.reply import reply_from_lines
+from probe.result import DnsResult, Session, Step, TlsInfo, WireReply
+from probe.tls import TlsState
+from probe.wire import Raw
+
+
+class Observer(Protocol):
+    """Told of a probe's progress as it happens (the live transcript on a terminal)."""
+
+    def resolved(self, dns: DnsResult) -> None: ...
+    def session_started(self, host: str, address: str, port: int) -> None: ...
+    def tls(self, info: TlsInfo) -> None: ...
+    def step(self, step: Step) -> None: ...
+    def session_ended(self, session: Session) -> None: ...
+
+
+class Replies:
+    """Replies parsed and interpreted once per run: a batch sees the same greetings, EHLO
+    lists and 250s thousands of times, and interpreting is pure."""
+
+    LONG = 1024  # a long reply is rarely seen twice; keeping it would only cost memory
+
+    def __init__(self, size: int = 4096) -> None:
+        self._seen: Bounded[tuple[bytes, int, str, str], WireReply] = Bounded(size)
+
+    def get(self, raw: Raw, command: str) -> WireReply:
+        if len(raw.data) > self.LONG:
+            return wire_reply(raw, command)
+        key = (raw.data, raw.code, raw.message, command)
+        reply = self._seen.get(key)
+        if reply is None:
+            reply = wire_reply(raw, command)
+            self._seen.put(key, reply)
+        return reply
+
+
+def wire_reply(raw: Raw, command: str) -> WireReply:
+    """A reply as received, with what it means."""
+    text = raw.data.decode("utf-8", "backslashreplace")
+    lines = tuple(line.rstrip("\r") for line in text.split("\n") if line != "")
+    lines = lines or (f"{raw.code} {raw.message}",)
+    reply = reply_from_lines(lines, command)
+    if reply is None:
+        return WireReply(raw.code, None, lines, None)
+    enhanced = str(reply.enhanced) if reply.enhanced else None
+    return WireReply(raw.code, enhanced, lines, interpret_reply(reply, "\n".join(lines)))
+
+
+@dataclass(eq=False)
+class RunContext:
+    """What the sessions of one run share; two runs share nothing unless handed one of these."""
+
+    tls: TlsState = field(default_factory=TlsState)
+    replies: Replies = field(default_factory=Replies)
+    observer: Observer | None = None
+    _fqdn: str | None = None
+
+    def fqdn(self) -> str:
+        # getfqdn() may ask the resolver: once per run is enough.
+        if self._fqdn is None:
+            self._fqdn = socket.getfqdn()
+        return self._fqdn
