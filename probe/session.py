@@ -6,7 +6,9 @@ The dialogue reads as its phases, each a short function that either lets the ses
     greet (connect, greeting) -> hello (EHLO/HELO) -> secure (STARTTLS) -> transaction
 
 Network trouble is recorded in the steps and never raised. The connection itself is
-`probe.wire`; TLS contexts, resumption and trust are `probe.tls`.
+`probe.wire`; the TLS context, resumption and trust are `probe.tls`; what the sessions of a run
+share is `probe.context`. Kept connections are made and reused here, and managed by
+`probe.pool`.
 """
 
 from __future__ import annotations
