@@ -39,7 +39,7 @@ def run(main: Coroutine[object, None, T]) -> T:
 async def cancel_all(tasks: Collection[asyncio.Task[object]], again: float = 0.5) -> None:
     """Cancel the tasks and wait until every one has ended.
 
-    A task can swallow a cancel: on Python 3.11, asyncio.wait_for (which aiosmtplib awaits each
+    A task can swallow a cancel: on Python 3.11, asyncio.wait_for (which libraries await each
     reply with) returns the reply instead when both arrive together. Such a task carries on,
     perhaps to wait for work that will never come, so it is cancelled again every `again`
     seconds until it ends.

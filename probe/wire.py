@@ -1,8 +1,10 @@
 """I/O: one TCP connection to an SMTP server, each reply kept exactly as it came.
 
-Built on aiosmtplib's protocol object, driven command by command, so that the greeting,
-non-2xx replies and TLS failures come back as values (`Raw`, `Failure`) instead of being
-raised. Nothing here knows about steps, sessions or what a reply means.
+Our own small asyncio protocol rather than a client library's: a prober needs what a mail
+client hides (the exact bytes of each reply, data nobody asked for, replies that break the
+grammar or the limits) as values (`Raw`, `Failure`), never as exceptions, and reads each
+reply under RFC 5321 §4.2's grammar. Nothing here knows about steps, sessions or what a
+reply means.
 """
 
 from __future__ import annotations
@@ -12,102 +14,185 @@ import contextlib
 import socket
 import ssl
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-
-from aiosmtplib.errors import (
-    SMTPException,
-    SMTPResponseException,
-    SMTPServerDisconnected,
-    SMTPTimeoutError,
-)
-from aiosmtplib.protocol import SMTPProtocol
-from aiosmtplib.response import SMTPResponse
+from typing import NamedTuple
 
 from probe.result import ErrorKind
 
 WIRE_LIMIT = 64 * 1024  # bytes of unsolicited data kept per connection; the rest is counted
+MAX_LINE = 8192  # bytes in one reply line (RFC 5321 asks servers for 512; some send more)
+MAX_REPLY = 4 * MAX_LINE  # bytes in one reply, continuation lines included
+MAX_LINES = 1000  # lines in one reply
+NOT_A_REPLY = "the server sent something that is not an SMTP reply"
+CLOSED_BY_SERVER = "the server closed the connection"
+TOO_LONG = "reply too long"
 
 
-@dataclass(frozen=True, slots=True)
-class Raw:
-    """A reply: its code, aiosmtplib's reading of the text, and the bytes as received."""
+class Raw(NamedTuple):
+    """A reply: its code, its text (the lines after their codes), and the bytes received."""
 
     code: int
     message: str
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Failure:
+class Failure(NamedTuple):
     """Why an exchange got no reply."""
 
     kind: ErrorKind
     detail: str
 
 
-@dataclass(frozen=True, slots=True)
-class TlsStart:
+class TlsStart(NamedTuple):
     """STARTTLS: the server's reply (if any), and why the handshake failed (if it did)."""
 
     reply: Raw | None
     failure: Failure | None
 
 
-class RecordingProtocol(SMTPProtocol):
-    """aiosmtplib's protocol, keeping the exact bytes of each reply it parses."""
+class _Bad(Exception):
+    """A reply that breaks the grammar or the limits."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.detail)
+        self.failure = failure
+
+
+def _code(line: bytes) -> int:
+    """The code of a reply line: three digits, the first 2-5 and the second 0-5, then a space,
+    a hyphen or the end of the line (RFC 5321 §4.2). int() would take " 220", "+22" or "2_2"."""
+    head, sep = line[:3], line[3:4]
+    if not (
+        len(head) == 3
+        and 0x32 <= head[0] <= 0x35
+        and 0x30 <= head[1] <= 0x35
+        and 0x30 <= head[2] <= 0x39
+        and sep in (b" ", b"-", b"\r", b"\n")
+    ):
+        raise _Bad(Failure(ErrorKind.PROTOCOL, NOT_A_REPLY))
+    return (head[0] - 0x30) * 100 + (head[1] - 0x30) * 10 + (head[2] - 0x30)
+
+
+def parse_reply(buffer: bytes | bytearray) -> tuple[Raw, int] | None:
+    """The first whole reply in `buffer` and how many bytes it took; None while incomplete.
+
+    A reply's code is its last line's, as clients read it; a line or a reply over the limits,
+    or a line outside the grammar, raises `_Bad`."""
+    offset = lines = 0
+    message: list[bytes] = []
+    while (end := buffer.find(b"\n", offset)) != -1:
+        line = bytes(buffer[offset : end + 1])
+        if len(line) > MAX_LINE:
+            raise _Bad(Failure(ErrorKind.TOO_LONG, TOO_LONG))
+        code = _code(line)
+        offset, lines = end + 1, lines + 1
+        message.append(line[4:].strip(b" \t\r\n"))
+        if line[3:4] != b"-":
+            text = b"\n".join(message).decode("utf-8", "surrogateescape")
+            return Raw(code, text, bytes(buffer[:offset])), offset
+        if lines >= MAX_LINES:
+            raise _Bad(Failure(ErrorKind.TOO_LONG, TOO_LONG))
+    if len(buffer) - offset > MAX_LINE or len(buffer) > MAX_REPLY:
+        raise _Bad(Failure(ErrorKind.TOO_LONG, TOO_LONG))
+    return None
+
+
+class ReplyProtocol(asyncio.Protocol):
+    """Bytes in, replies out: one reply awaited at a time; anything else is unsolicited."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.waiter: asyncio.Future[Raw | Failure] | None = None
         self.lost = asyncio.Event()
-        super().__init__(loop=loop, connection_lost_callback=lambda _p: self.lost.set())
-        self.last_raw = b""
         self.unsolicited = bytearray()
         self.unsolicited_total = 0
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # a stream transport
+        if self.waiter is None:  # the greeting is due (not after STARTTLS: EHLO's reply is)
+            self.expect()
+
     def data_received(self, data: bytes) -> None:
-        waiter = self._response_waiter
-        if waiter is not None and (not self._response_pending or waiter.done()):
-            # aiosmtplib drops data nobody asked for; keep a bounded copy for the record.
-            self._keep_unsolicited(data)
-        super().data_received(data)
+        waiter = self.waiter
+        if waiter is None or waiter.done():
+            self._keep(data)  # nobody asked: kept for the record, never taken as a reply
+            return
+        self.buffer += data
+        if b"\n" not in data and len(self.buffer) <= MAX_LINE:
+            return  # no line completed (a server that drips bytes costs no parsing)
+        try:
+            got = parse_reply(self.buffer)
+        except _Bad as bad:
+            del self.buffer[:]
+            waiter.set_result(bad.failure)
+            return
+        if got is None:
+            return
+        raw, used = got
+        if len(self.buffer) > used:
+            # We never pipeline: bytes past the reply were not asked for; left in the buffer
+            # they would be taken as the answer to our next command (RFC 3207 §5 too).
+            self._keep(bytes(self.buffer[used:]))
+        del self.buffer[:]
+        waiter.set_result(raw)
 
-    def _read_response_from_buffer(self) -> SMTPResponse | None:
-        before = bytes(self._buffer)
-        response = super()._read_response_from_buffer()
-        if response is not None:
-            self.last_raw = before[: len(before) - len(self._buffer)]
-            if self._buffer:
-                # We never pipeline, so bytes past the reply were not asked for; left in the
-                # buffer they would be taken as the answer to our next command.
-                self._keep_unsolicited(bytes(self._buffer))
-                del self._buffer[:]
-        return response
+    def eof_received(self) -> bool:
+        self._gone()
+        return False  # close the transport
 
-    def _keep_unsolicited(self, data: bytes) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._gone()
+        self.transport = None
+        self.lost.set()
+
+    def _gone(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(Failure(ErrorKind.DISCONNECTED, CLOSED_BY_SERVER))
+
+    def _keep(self, data: bytes) -> None:
         self.unsolicited_total += len(data)
         room = WIRE_LIMIT - len(self.unsolicited)
         if room > 0:
             self.unsolicited += data[:room]
 
+    @property
+    def is_connected(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
 
-def ssl_detail(e: BaseException) -> str:
+    def expect(self) -> None:
+        """A reply is due: the bytes that come next are its."""
+        self.buffer.clear()
+        self.waiter = asyncio.get_running_loop().create_future()
+
+    async def reply(self, timeout: float) -> Raw | Failure:
+        waiter = self.waiter
+        if waiter is None:
+            return Failure(ErrorKind.DISCONNECTED, CLOSED_BY_SERVER)
+        try:
+            # asyncio.timeout rather than wait_for: no extra task per reply, and no lost
+            # cancellation (Python 3.11's wait_for can swallow one).
+            async with asyncio.timeout(timeout):
+                return await waiter
+        except TimeoutError:
+            return Failure(ErrorKind.TIMEOUT, f"no reply within {timeout:g} s")
+        finally:
+            self.waiter = None
+
+    async def send(self, data: bytes, timeout: float) -> Raw | Failure:
+        """Write one command and read its reply."""
+        if self.transport is None or not self.is_connected:
+            return Failure(ErrorKind.DISCONNECTED, CLOSED_BY_SERVER)
+        self.expect()
+        self.transport.write(data)
+        return await self.reply(timeout)
+
+
+def ssl_detail(e: BaseException, timeout: float) -> str:
     if isinstance(e, ssl.SSLError):
         return f"TLS handshake failed: {e.reason or e}"
-    return f"TLS handshake failed: {e}"
-
-
-def failure(e: BaseException, command_timeout: float) -> Failure:
-    """What an aiosmtplib or socket error means for the exchange that met it."""
-    if isinstance(e, SMTPTimeoutError):
-        return Failure(ErrorKind.TIMEOUT, f"no reply within {command_timeout:g} s")
-    if isinstance(e, SMTPServerDisconnected):
-        return Failure(ErrorKind.DISCONNECTED, "the server closed the connection")
-    if isinstance(e, SMTPResponseException) and e.code == -1:
-        if "too long" in e.message.lower():
-            return Failure(ErrorKind.TOO_LONG, "reply too long")
-        return Failure(ErrorKind.PROTOCOL, "the server sent something that is not an SMTP reply")
-    if isinstance(e, ssl.SSLError):
-        return Failure(ErrorKind.TLS_FAILED, ssl_detail(e))
-    return Failure(ErrorKind.PROTOCOL, type(e).__name__)
+    if isinstance(e, TimeoutError | ConnectionAbortedError):
+        return f"TLS handshake failed: no handshake within {timeout:g} s"
+    return f"TLS handshake failed: {e or type(e).__name__}"
 
 
 def _connect_failure(e: OSError, connect_timeout: float) -> Failure:
@@ -116,7 +201,7 @@ def _connect_failure(e: OSError, connect_timeout: float) -> Failure:
     if isinstance(e, ConnectionRefusedError):
         return Failure(ErrorKind.REFUSED, "connection refused")
     if isinstance(e, ssl.SSLError):
-        return Failure(ErrorKind.TLS_FAILED, ssl_detail(e))
+        return Failure(ErrorKind.TLS_FAILED, ssl_detail(e, connect_timeout))
     return Failure(ErrorKind.UNREACHABLE, e.strerror or str(e))
 
 
@@ -140,8 +225,8 @@ def _quick_ack(transport: asyncio.BaseTransport | None) -> None:
 class Connection:
     """One TCP connection (TLS from the start, or later by STARTTLS), command by command."""
 
-    def __init__(self, proto: RecordingProtocol, sockname: Sequence[object] | None) -> None:
-        self._proto: RecordingProtocol | None = proto
+    def __init__(self, proto: ReplyProtocol, sockname: Sequence[object] | None) -> None:
+        self._proto: ReplyProtocol | None = proto
         self.sockname = sockname
         self.tls = False
         # Called before a polite close, whoever closes: TLS 1.3 tickets arrive after the
@@ -161,12 +246,11 @@ class Connection:
     ) -> tuple[Connection | None, Raw | Failure]:
         """Connect (with a TLS handshake when `tls` is given) and read the greeting."""
         loop = asyncio.get_running_loop()
-        proto = RecordingProtocol(loop)
         try:
             # asyncio.timeout rather than wait_for: no extra task per connection.
             async with asyncio.timeout(connect_timeout):
-                transport, _ = await loop.create_connection(
-                    lambda: proto,
+                transport, proto = await loop.create_connection(
+                    ReplyProtocol,
                     host=address,
                     port=port,
                     ssl=tls,
@@ -177,16 +261,14 @@ class Connection:
             return None, _connect_failure(e, connect_timeout)
         conn = cls(proto, transport.get_extra_info("sockname"))
         conn.tls = tls is not None
-        try:
-            resp = await proto.read_response(timeout=greeting_timeout)
-        except SMTPTimeoutError:
+        got = await proto.reply(greeting_timeout)
+        if isinstance(got, Failure):
             await conn.close()
-            detail = f"connected, but no greeting within {greeting_timeout:g} s"
-            return None, Failure(ErrorKind.NO_GREETING, detail)
-        except (SMTPException, OSError) as e:
-            await conn.close()
-            return None, failure(e, greeting_timeout)
-        return conn, Raw(resp.code, resp.message, proto.last_raw)
+            if got.kind is ErrorKind.TIMEOUT:
+                detail = f"connected, but no greeting within {greeting_timeout:g} s"
+                return None, Failure(ErrorKind.NO_GREETING, detail)
+            return None, got
+        return conn, got
 
     @property
     def alive(self) -> bool:
@@ -211,15 +293,16 @@ class Connection:
 
     async def command(self, args: Sequence[str], timeout: float) -> Raw | Failure:
         """Send one command and read its reply; a failure closes the connection."""
+        line = " ".join(args)
+        if "\r" in line or "\n" in line:
+            raise ValueError("a command must not hold CR or LF")  # callers check wire values
         proto = self._proto
         if proto is None or not proto.is_connected:
             return Failure(ErrorKind.DISCONNECTED, "the connection is already closed")
-        try:
-            resp = await proto.execute_command(*(a.encode("utf-8") for a in args), timeout=timeout)
-        except (SMTPException, OSError) as e:
+        got = await proto.send(line.encode("utf-8") + b"\r\n", timeout)
+        if isinstance(got, Failure):
             await self.close()
-            return failure(e, timeout)
-        return Raw(resp.code, resp.message, proto.last_raw)
+        return got
 
     async def starttls(
         self, ctx: ssl.SSLContext, server_hostname: str | None, timeout: float
@@ -228,23 +311,39 @@ class Connection:
         proto = self._proto
         if proto is None or not proto.is_connected:
             return TlsStart(None, Failure(ErrorKind.DISCONNECTED, "the connection is closed"))
-        try:
-            resp = await proto.start_tls(ctx, server_hostname=server_hostname, timeout=timeout)
-        except SMTPResponseException as e:
-            if e.code > 0:  # refused with a reply; the connection stays in plaintext
-                return TlsStart(Raw(e.code, e.message, proto.last_raw), None)
+        got = await proto.send(b"STARTTLS\r\n", timeout)
+        if isinstance(got, Failure):
             await self.close()
-            return TlsStart(None, failure(e, timeout))
-        except (SMTPException, OSError) as e:
-            greeted = proto.last_raw.startswith(b"220")
+            return TlsStart(None, got)
+        if got.code != 220:  # refused with a reply; the connection stays in plaintext
+            return TlsStart(got, None)
+        failed = await self._handshake(proto, ctx, server_hostname, timeout)
+        if failed is not None:
             await self.close()
-            if not greeted:
-                return TlsStart(None, failure(e, timeout))
-            why = Failure(ErrorKind.TLS_FAILED, ssl_detail(e))
-            return TlsStart(Raw(220, "", proto.last_raw), why)
+            return TlsStart(got, failed)
         self.tls = True
         _quick_ack(proto.transport)
-        return TlsStart(Raw(resp.code, resp.message, proto.last_raw), None)
+        return TlsStart(got, None)
+
+    async def _handshake(
+        self, proto: ReplyProtocol, ctx: ssl.SSLContext, name: str | None, timeout: float
+    ) -> Failure | None:
+        # Whatever came after the 220 was plaintext nobody asked for (RFC 3207 §5): the
+        # protocol kept it as unsolicited, and nothing of it carries over into TLS.
+        proto.buffer.clear()
+        transport = proto.transport
+        if transport is None or transport.is_closing():
+            return Failure(ErrorKind.DISCONNECTED, CLOSED_BY_SERVER)
+        try:
+            new = await asyncio.get_running_loop().start_tls(
+                transport, proto, ctx, server_hostname=name, ssl_handshake_timeout=timeout
+            )
+        except (OSError, ConnectionError) as e:  # ssl.SSLError and TimeoutError included
+            return Failure(ErrorKind.TLS_FAILED, ssl_detail(e, timeout))
+        if new is None:
+            return Failure(ErrorKind.DISCONNECTED, CLOSED_BY_SERVER)
+        proto.transport = new
+        return None
 
     def ssl_object(self) -> ssl.SSLObject | None:
         proto = self._proto

@@ -1,5 +1,5 @@
 """Commands that need no network: explain, compare, codes. Nothing here imports asyncio,
-ssl, dnspython or aiosmtplib (tests/test_architecture.py checks it)."""
+ssl or dnspython (tests/test_architecture.py checks it)."""
 
 from __future__ import annotations
 
