@@ -98,6 +98,7 @@ class KeptConnection:
     tls: TlsInfo
     extensions: tuple[tuple[str, str], ...]
     helo: str
+    opts: SessionOptions  # what it was opened with: its timeouts bound the QUIT that ends it
     uses: int = 1  # transactions run on it so far
     rejections: int = 0  # 4xx and 5xx replies drawn so far (servers count errors per connection)
 
@@ -490,6 +491,7 @@ async def _transaction(d: _Dialogue) -> Ending:
                 d.tls,
                 d.extensions,
                 d.helo,
+                d.opts,
                 rejections=rejections,
             )
             return Outcome.COMPLETED
@@ -651,7 +653,7 @@ async def _reused_transaction(d: _Dialogue) -> bool:
 
 async def release(kept: KeptConnection, run: RunContext | None = None) -> None:
     """End a kept connection politely: QUIT, then close (cut, if this is cancelled)."""
-    d = _Dialogue(kept.host, kept.address, kept.port, SessionOptions(), run or RunContext())
+    d = _Dialogue(kept.host, kept.address, kept.port, kept.opts, run or RunContext())
     d.conn = kept.conn
     try:
         await d.finish(rset=False)

@@ -6,7 +6,7 @@ import click
 
 from probe import aio, exitcodes
 from probe.catalog import locale
-from probe.checks import DomainFacts, Severity, check
+from probe.checks import Finding, Severity, check
 from probe.cli.common import dump, echo, fail, lang_option, resolve_lang, stdout_styler
 from probe.cli.options import nameserver as parse_nameserver
 from probe.config import QuitAfter, SessionOptions, Timeouts
@@ -84,16 +84,16 @@ def mx(
             cafile=cafile,
         )
     )
-    status = _mx_status(facts, fail_on)
+    findings = check(facts)
+    status = _mx_status(findings, fail_on)
     if fmt == "json":
-        echo(dump(mx_render.to_json(facts, check(facts), loc, status)))
+        echo(dump(mx_render.to_json(facts, findings, loc, status)))
     else:
-        echo(mx_render.to_text(facts, check(facts), loc, stdout_styler()))
+        echo(mx_render.to_text(facts, findings, loc, stdout_styler()))
     raise SystemExit(status)
 
 
-def _mx_status(facts: DomainFacts, fail_on: str) -> int:
-    findings = check(facts)
+def _mx_status(findings: list[Finding], fail_on: str) -> int:
     threshold = Severity.WARNING if fail_on == "warning" else Severity.ERROR
     if any(f.id == "domain-nxdomain" for f in findings):
         return exitcodes.NOHOST
