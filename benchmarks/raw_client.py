@@ -17,7 +17,15 @@ import sys
 import time
 
 
-async def session(host: str, port: int, ctx: ssl.SSLContext, n: int) -> None:
+async def session(
+    host: str,
+    port: int,
+    ctx: ssl.SSLContext,
+    rcpt: str,
+    name: str = "mx0.farm.test",
+    rset: bool = False,
+) -> None:
+    """One session with nothing but asyncio streams (RSET before QUIT, with `rset`)."""
     reader, writer = await asyncio.open_connection(host, port)
 
     async def reply() -> bytes:
@@ -34,10 +42,12 @@ async def session(host: str, port: int, ctx: ssl.SSLContext, n: int) -> None:
     await reply()
     await cmd(b"EHLO bench.test")
     await cmd(b"STARTTLS")
-    await writer.start_tls(ctx, server_hostname="mx0.farm.test")
+    await writer.start_tls(ctx, server_hostname=name)
     await cmd(b"EHLO bench.test")
     await cmd(b"MAIL FROM:<>")
-    await cmd(f"RCPT TO:<user{n}@d{n}.test>".encode())
+    await cmd(f"RCPT TO:<{rcpt}>".encode())
+    if rset:
+        await cmd(b"RSET")
     await cmd(b"QUIT")
     writer.close()
     await writer.wait_closed()
@@ -53,7 +63,7 @@ async def main(n: int, c: int, port: int, cafile: str, hosts: list[str]) -> floa
     async def worker() -> None:
         while not queue.empty():
             i = queue.get_nowait()
-            await session(hosts[i % len(hosts)], port, ctx, i)
+            await session(hosts[i % len(hosts)], port, ctx, f"user{i}@d{i}.test")
 
     t = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(c)))

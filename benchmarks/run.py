@@ -30,6 +30,9 @@ from probe.lab.dns import LoopThread  # noqa: E402
 from probe.lab.farm import client_args  # noqa: E402
 from probe.lab.smtp import Scripted, port_of, start_smtp  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from raw_client import session as raw_session  # noqa: E402
+
 CLI = [sys.executable, "-m", "probe"]
 # What a user runs: the console script pip installed beside this Python (start-up rows).
 _SCRIPT = Path(sys.executable).parent / "smtp-probe"
@@ -115,34 +118,6 @@ def bench_startup(runs: int) -> list[tuple[str, str]]:
     return rows
 
 
-async def raw_session(port: int, ctx: ssl.SSLContext) -> None:
-    """The same exchange with nothing but asyncio streams: the floor for our session."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-
-    async def reply() -> bytes:
-        while True:
-            line = await reader.readline()
-            if line[3:4] != b"-":
-                return line
-
-    async def cmd(c: bytes) -> bytes:
-        writer.write(c + b"\r\n")
-        await writer.drain()
-        return await reply()
-
-    await reply()
-    await cmd(b"EHLO bench.test")
-    await cmd(b"STARTTLS")
-    await writer.start_tls(ctx, server_hostname="mx.bench.test")
-    await cmd(b"EHLO bench.test")
-    await cmd(b"MAIL FROM:<>")
-    await cmd(b"RCPT TO:<user@bench.test>")
-    await cmd(b"RSET")
-    await cmd(b"QUIT")
-    writer.close()
-    await writer.wait_closed()
-
-
 def bench_session(runs: int) -> list[tuple[str, str]]:
     import trustme
 
@@ -174,14 +149,14 @@ def bench_session(runs: int) -> list[tuple[str, str]]:
         async def measure() -> tuple[float, float]:
             # Interleaved, so that load from elsewhere on the machine hits both alike.
             await ours()
-            await raw_session(port, cctx)
+            await raw_session("127.0.0.1", port, cctx, "user@bench.test", "mx.bench.test", True)
             a, b = [], []
             for _ in range(runs):
                 t = time.perf_counter()
                 await ours()
                 a.append(time.perf_counter() - t)
                 t = time.perf_counter()
-                await raw_session(port, cctx)
+                await raw_session("127.0.0.1", port, cctx, "user@bench.test", "mx.bench.test", True)
                 b.append(time.perf_counter() - t)
             return statistics.median(a), statistics.median(b)
 
@@ -359,20 +334,10 @@ def _child_peak_rss_mb(cmd: list[str], stdin: Path) -> tuple[float, float]:
 
 
 def bench_batch(quick: bool) -> list[tuple[str, str]]:
-    import json
-
     n = 200 if quick else 1000
     sizes = (1_000, 5_000) if quick else (1_000, 10_000, 100_000)
     listeners = 20
-    farm = subprocess.Popen(
-        [sys.executable, "-m", "probe.lab.farm", str(listeners), str(max(sizes))],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    assert farm.stdout is not None and farm.stdin is not None
-    info = json.loads(farm.stdout.readline())
+    farm, info = _farm(listeners, max(sizes))
     rows: list[tuple[str, str]] = []
     with tempfile.TemporaryDirectory() as tmp:
         targets = Path(tmp) / "targets.txt"
@@ -497,8 +462,7 @@ def bench_batch(quick: bool) -> list[tuple[str, str]]:
                 f"{peaks[max(sizes)] / peaks[min(sizes)]:.2f}x",
             )
         )
-    farm.stdin.close()
-    farm.wait(timeout=30)
+    _stop(farm)
     return rows
 
 
