@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 
@@ -14,10 +15,34 @@ def _re(pattern: str, flags: int = 0) -> re.Pattern[str]:
     return re.compile(pattern, flags)
 
 
-# C0, DEL, C1, zero-width and bidi controls, line/paragraph separators, BOM, and lone
-# surrogates (undecodable bytes kept by surrogateescape).
-_UNSAFE = "[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ud800-\udfff]"
+# What a terminal or a viewer would act on or hide rather than show: C0, DEL, C1 (NEL among
+# them), soft hyphen, the Arabic letter mark and every other bidi control, zero-width and
+# invisible format characters, line/paragraph separators, BOM, interlinear annotation marks,
+# tag characters (which can smuggle invisible text), and lone surrogates (undecodable bytes
+# kept by surrogateescape).
+_UNSAFE_ABOVE_C0 = (
+    "\x7f-\x9f\xad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f"
+    "\ufeff\ufff9-\ufffb\ud800-\udfff\U000e0000-\U000e007f"
+)
+_UNSAFE = f"[\x00-\x1f{_UNSAFE_ABOVE_C0}]"
+# json.dumps escapes C0 inside strings itself; outside them C0 is only its own indentation.
+_JSON_UNSAFE = f"[{_UNSAFE_ABOVE_C0}]"
 _NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r", "\x1b": "\\x1b"}
+
+
+def _json_escape(m: re.Match[str]) -> str:
+    cp = ord(m.group(0))
+    if cp > 0xFFFF:  # JSON has only four-digit escapes: a surrogate pair
+        cp -= 0x10000
+        return f"\\u{0xD800 + (cp >> 10):04x}\\u{0xDC00 + (cp & 0x3FF):04x}"
+    return f"\\u{cp:04x}"
+
+
+def to_json(obj: object, indent: int | None = None) -> str:
+    """JSON text that is safe to print and to paste into JavaScript: every character `safe`
+    would escape appears as a \\u escape (json.dumps leaves C1, DEL, U+2028/2029 and bidi
+    controls raw), so the parsed value is unchanged."""
+    return _re(_JSON_UNSAFE).sub(_json_escape, json.dumps(obj, ensure_ascii=False, indent=indent))
 
 
 def _escape_one(m: re.Match[str]) -> str:
@@ -29,7 +54,7 @@ def _escape_one(m: re.Match[str]) -> str:
         return f"\\x{cp - 0xDC00:02x}"
     if cp <= 0xFF:
         return f"\\x{cp:02x}"
-    return f"\\u{cp:04x}"
+    return f"\\u{cp:04x}" if cp <= 0xFFFF else f"\\U{cp:08x}"
 
 
 def safe(s: str) -> str:

@@ -30,6 +30,7 @@ from typing import IO
 from probe import exitcodes
 from probe.batch import Record, error_record
 from probe.config import BatchLimits, ProbeRequest
+from probe.text import to_json
 
 
 @dataclass(frozen=True)
@@ -255,7 +256,7 @@ class _Run:
             left = sorted(self.lost)
         for line, text, status in left:
             rec = lost_record(line, text, status)
-            self.on_record(json.dumps(rec, ensure_ascii=False) + "\n", rec)
+            self.on_record(to_json(rec) + "\n", rec)
 
     def fail(self, e: BaseException) -> None:
         """Under the lock: the first failure (the sink, the input) stops the run."""
@@ -358,7 +359,7 @@ def _child() -> None:
                 yield int(line), text
 
         def emit(rec: Record) -> None:
-            data = (json.dumps(rec, ensure_ascii=False) + "\n").encode("utf-8")
+            data = (to_json(rec) + "\n").encode("utf-8")
             while data:  # one record, whole, straight to the pipe (nothing buffered at exit)
                 data = data[os.write(1, data) :]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import stat
 import sys
@@ -27,6 +26,7 @@ from probe.catalog import locale
 from probe.cli.common import fail, lang_option, resolve_lang
 from probe.cli.options import LiveArgs, live_options
 from probe.config import BatchLimits, ProbeRequest
+from probe.text import to_json
 from probe.workers import WorkerConfig, plan, run_workers, spawn
 
 
@@ -131,7 +131,7 @@ class _BatchRun:
             run_batch(
                 stream_targets(items),
                 self.template,
-                lambda rec: self.write(json.dumps(rec, ensure_ascii=False) + "\n"),
+                lambda rec: self.write(to_json(rec) + "\n"),
                 locale(self.lang),
                 limits=self.limits,
                 on_progress=progress,

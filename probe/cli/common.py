@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import IO, NoReturn
@@ -11,7 +10,7 @@ import click
 
 from probe import exitcodes
 from probe.render import Styler
-from probe.text import lang_from_env, normalize_lang
+from probe.text import lang_from_env, normalize_lang, to_json
 
 FORMATS = ("text", "json", "jsonl")
 
@@ -61,7 +60,7 @@ def echo(text: str) -> None:
 
 
 def dump(obj: object) -> str:
-    return json.dumps(obj, ensure_ascii=False, indent=2)
+    return to_json(obj, indent=2)
 
 
 lang_option = click.option(

@@ -3,7 +3,6 @@ ssl or dnspython (tests/test_architecture.py checks it)."""
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterator
 from typing import IO
@@ -31,6 +30,7 @@ from probe.render import codes as codes_render
 from probe.render import compare as compare_render
 from probe.render import explain as explain_render
 from probe.reply import iter_replies, parse
+from probe.text import to_json
 
 
 def _read_stream(stream: IO[bytes]) -> Iterator[str]:
@@ -60,7 +60,7 @@ class _Explained:
         elif self.fmt == "json":
             self.collected.append(explain_render.to_json(e, self.loc))
         elif self.fmt == "jsonl":
-            echo(json.dumps(explain_render.to_json(e, self.loc), ensure_ascii=False))
+            echo(to_json(explain_render.to_json(e, self.loc)))
         else:
             if not self._first:
                 echo("")
@@ -81,7 +81,7 @@ class _Explained:
             echo(explain_render.summary_text(self.stats, self.loc, self.style))
         elif self.summary:
             doc = explain_render.summary_json(self.stats, self.loc)
-            echo(json.dumps(doc, ensure_ascii=False, indent=2 if self.fmt == "json" else None))
+            echo(to_json(doc, indent=2 if self.fmt == "json" else None))
         elif self.fmt == "json":
             echo(dump(self.collected))
 

@@ -1,0 +1,78 @@
+"""One escaper for every output: text shows each invisible or controlling character escaped,
+JSON carries them as \\u escapes (parsed values unchanged)."""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from probe.text import safe, to_json
+
+C0 = [chr(c) for c in range(0x20)]
+C1 = [chr(c) for c in range(0x80, 0xA0)]
+BIDI = [
+    "\u061c",
+    "\u200e",
+    "\u200f",
+    *map(chr, range(0x202A, 0x202F)),
+    *map(chr, range(0x2066, 0x206A)),
+]
+TAGS = [chr(c) for c in range(0xE0000, 0xE0080)]
+SEPARATORS = ["\u2028", "\u2029"]
+CLASSES = {
+    "C0": C0,
+    "DEL": ["\x7f"],
+    "C1": C1,
+    "bidi": BIDI,
+    "tags": TAGS,
+    "separators": SEPARATORS,
+}
+ALL = [ch for chars in CLASSES.values() for ch in chars]
+
+
+def test_text_escapes_every_class() -> None:
+    for name, chars in CLASSES.items():
+        for ch in chars:
+            shown = safe(f"a{ch}b")
+            assert ch not in shown, (name, hex(ord(ch)))
+            assert shown.startswith("a\\") and shown.endswith("b"), (name, shown)
+
+
+def test_text_escapes_are_unambiguous() -> None:
+    assert safe("\U000e0041") == "\\U000e0041"
+    assert safe("\u202e") == "\\u202e"
+    assert safe("\x1b[31m") == "\\x1b[31m"
+    assert safe("\udcff") == "\\xff"  # a raw byte kept by surrogateescape
+
+
+def test_json_escapes_c1_del_separators_and_bidi_but_keeps_the_value() -> None:
+    for ch in [*C1, "\x7f", *SEPARATORS, *BIDI, *TAGS]:
+        out = to_json({"reply": f"x{ch}y"})
+        assert ch not in out, hex(ord(ch))
+        assert json.loads(out) == {"reply": f"x{ch}y"}
+    line = to_json({"reply": "\u2028"})
+    assert "\\u2028" in line and len(line.splitlines()) == 1
+
+
+def test_json_indentation_is_not_escaped() -> None:
+    out = to_json({"a": [1, "\x85"]}, indent=2)
+    assert out == '{\n  "a": [\n    1,\n    "\\u0085"\n  ]\n}'
+
+
+def test_readable_text_is_left_alone() -> None:
+    for s in ("550 5.1.1 user unknown", "中文 回复", "Empfänger unbekannt", "수신자 없음"):
+        assert safe(s) == s
+        assert to_json(s) == f'"{s}"'
+
+
+@given(st.text())
+def test_no_output_carries_a_raw_unsafe_character(s: str) -> None:
+    shown = safe(s)
+    assert not any(ch in shown for ch in ALL)
+    assert not any(unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp") for ch in shown)
+    out = to_json(s)
+    assert not any(ch in out for ch in ALL)
+    assert json.loads(out) == s
