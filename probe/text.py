@@ -42,7 +42,10 @@ def to_json(obj: object, indent: int | None = None) -> str:
     """JSON text that is safe to print and to paste into JavaScript: every character `safe`
     would escape appears as a \\u escape (json.dumps leaves C1, DEL, U+2028/2029 and bidi
     controls raw), so the parsed value is unchanged."""
-    return _re(_JSON_UNSAFE).sub(_json_escape, json.dumps(obj, ensure_ascii=False, indent=indent))
+    out = json.dumps(obj, ensure_ascii=False, indent=indent)
+    if out.isascii() and "\x7f" not in out:  # both checks are cheap; most records pass them
+        return out
+    return _re(_JSON_UNSAFE).sub(_json_escape, out)
 
 
 def _escape_one(m: re.Match[str]) -> str:
