@@ -305,16 +305,13 @@ def tlsa_matches(record: str, der: bytes) -> bool:
         return False
     selector, mtype = parts[1], parts[2]
     data = "".join(parts[3:]).lower()
-    content = der
+    content: bytes | None = der
     if selector == "1":
-        from cryptography import x509
-        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+        from probe.certs import spki
 
-        content = (
-            x509.load_der_x509_certificate(der)
-            .public_key()
-            .public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-        )
+        content = spki(der)
+    if content is None:  # a certificate whose key cannot be read matches nothing
+        return False
     if mtype == "0":
         return content.hex() == data
     if mtype == "1":

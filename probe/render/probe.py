@@ -210,9 +210,9 @@ def _tls_lines(t: TlsInfo, host: str, loc: Locale) -> list[str]:
         out.append(f"    {loc.ui('probe.fingerprint')}: {c.sha256}")
     trusted = yes if t.trusted else f"{no} ({safe(t.verify_error or '')})"
     out.append(f"    {loc.ui('probe.trusted')}: {trusted}")
-    out.append(
-        f"    {loc.ui('probe.name_matches')}: {yes if t.name_matches else no} ({safe(host)})"
-    )
+    # None: no certificate, or one whose names cannot be read; the trust line says which.
+    matches = "-" if t.name_matches is None else yes if t.name_matches else no
+    out.append(f"    {loc.ui('probe.name_matches')}: {matches} ({safe(host)})")
     if t.injected_plaintext:
         out.append("    " + loc.ui("probe.injected", count=t.injected_plaintext))
     return out
