@@ -10,7 +10,7 @@ from dataclasses import replace
 from probe.checks import AddressFacts, DomainFacts, HostFacts, PolicyFacts, Records, parse_mx
 from probe.config import QuitAfter, SessionOptions
 from probe.context import RunContext
-from probe.resolve import Lookup, Resolver, lookup, ptr
+from probe.resolve import Lookup, Resolver, bad_host_name, lookup, ptr
 from probe.result import DnsStatus
 from probe.session import run_session
 from probe.tls import trust_context
@@ -54,9 +54,15 @@ async def _host(
     family: int | None,
     run: RunContext,
 ) -> HostFacts:
+    if bad_host_name(host) is not None:
+        unusable = Records(DnsStatus.ERROR)
+        return HostFacts(host, pref, unusable, unusable, invalid=host)
     a, aaaa, tlsa = await asyncio.gather(
         lookup(res, host, "A"), lookup(res, host, "AAAA"), lookup(res, f"_25._tcp.{host}", "TLSA")
     )
+    alias = a.canonical or aaaa.canonical
+    if alias is not None and bad_host_name(alias) is not None:
+        return HostFacts(host, pref, _rec(a), _rec(aaaa), invalid=alias)
     addrs = [x for lk, fam in ((a, 4), (aaaa, 6)) if family in (None, fam) for x in lk.records]
     facts = await asyncio.gather(*(_address(res, host, x, connect, port, opts, run) for x in addrs))
     return HostFacts(
