@@ -192,8 +192,10 @@ async def resolve_domain(
     *,
     family: int | None = None,
     rng: random.Random | None = None,
+    max_hosts: int | None = None,
 ) -> DnsResult:
-    """MX hosts of a domain in delivery order, with their addresses (RFC 5321 §5.1)."""
+    """MX hosts of a domain in delivery order, with their addresses (RFC 5321 §5.1); past
+    `max_hosts`, hosts are counted in `omitted` and not looked up."""
     rng = rng or random.Random()
     mx = await lookup(res, domain, "MX")
     if mx.status is DnsStatus.NODATA:
@@ -218,6 +220,9 @@ async def resolve_domain(
     if is_null_mx(records):
         return DnsResult(domain, DnsStatus.OK, (MxHost("", 0, ()),), null_mx=True)
     ordered = [(p, h) for p, h in order_mx(records, rng) if not is_null_target(h)]
+    omitted = 0
+    if max_hosts is not None and len(ordered) > max_hosts:
+        omitted, ordered = len(ordered) - max_hosts, ordered[:max_hosts]
 
     async def one(pref: int, host: str) -> MxHost:
         if is_ip(host):
@@ -234,4 +239,4 @@ async def resolve_domain(
         return MxHost(host, pref, addrs, status, False, cname, err)
 
     hosts = await asyncio.gather(*(one(p, h) for p, h in ordered))
-    return DnsResult(domain, DnsStatus.OK, tuple(hosts))
+    return DnsResult(domain, DnsStatus.OK, tuple(hosts), omitted=omitted)

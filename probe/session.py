@@ -548,6 +548,14 @@ async def _attempt(d: _Dialogue) -> Ending:
 # -- entry points ------------------------------------------------------------------------------
 
 
+def time_left(opts: SessionOptions) -> float:
+    """Seconds a session may take: its budget, or less when the target's deadline is nearer."""
+    budget = opts.timeouts.budget
+    if opts.deadline is None:
+        return budget
+    return max(0.0, min(budget, opts.deadline - time.monotonic()))
+
+
 async def run_session(
     host: str, address: str, port: int, opts: SessionOptions, run: RunContext | None = None
 ) -> Session:
@@ -571,16 +579,16 @@ async def open_session(
     d = _Dialogue(host, address, port, opts, run, keep=keep)
     if run.observer is not None:
         run.observer.session_started(host, address, port)
+    budget = time_left(opts)
     try:
-        async with asyncio.timeout(opts.timeouts.budget):
+        async with asyncio.timeout(budget):
             outcome = await _converse(d)
     except BaseException as e:
         # Out of time or cancelled mid-conversation: the connection must not outlive it.
         d.abort()
         if not isinstance(e, TimeoutError):
             raise
-        budget = opts.timeouts.budget
-        why = StepError(ErrorKind.BUDGET, f"session took longer than {budget:g} s")
+        why = StepError(ErrorKind.BUDGET, f"session took longer than {round(budget, 2):g} s")
         d.add(Step("BUDGET", None, None, budget * 1000, why))
         outcome, d.kept = Outcome.BUDGET, None
     session = d.session(outcome)
@@ -631,7 +639,7 @@ async def reuse_session(
         return None
     d = _reopened(kept, opts, run or RunContext())
     try:
-        async with asyncio.timeout(opts.timeouts.budget):
+        async with asyncio.timeout(time_left(opts)):
             clean = await _reused_transaction(d)
             again = clean and await _rset_keeps(d)
     except TimeoutError:

@@ -167,6 +167,7 @@ def _document(r: ProbeResult, out: ProbeJson) -> dict[str, Any]:
         ],
         "started_at": r.started_at,
         "elapsed_ms": r.elapsed_ms,
+        "notes": [{"kind": n.kind, "detail": n.detail} for n in r.notes],
     }
 
 
@@ -305,6 +306,7 @@ class Transcript:
     def verdict(self, r: ProbeResult) -> list[str]:
         loc, style = self.loc, self.style
         out = [] if r.sessions else [loc.ui("probe.no_sessions")]
+        out += [style(f"*** {safe(n.detail)}", "yellow", False) for n in r.notes]
         for e in r.expectations:
             mark = (
                 style(loc.ui("probe.met"), "green", False)
