@@ -1,48 +1,96 @@
 """Pure certificate facts: what a certificate says, whether it names a host, whether a chain
-leads to a trusted root. No I/O: the trust store comes in as loaded certificates."""
+leads to a trusted root. No I/O: the trust store comes in as loaded certificates.
+
+The certificates come from servers, so nothing about them is assumed: whatever cryptography
+cannot read becomes the reason a chain is not trusted, never an exception.
+"""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509 import verification as xv
 
 from probe.result import Certificate
 
+# What cryptography raises on a certificate it cannot read, besides ValueError (its parse
+# errors): duplicate extensions, unknown name types, versions and key algorithms, dates
+# beyond what datetime holds.
+UNREADABLE: tuple[type[Exception], ...] = (
+    ValueError,
+    TypeError,
+    OverflowError,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+    x509.InvalidVersion,
+    UnsupportedAlgorithm,
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Judgement:
-    """A chain's standing against a trust store: trusted, or the reason it is not."""
+    """A chain's standing against a trust store: trusted, or the reason it is not.
+
+    `names_known` is False when the names the leaf holds could not be read: whether it
+    names a host is then unknown, not "no"."""
 
     certificate: Certificate | None
     trusted: bool
     error: str | None
+    names_known: bool = True
 
 
-def _sans(cert: x509.Certificate) -> list[str]:
+def _why(e: Exception) -> str:
+    return " ".join(str(e).split())[:200] or type(e).__name__
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    # Quirks cryptography still accepts (a serial that is not positive, a country name of
+    # the wrong length) are warnings, which would be printed mid-transcript (or raised, where
+    # warnings are errors); the verification reports what matters as the reason instead.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def load(der: bytes) -> x509.Certificate:
+    """Parse one DER certificate; raises one of UNREADABLE."""
+    with _quiet():
+        return x509.load_der_x509_certificate(der)
+
+
+def _sans(cert: x509.Certificate) -> tuple[list[str], str | None]:
+    """The DNS names and addresses the certificate holds, or why they cannot be read."""
     try:
-        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        with _quiet():
+            ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = [str(n) for n in ext.get_values_for_type(x509.DNSName)]
+        return names + [str(ip) for ip in ext.get_values_for_type(x509.IPAddress)], None
     except x509.ExtensionNotFound:
-        return []
-    names = [str(n) for n in ext.get_values_for_type(x509.DNSName)]
-    return names + [str(ip) for ip in ext.get_values_for_type(x509.IPAddress)]
+        return [], None
+    except UNREADABLE as e:
+        return [], f"the certificate's names cannot be read: {_why(e)}"
 
 
 def facts(cert: x509.Certificate, der: bytes, now: datetime | None = None) -> Certificate:
-    """Subject, issuer, names and validity of a parsed certificate."""
+    """Subject, issuer, names and validity of a parsed certificate (raises one of UNREADABLE
+    when the subject or issuer cannot be read)."""
     not_after = cert.not_valid_after_utc
-    try:
-        sans = _sans(cert)
-    except ValueError:  # a malformed extension: the other facts still stand
-        sans = []
+    with _quiet():
+        subject, issuer = cert.subject.rfc4514_string(), cert.issuer.rfc4514_string()
     return Certificate(
-        subject=cert.subject.rfc4514_string(),
-        issuer=cert.issuer.rfc4514_string(),
-        sans=tuple(sans),
+        subject=subject,
+        issuer=issuer,
+        sans=tuple(_sans(cert)[0]),
         not_before=cert.not_valid_before_utc.isoformat(),
         not_after=not_after.isoformat(),
         days_left=(not_after - (now or datetime.now(UTC))).days,
@@ -54,8 +102,18 @@ def facts(cert: x509.Certificate, der: bytes, now: datetime | None = None) -> Ce
 def certificate_facts(der: bytes) -> Certificate | None:
     """Facts of a DER certificate; None when it cannot be parsed."""
     try:
-        return facts(x509.load_der_x509_certificate(der), der)
-    except ValueError:
+        return facts(load(der), der)
+    except UNREADABLE:
+        return None
+
+
+def spki(der: bytes) -> bytes | None:
+    """The DER SubjectPublicKeyInfo of a certificate (what DANE selector 1 hashes); None when
+    the certificate or its key cannot be read."""
+    try:
+        key = load(der).public_key()
+        return key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    except UNREADABLE:
         return None
 
 
@@ -97,7 +155,9 @@ def _verifier(
 def _own_name(leaf: x509.Certificate) -> x509.DNSName | x509.IPAddress | None:
     try:
         ext = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except (x509.ExtensionNotFound, ValueError):
+    except x509.ExtensionNotFound:
+        return None
+    except UNREADABLE:
         return None
     for dns_name in ext.get_values_for_type(x509.DNSName):
         if dns_name.startswith("*."):  # a name the wildcard covers
@@ -142,15 +202,24 @@ def _chain_error(
 def judge(store: xv.Store, chain: Sequence[bytes], now: datetime | None = None) -> Judgement:
     """The leaf's facts and whether the chain the server sent leads to a trusted root."""
     now = now or datetime.now(UTC)
+    if not chain:
+        return Judgement(None, False, "the server sent no certificate", names_known=False)
     try:
-        parsed = [x509.load_der_x509_certificate(der) for der in chain]
-    except ValueError:
-        return Judgement(None, False, "the server's certificate cannot be parsed")
-    if not parsed:
-        return Judgement(None, False, "the server sent no certificate")
-    leaf = parsed[0]
+        leaf = load(chain[0])
+        cert = facts(leaf, chain[0], now)
+    except UNREADABLE as e:
+        why = f"the server's certificate cannot be parsed: {_why(e)}"
+        return Judgement(None, False, why, names_known=False)
+    unreadable_names = _sans(leaf)[1]
+    if unreadable_names is not None:
+        return Judgement(cert, False, unreadable_names, names_known=False)
     try:
-        error = _chain_error(store, leaf, parsed[1:], now)
-    except ValueError as e:  # a certificate the verifier cannot read at all
-        error = f"the certificate cannot be verified: {e}"
-    return Judgement(facts(leaf, chain[0], now), error is None, error)
+        rest = [load(der) for der in chain[1:]]
+    except UNREADABLE as e:
+        return Judgement(cert, False, f"a certificate of the chain cannot be parsed: {_why(e)}")
+    try:
+        with _quiet():
+            error = _chain_error(store, leaf, rest, now)
+    except UNREADABLE as e:  # a certificate the verifier cannot read at all
+        error = f"the certificate cannot be verified: {_why(e)}"
+    return Judgement(cert, error is None, error)

@@ -65,6 +65,9 @@ class HostFacts:
     aaaa: Records
     addresses: tuple[AddressFacts, ...] = ()
     tlsa: Records | None = None
+    # The name (the host itself, or what it is an alias of) that is not a valid host name:
+    # nothing more is looked up or connected to.
+    invalid: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +194,8 @@ def _host_findings(h: HostFacts, allow_private: bool) -> list[Finding]:
     out: list[Finding] = []
     if is_ip(h.host):
         return [Finding("mx-target-ip", Severity.ERROR, h.host)]
+    if h.invalid is not None:
+        return [Finding("mx-target-invalid", Severity.ERROR, h.host, _p(name=h.invalid))]
     if h.a.status is DnsStatus.NXDOMAIN:
         return [Finding("mx-target-nxdomain", Severity.ERROR, h.host)]
     if h.a.status in _DNS_FAILURE_IDS:
@@ -305,16 +310,13 @@ def tlsa_matches(record: str, der: bytes) -> bool:
         return False
     selector, mtype = parts[1], parts[2]
     data = "".join(parts[3:]).lower()
-    content = der
+    content: bytes | None = der
     if selector == "1":
-        from cryptography import x509
-        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+        from probe.certs import spki
 
-        content = (
-            x509.load_der_x509_certificate(der)
-            .public_key()
-            .public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-        )
+        content = spki(der)
+    if content is None:  # a certificate whose key cannot be read matches nothing
+        return False
     if mtype == "0":
         return content.hex() == data
     if mtype == "1":

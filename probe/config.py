@@ -16,6 +16,13 @@ from probe.verdict import Expectation
 # QUIT. When one value sets every timeout, the whole session may take this many of them.
 BUDGET_PER_TIMEOUT = 8
 DNS_TRY = 3.0  # seconds one DNS try waits at most before the next (within the lifetime)
+# How far one probe walks a domain's mail hosts. MTAs stop early when delivering: Postfix
+# tries at most 5 MX addresses (smtp_mx_address_limit) in at most 2 sessions
+# (smtp_mx_session_limit), Exim 5 hosts (hosts_max_try). A probe with --all is there to show
+# the hosts, so it goes further: 10 MX hosts, as internet.nl's mail test, and 20 addresses,
+# an IPv4 and an IPv6 address for each. A domain publishing more is told so in the result.
+MAX_MX = 10
+MAX_ADDRESSES = 20
 
 
 class StartTls(StrEnum):
@@ -37,15 +44,19 @@ class Timeouts:
     """Seconds for each wait. One value sets them all; named ones override it.
 
     `Timeouts()` gives the defaults; `Timeouts(5)` waits 5 s for everything and allows
-    a session `BUDGET_PER_TIMEOUT` times that; `Timeouts(5, budget=60)` keeps 5 s per wait
+    `BUDGET_PER_TIMEOUT` times that in all; `Timeouts(5, budget=60)` keeps 5 s per wait
     and a 60 s budget.
+
+    The budget bounds one whole target: its DNS lookups and the sessions with every MX host
+    and address it walks. Each session gets what is left of it (`probe.runner`); a session
+    run on its own (`run_session`) gets all of it.
     """
 
     connect: float
     greeting: float
     command: float
     dns: float  # one whole DNS lookup, retries included
-    budget: float  # one whole session with one address
+    budget: float  # one whole target: DNS and every session
 
     def __init__(
         self,
@@ -89,6 +100,10 @@ class SessionOptions:
     quit_after: QuitAfter | None = None
     timeouts: Timeouts = field(default_factory=Timeouts)
     resume_tls: bool = True  # offer a TLS session saved from this run's last visit
+    # When the target's budget runs out (time.monotonic()); a session ends by then whatever
+    # its own budget says. Not part of what makes two sessions' options alike: a kept
+    # connection or a shared session serves targets whose deadlines differ.
+    deadline: float | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         # Library callers may pass the plain words; the dialogue compares enums.
@@ -109,6 +124,8 @@ class ProbeRequest:
     seed: int | None = None  # for shuffling MX hosts of equal preference
     nameservers: tuple[tuple[str, int], ...] = ()
     expectations: tuple[Expectation, ...] = ()
+    max_mx: int = MAX_MX  # MX hosts looked up and tried, in delivery order
+    max_addresses: int = MAX_ADDRESSES  # addresses tried, over all MX hosts
 
     @property
     def dns_timeout(self) -> float:

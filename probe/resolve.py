@@ -21,7 +21,7 @@ from probe.cache import Bounded
 from probe.config import DNS_TRY
 from probe.mx import is_null_mx, is_null_target, order_mx
 from probe.result import DnsResult, DnsStatus, MxHost
-from probe.target import is_ip
+from probe.target import TargetError, is_ip, to_ascii_domain
 
 
 class Resolver:
@@ -138,6 +138,23 @@ async def ptr(res: Resolver, address: str) -> Lookup:
     return await lookup(res, dns.reversename.from_address(address).to_text(), "PTR")
 
 
+def bad_host_name(name: str) -> str | None:
+    """Why a name read from DNS (in dnspython's escaped text form) cannot name a mail host,
+    or None when it can.
+
+    DNS labels may hold any byte; a host name is letters, digits and hyphens (RFC 5321
+    §2.3.5), as MTAs check before using one (Postfix: "malformed domain name"). Such a name
+    is never looked up, connected to or sent as a TLS server name."""
+    try:
+        to_ascii_domain(name)
+    except TargetError:
+        return (
+            "not a valid host name: letters, digits and hyphens in labels of 1 to 63 "
+            "characters (RFC 5321 §2.3.5)"
+        )
+    return None
+
+
 async def addresses(
     res: Resolver, host: str, family: int | None = None
 ) -> tuple[DnsStatus, tuple[str, ...], str | None, str | None]:
@@ -151,6 +168,8 @@ async def addresses(
         results = list(await asyncio.gather(*(lookup(res, host, k) for k in kinds)))
     found = tuple(a for r in results for a in r.records)
     cname = next((r.canonical for r in results if r.canonical), None)
+    if cname is not None and (why := bad_host_name(cname)) is not None:
+        return DnsStatus.ERROR, (), cname, f"the host is an alias (CNAME) of a name that is {why}"
     if found:
         return DnsStatus.OK, found, cname, None
     statuses = [r.status for r in results]
@@ -173,8 +192,10 @@ async def resolve_domain(
     *,
     family: int | None = None,
     rng: random.Random | None = None,
+    max_hosts: int | None = None,
 ) -> DnsResult:
-    """MX hosts of a domain in delivery order, with their addresses (RFC 5321 §5.1)."""
+    """MX hosts of a domain in delivery order, with their addresses (RFC 5321 §5.1); past
+    `max_hosts`, hosts are counted in `omitted` and not looked up."""
     rng = rng or random.Random()
     mx = await lookup(res, domain, "MX")
     if mx.status is DnsStatus.NODATA:
@@ -199,6 +220,9 @@ async def resolve_domain(
     if is_null_mx(records):
         return DnsResult(domain, DnsStatus.OK, (MxHost("", 0, ()),), null_mx=True)
     ordered = [(p, h) for p, h in order_mx(records, rng) if not is_null_target(h)]
+    omitted = 0
+    if max_hosts is not None and len(ordered) > max_hosts:
+        omitted, ordered = len(ordered) - max_hosts, ordered[:max_hosts]
 
     async def one(pref: int, host: str) -> MxHost:
         if is_ip(host):
@@ -209,8 +233,10 @@ async def resolve_domain(
                 DnsStatus.ERROR,
                 error="the MX target is an IP address, but an MX must name a host (RFC 5321 §5.1)",
             )
+        if (why := bad_host_name(host)) is not None:
+            return MxHost(host, pref, (), DnsStatus.ERROR, error=f"the MX target is {why}")
         status, addrs, cname, err = await addresses(res, host, family)
         return MxHost(host, pref, addrs, status, False, cname, err)
 
     hosts = await asyncio.gather(*(one(p, h) for p, h in ordered))
-    return DnsResult(domain, DnsStatus.OK, tuple(hosts))
+    return DnsResult(domain, DnsStatus.OK, tuple(hosts), omitted=omitted)

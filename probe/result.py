@@ -185,6 +185,15 @@ class DnsResult(NamedTuple):
     null_mx: bool = False
     implicit: bool = False
     error: str | None = None
+    omitted: int = 0  # MX hosts past the limit (`ProbeRequest.max_mx`): not looked up
+
+
+class Note(NamedTuple):
+    """Where a probe stopped short of what was asked, and why: `budget` (the time allowed
+    for the target ran out), `max_mx` or `max_addresses` (the caps on how far it walks)."""
+
+    kind: str
+    detail: str
 
 
 class Verdict(StrEnum):
@@ -226,3 +235,4 @@ class ProbeResult(NamedTuple):
     expectations: tuple[ExpectationResult, ...] = ()
     started_at: str = ""
     elapsed_ms: float = 0.0
+    notes: tuple[Note, ...] = ()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import random
 import time
@@ -9,9 +10,18 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from probe.config import ProbeRequest
+from probe.config import ProbeRequest, SessionOptions
 from probe.context import RunContext
-from probe.result import DnsResult, DnsStatus, MxHost, ProbeResult, Session, Verdict
+from probe.result import (
+    DnsResult,
+    DnsStatus,
+    MxHost,
+    Note,
+    Outcome,
+    ProbeResult,
+    Session,
+    Verdict,
+)
 from probe.session import Direct, SessionRunner
 from probe.verdict import decide, deciding_session, evaluate
 
@@ -20,6 +30,7 @@ if TYPE_CHECKING:
 
 # Nothing was there to probe: no expectation can be met or missed.
 _BEFORE_EXPECTATIONS = (Verdict.NO_DOMAIN, Verdict.NULL_MX, Verdict.NO_HOST)
+Candidates = list[tuple[str, str]]  # (MX host, address), in the order they are tried
 
 
 def _family_ok(addr: str, family: int | None) -> bool:
@@ -28,29 +39,95 @@ def _family_ok(addr: str, family: int | None) -> bool:
 
 async def _candidates(
     req: ProbeRequest, resolver: Resolver | None
-) -> tuple[DnsResult | None, list[tuple[str, str]]]:
+) -> tuple[DnsResult | None, Candidates]:
     """The DNS result (None when no lookup was needed) and the (host, address) pairs."""
     t = req.target
-    if t.kind not in ("domain", "address", "host"):
+    if t.kind not in ("domain", "address", "host") or (t.kind == "address" and not t.domain):
+        # An address literal, alone or as the domain of a mailbox (user@[192.0.2.1]).
         return None, [(t.host, t.host)] if t.host else []
     # Loaded here, not at the top: an address literal needs no DNS, and dnspython's async
     # resolver is a fifth of a whole `probe` process's start-up.
     from probe.resolve import addresses, make_resolver, resolve_domain
 
+    res = resolver or make_resolver(req.nameservers or None, lifetime=req.dns_timeout)
     if t.kind in ("domain", "address") and t.domain:
-        res = resolver or make_resolver(req.nameservers or None, lifetime=req.dns_timeout)
         rng = random.Random(req.seed)
-        dns_result = await resolve_domain(res, t.domain, family=req.family, rng=rng)
+        dns_result = await resolve_domain(
+            res, t.domain, family=req.family, rng=rng, max_hosts=req.max_mx
+        )
         if dns_result.status is not DnsStatus.OK or dns_result.null_mx:
             return dns_result, []
         return dns_result, [(h.host, a) for h in dns_result.mx for a in h.addresses]
     if t.kind == "host" and t.host:
-        res = resolver or make_resolver(req.nameservers or None, lifetime=req.dns_timeout)
         status, addrs, cname, err = await addresses(res, t.host, req.family)
         host = MxHost(t.host, None, addrs, status, False, cname, err)
         ok = status if status is not DnsStatus.NODATA else DnsStatus.OK
         return DnsResult(t.host, ok, (host,), error=err), [(t.host, a) for a in addrs]
     return None, [(t.host, t.host)] if t.host else []
+
+
+async def _resolved(
+    req: ProbeRequest, resolver: Resolver | None, budget: float
+) -> tuple[DnsResult | None, Candidates, list[Note]]:
+    """`_candidates` within the budget, capped at `max_addresses`; notes say what was cut."""
+    try:
+        async with asyncio.timeout(budget):
+            dns_result, found = await _candidates(req, resolver)
+    except TimeoutError:
+        name = req.target.domain or req.target.host or ""
+        why = f"no answer from DNS within the budget ({budget:g} s, --budget)"
+        return DnsResult(name, DnsStatus.TIMEOUT, error=why), [], [Note("budget", why)]
+    notes = []
+    if dns_result is not None and dns_result.omitted:
+        total = len(dns_result.mx) + dns_result.omitted
+        notes.append(
+            Note(
+                "max_mx",
+                f"only the first {len(dns_result.mx)} of {total} MX hosts were looked up "
+                "and tried (--max-mx)",
+            )
+        )
+    usable = [(h, a) for h, a in found if _family_ok(a, req.family)]
+    if len(usable) > req.max_addresses:
+        notes.append(
+            Note(
+                "max_addresses",
+                f"only the first {req.max_addresses} of {len(usable)} addresses were tried "
+                "(--max-addresses)",
+            )
+        )
+        usable = usable[: req.max_addresses]
+    return dns_result, usable, notes
+
+
+async def _walk(
+    req: ProbeRequest,
+    candidates: Candidates,
+    opts: SessionOptions,
+    runner: SessionRunner,
+    deadline: float,
+) -> tuple[list[Session], Note | None]:
+    """A session with each address in turn, until one completes (all with --all) or the
+    budget runs out."""
+    port = req.target.port or req.port or (465 if opts.implicit_tls else 25)
+    opts = replace(opts, deadline=deadline)
+    sessions: list[Session] = []
+    for host, addr in candidates:
+        if deadline <= time.monotonic():
+            break
+        s = await runner.session(host, addr, port, opts)
+        sessions.append(s)
+        if s.completed and not req.all_hosts:
+            return sessions, None
+    cut = sessions and sessions[-1].outcome is Outcome.BUDGET
+    if len(sessions) == len(candidates) and not cut:
+        return sessions, None
+    budget = req.session.timeouts.budget
+    return sessions, Note(
+        "budget",
+        f"the budget of {budget:g} s for the whole target (--budget) ran out after "
+        f"{len(sessions)} of {len(candidates)} addresses",
+    )
 
 
 async def probe(
@@ -64,28 +141,30 @@ async def probe(
 
     `runner` runs each session (batch passes one that applies its limits and cache); `run`
     holds what sessions share (TLS sessions, verdicts, replies) and the observer, if any.
-    Two calls share nothing unless given the same `run`.
+    Two calls share nothing unless given the same `run`. The whole probe, DNS included, keeps
+    within `req.session.timeouts.budget`.
     """
     started = datetime.now(UTC).isoformat(timespec="seconds")
     t0 = time.perf_counter()
+    budget = req.session.timeouts.budget
+    deadline = time.monotonic() + budget
     run = run or RunContext()
     runner = runner or Direct(run)
     opts = req.session
     if req.target.rcpt:
         opts = replace(opts, rcpts=tuple(dict.fromkeys((*req.target.rcpt, *opts.rcpts))))
-    dns_result, candidates = await _candidates(req, resolver)
+    dns_result, candidates, notes = await _resolved(req, resolver, budget)
     if dns_result is not None and run.observer is not None:
         run.observer.resolved(dns_result)
-    port = req.target.port or req.port or (465 if opts.implicit_tls else 25)
-    sessions: list[Session] = []
-    for host, addr in candidates:
-        if not _family_ok(addr, req.family):
-            continue
-        s = await runner.session(host, addr, port, opts)
-        sessions.append(s)
-        if s.completed and not req.all_hosts:
-            break
+    sessions, out_of_time = await _walk(req, candidates, opts, runner, deadline)
+    if out_of_time is not None:
+        notes.append(out_of_time)
     verdict, reason = decide(dns_result, sessions)
+    if out_of_time is not None and not sessions:
+        # There were hosts to try, but no time left: not a domain without mail hosts.
+        verdict, reason = Verdict.TRANSIENT, out_of_time.detail
+    elif out_of_time is not None and not any(s.completed for s in sessions):
+        reason = f"{reason}; {out_of_time.detail}"
     results = (
         tuple(evaluate(req.expectations, deciding_session(sessions))) if req.expectations else ()
     )
@@ -102,4 +181,5 @@ async def probe(
         expectations=results,
         started_at=started,
         elapsed_ms=round((time.perf_counter() - t0) * 1000, 1),
+        notes=tuple(notes),
     )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -174,8 +175,10 @@ class _Dialogue:
 
     @property
     def sni(self) -> str | None:
+        """The name sent in the TLS handshake: none for an address, or for a name the
+        handshake cannot carry (a label over 63 characters; library callers may pass one)."""
         if self._sni is None:
-            self._sni = "" if is_ip(self.host) else self.host
+            self._sni = "" if is_ip(self.host) or not _sni_ready(self.host) else self.host
         return self._sni or None
 
     def _offer(self) -> None:
@@ -192,9 +195,16 @@ class _Dialogue:
             return
         if not self.run.tls.needs_fresh(self._tls_key, obj.session_reused):
             return  # the kept session still resumes (see probe.tls.OFFERS_PER_SESSION)
-        sess = obj.session
-        # TLS 1.3 sends its tickets after the handshake; a session without one cannot resume.
-        if sess is not None and (sess.has_ticket or sess.id):
+        try:
+            sess = obj.session
+            # TLS 1.3 sends its tickets after the handshake; a session without one cannot
+            # resume.
+            keep = sess is not None and (sess.has_ticket or bool(sess.id))
+        except (ssl.SSLError, OSError, ValueError):
+            # OpenSSL cannot always serialise what a server sent (a certificate over 64 KB
+            # fails i2d): the next visit then simply makes a full handshake.
+            return
+        if keep and sess is not None:
             self.run.tls.save(self._tls_key, sess, self._judged)
 
     async def connect(self) -> WireReply | None:
@@ -302,7 +312,7 @@ class _Dialogue:
             certificate=cert,
             trusted=judged.trusted,
             verify_error=judged.error,
-            name_matches=name_matches(self.host, cert) if cert else None,
+            name_matches=name_matches(self.host, cert) if cert and judged.names_known else None,
             injected_plaintext=injected,
             resumed=resumed,
         )
@@ -343,6 +353,15 @@ class _Dialogue:
 
 
 _GONE = Failure(ErrorKind.DISCONNECTED, "the connection is closed")
+
+
+def _sni_ready(host: str) -> bool:
+    """Whether ssl accepts `host` as server_hostname (it encodes it with the idna codec)."""
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        return False
+    return True
 
 
 def _joined(a: str | None, b: str | None) -> str | None:
@@ -529,6 +548,14 @@ async def _attempt(d: _Dialogue) -> Ending:
 # -- entry points ------------------------------------------------------------------------------
 
 
+def time_left(opts: SessionOptions) -> float:
+    """Seconds a session may take: its budget, or less when the target's deadline is nearer."""
+    budget = opts.timeouts.budget
+    if opts.deadline is None:
+        return budget
+    return max(0.0, min(budget, opts.deadline - time.monotonic()))
+
+
 async def run_session(
     host: str, address: str, port: int, opts: SessionOptions, run: RunContext | None = None
 ) -> Session:
@@ -552,16 +579,16 @@ async def open_session(
     d = _Dialogue(host, address, port, opts, run, keep=keep)
     if run.observer is not None:
         run.observer.session_started(host, address, port)
+    budget = time_left(opts)
     try:
-        async with asyncio.timeout(opts.timeouts.budget):
+        async with asyncio.timeout(budget):
             outcome = await _converse(d)
     except BaseException as e:
         # Out of time or cancelled mid-conversation: the connection must not outlive it.
         d.abort()
         if not isinstance(e, TimeoutError):
             raise
-        budget = opts.timeouts.budget
-        why = StepError(ErrorKind.BUDGET, f"session took longer than {budget:g} s")
+        why = StepError(ErrorKind.BUDGET, f"session took longer than {round(budget, 2):g} s")
         d.add(Step("BUDGET", None, None, budget * 1000, why))
         outcome, d.kept = Outcome.BUDGET, None
     session = d.session(outcome)
@@ -612,7 +639,7 @@ async def reuse_session(
         return None
     d = _reopened(kept, opts, run or RunContext())
     try:
-        async with asyncio.timeout(opts.timeouts.budget):
+        async with asyncio.timeout(time_left(opts)):
             clean = await _reused_transaction(d)
             again = clean and await _rset_keeps(d)
     except TimeoutError:

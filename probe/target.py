@@ -132,6 +132,10 @@ def parse_target(raw: str, *, host_mode: bool = False) -> Target:
             raise TargetError(f"{raw!r} has an empty local part")
         address = check_address(text, "target address")
         ascii_domain = address.rpartition("@")[2]
+        if ascii_domain.startswith("["):
+            # user@[192.0.2.1]: the mailbox is at that address; there is no name to look up.
+            literal = parse_literal(ascii_domain)
+            return Target(raw, "address", None, literal, None, (address,), display=text)
         return Target(raw, "address", ascii_domain, None, None, (address,), display=text)
     host, sep, port_text = text.rpartition(":")
     if sep and port_text.isdigit():

@@ -9,12 +9,13 @@ delivers opportunistically, and the probe still reports why the certificate is n
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import ssl
 import warnings
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cryptography import x509
@@ -158,7 +159,7 @@ class TlsState:
         self._context: ResumingContext | None = None
         self._stores: dict[str | None, xv.Store] = {}
         self.sessions: Bounded[SessionKey, Saved] = Bounded(size)
-        self.verdicts: Bounded[tuple[tuple[bytes, ...], str | None], Judgement] = Bounded(size)
+        self.verdicts: Bounded[tuple[bytes, str | None], Judgement] = Bounded(size)
 
     @property
     def context(self) -> ResumingContext:
@@ -175,7 +176,12 @@ class TlsState:
 
     def judge(self, chain: tuple[bytes, ...], cafile: str | None) -> Judgement:
         """The verdict on a chain; one MX shows the same chain to every session of a batch."""
-        key = (chain, cafile)
+        # By digest: a server may send up to OpenSSL's 100 KB of certificates, and a batch
+        # keeps a thousand verdicts.
+        digest = hashlib.sha256()
+        for der in chain:
+            digest.update(len(der).to_bytes(4, "big") + der)
+        key = (digest.digest(), cafile)
         hit = self.verdicts.get(key)
         if hit is None:
             hit = judge(self.store(cafile), chain)
@@ -184,7 +190,7 @@ class TlsState:
         cert = hit.certificate
         if cert is None:
             return hit
-        return Judgement(with_days_left(cert), hit.trusted, hit.error)
+        return replace(hit, certificate=with_days_left(cert))
 
     def offer(self, key: SessionKey) -> Saved | None:
         """The session to offer for `key`, counted as offered."""

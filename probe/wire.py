@@ -265,7 +265,13 @@ class Connection:
             return None, _connect_failure(e, connect_timeout)
         conn = cls(proto, transport.get_extra_info("sockname"))
         conn.tls = tls is not None
-        got = await proto.reply(greeting_timeout)
+        try:
+            got = await proto.reply(greeting_timeout)
+        except BaseException:
+            # Cancelled while waiting (the target's budget ran out): the caller has no
+            # connection to abort yet, so it is dropped here.
+            conn.abort()
+            raise
         if isinstance(got, Failure):
             await conn.close()
             if got.kind is ErrorKind.TIMEOUT:

@@ -108,6 +108,8 @@ equal.test. 60 IN MX 10 plain.bad.test.
 cname.test. 60 IN MX 10 alias.cname.test.
 alias.cname.test. 60 IN CNAME mx.good.test.
 iplit.test. 60 IN MX 10 192.0.2.1.
+rawname.test. 60 IN MX 10 b\\255d\\000.rawname.test.
+b\\255d\\000.rawname.test. 60 IN A 127.0.0.2
 dangling.test. 60 IN MX 10 gone.dangling.test.
 noaddr.test. 60 IN MX 10 host.noaddr.test.
 host.noaddr.test. 60 IN TXT "no address here"
@@ -338,6 +340,7 @@ CASES: dict[str, tuple[tuple[str, ...], set[str]]] = {
     "equal.test": (("--no-connect",), {"mx-equal-preference"}),
     "cname.test": (("--no-connect",), {"mx-target-cname"}),
     "iplit.test": (("--no-connect",), {"mx-target-ip"}),
+    "rawname.test": (("--no-connect",), {"mx-target-invalid"}),
     "dangling.test": (("--no-connect",), {"mx-target-nxdomain"}),
     "noaddr.test": (("--no-connect",), {"mx-target-no-address"}),
     "mismatch.test": (("--no-connect",), {"mta-sts-mx-mismatch"}),

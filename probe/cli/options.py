@@ -11,7 +11,15 @@ from typing import Any, TypeVar
 import click
 
 from probe.cli.common import fail
-from probe.config import ProbeRequest, QuitAfter, SessionOptions, StartTls, Timeouts
+from probe.config import (
+    MAX_ADDRESSES,
+    MAX_MX,
+    ProbeRequest,
+    QuitAfter,
+    SessionOptions,
+    StartTls,
+    Timeouts,
+)
 from probe.result import Target
 from probe.target import TargetError, check_address, check_helo
 from probe.verdict import parse_expectation
@@ -45,6 +53,8 @@ class LiveArgs:
     seed: int | None
     nameserver: tuple[str, ...]
     expect: tuple[str, ...]
+    max_mx: int
+    max_addresses: int
 
     @property
     def family(self) -> int | None:
@@ -92,6 +102,8 @@ class LiveArgs:
             seed=self.seed,
             nameservers=tuple(nameserver(n) for n in self.nameserver),
             expectations=expectations,
+            max_mx=self.max_mx,
+            max_addresses=self.max_addresses,
         )
 
 
@@ -115,6 +127,12 @@ def nameserver(value: str) -> tuple[str, int]:
 
 def _timeout(name: str, default: str, help_: str | None = None) -> Callable[[F], F]:
     return click.option(name, type=SECONDS, show_default=default, help=help_)
+
+
+def _cap(name: str, default: int, help_: str) -> Callable[[F], F]:
+    return click.option(
+        name, type=click.IntRange(1, 10_000), default=default, show_default=True, help=help_
+    )
 
 
 _OPTIONS = [
@@ -158,7 +176,7 @@ _OPTIONS = [
         "--budget",
         type=click.FloatRange(0.1, 36000),
         show_default="120",
-        help="Total seconds allowed per address.",
+        help="Total seconds allowed for the whole target: DNS and every MX host and address.",
     ),
     click.option(
         "--all",
@@ -175,6 +193,8 @@ _OPTIONS = [
     click.option(
         "--expect", multiple=True, help="Expectation for CI, e.g. starttls, tls-trusted, rcpt=2xx."
     ),
+    _cap("--max-mx", MAX_MX, "MX hosts looked up and tried, at most, in delivery order."),
+    _cap("--max-addresses", MAX_ADDRESSES, "Addresses tried, at most, over all MX hosts."),
 ]
 _NAMES = tuple(f.name for f in fields(LiveArgs))
 

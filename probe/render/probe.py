@@ -167,6 +167,7 @@ def _document(r: ProbeResult, out: ProbeJson) -> dict[str, Any]:
         ],
         "started_at": r.started_at,
         "elapsed_ms": r.elapsed_ms,
+        "notes": [{"kind": n.kind, "detail": n.detail} for n in r.notes],
     }
 
 
@@ -210,9 +211,9 @@ def _tls_lines(t: TlsInfo, host: str, loc: Locale) -> list[str]:
         out.append(f"    {loc.ui('probe.fingerprint')}: {c.sha256}")
     trusted = yes if t.trusted else f"{no} ({safe(t.verify_error or '')})"
     out.append(f"    {loc.ui('probe.trusted')}: {trusted}")
-    out.append(
-        f"    {loc.ui('probe.name_matches')}: {yes if t.name_matches else no} ({safe(host)})"
-    )
+    # None: no certificate, or one whose names cannot be read; the trust line says which.
+    matches = "-" if t.name_matches is None else yes if t.name_matches else no
+    out.append(f"    {loc.ui('probe.name_matches')}: {matches} ({safe(host)})")
     if t.injected_plaintext:
         out.append("    " + loc.ui("probe.injected", count=t.injected_plaintext))
     return out
@@ -305,6 +306,7 @@ class Transcript:
     def verdict(self, r: ProbeResult) -> list[str]:
         loc, style = self.loc, self.style
         out = [] if r.sessions else [loc.ui("probe.no_sessions")]
+        out += [style(f"*** {safe(n.detail)}", "yellow", False) for n in r.notes]
         for e in r.expectations:
             mark = (
                 style(loc.ui("probe.met"), "green", False)
