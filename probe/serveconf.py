@@ -155,7 +155,7 @@ def line_of(text: str, table: str, key: str | None = None) -> int:
     for n, line in enumerate(text.splitlines(), 1):
         m = header.match(line)
         if m:
-            current = re.sub(r"\s*\.\s*", ".", m.group(1)).replace('"', "")
+            current = re.sub(r"\s*\.\s*", ".", m.group(1)).replace('"', "").replace("'", "")
             if current == table and key is None:
                 return n
             header_line = n if current == table else header_line
@@ -239,7 +239,8 @@ def _timeouts(raw: Mapping[str, object]) -> Timeouts:
 def parse_module(name: str, raw: Mapping[str, object], text: str = "") -> Module:
     table = f"modules.{name}"
     if not _MODULE_NAME.fullmatch(name):
-        raise ConfigError(line_of(text, table), f"module name {name!r}: letters, digits, _.-")
+        reason = f"module name {name!r}: use letters, digits, _ . -"
+        raise ConfigError(line_of(text, table), reason)
     values: dict[str, object] = {"name": name}
     for key, value in raw.items():
         try:
@@ -249,7 +250,8 @@ def parse_module(name: str, raw: Mapping[str, object], text: str = "") -> Module
             elif key not in _TIMEOUT_KEYS:
                 raise ValueError(f"unknown key {key!r} in [{table}]")
         except (ValueError, TargetError) as e:
-            raise ConfigError(line_of(text, table, key), str(e)) from None
+            reason = str(e) if str(e).startswith((key, "unknown key")) else f"{key}: {e}"
+            raise ConfigError(line_of(text, table, key), reason) from None
     try:
         values["timeouts"] = _timeouts(raw)
     except ValueError as e:

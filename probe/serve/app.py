@@ -82,11 +82,14 @@ class _Watch:
 
 
 def _within(t: Timeouts, left: float) -> Timeouts:
+    # Each wait ends before the session's budget does: a budget that runs out while the
+    # connection is being opened cannot close it (the session does not hold it yet).
+    wait = left * 0.9
     return Timeouts(
-        connect=min(t.connect, left),
-        greeting=min(t.greeting, left),
-        command=min(t.command, left),
-        dns=min(t.dns, left),
+        connect=min(t.connect, wait),
+        greeting=min(t.greeting, wait),
+        command=min(t.command, wait),
+        dns=min(t.dns, wait),
         budget=min(t.budget, left),
     )
 
