@@ -265,14 +265,20 @@ def failed_step(snap: Snapshot) -> tuple[str, str] | None:
     return "expect", "expectation"
 
 
-def _phase_samples(snap: Snapshot, s: Session | None) -> list[Sample]:
+def phase_totals(s: Session | None) -> dict[str, float]:
+    """Seconds spent in each phase of a session (all RCPTs together)."""
     totals: dict[str, float] = {}
-    if snap.dns_seconds is not None:
-        totals["resolve"] = snap.dns_seconds
     for st in s.steps if s is not None else ():
         phase = phase_of(st, s.tls.implicit) if s is not None else None
         if phase is not None:
             totals[phase] = totals.get(phase, 0.0) + st.elapsed_ms / 1000
+    return totals
+
+
+def _phase_samples(snap: Snapshot, s: Session | None) -> list[Sample]:
+    totals = phase_totals(s)
+    if snap.dns_seconds is not None:
+        totals["resolve"] = snap.dns_seconds
     name = "smtp_probe_phase_duration_seconds"
     return [Sample(name, (("phase", p),), totals[p]) for p in PHASES if p in totals]
 
