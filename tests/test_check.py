@@ -4,6 +4,7 @@ line with perfdata, a line per MX, exit statuses 0-3, and UNKNOWN for bad argume
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -11,7 +12,13 @@ from click.testing import CliRunner
 
 from probe.cli import cli
 from probe.nagios import parse_range
-from tests.test_serve import Lab, lab  # noqa: F401  (the same loopback servers and zone)
+from tests.test_serve import Lab, running_lab
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """The servers and zone of the exporter's tests."""
+    yield from running_lab(tmp_path_factory)
 
 
 @pytest.mark.parametrize(

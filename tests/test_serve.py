@@ -162,6 +162,11 @@ lang = "de"
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    yield from running_lab(tmp_path_factory)
+
+
+def running_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """The DNS lab server and every SMTP server of the zone, on loopback, in a thread."""
     ca, other = trustme.CA(), trustme.CA()
     cafile = tmp_path_factory.mktemp("ca") / "ca.pem"
     ca.cert_pem.write_to_path(str(cafile))
