@@ -235,7 +235,10 @@ class Exporter:
             return self._fail(503, "timeout", f"no result within {allowed + GRACE:g} s")
         finally:
             self.pending -= 1
-        (self.hits if served.how == "cached" else self.joined).inc(served.how != "probed")
+        if served.how == "cached":
+            self.hits.inc()
+        elif served.how == "shared":
+            self.joined.inc()
         body = exposition(samples(served.snapshot, time.time()))
         if request.query.get("debug", "").lower() in ("true", "1", "yes"):
             text = probe_render.to_text(served.snapshot.result, locale(module.lang))
