@@ -35,6 +35,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "compare": ("probe.cli.offline", "compare", "Compare two codes side by side (421 521)."),
     "codes": ("probe.cli.offline", "codes", "List the catalog: basic, enhanced codes, rules."),
     "demo": ("probe.cli.demo", "demo", "Probe mail servers started on 127.0.0.1 for this."),
+    "serve": ("probe.cli.serve", "serve", "Run the Prometheus exporter (/probe?target=...)."),
+    "check": ("probe.cli.check", "check", "Nagios/Icinga check: status line, perfdata, 0-3."),
 }
 
 

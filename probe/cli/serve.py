@@ -1,0 +1,72 @@
+"""`smtp-probe serve`: the Prometheus exporter, on 127.0.0.1:9125 unless told otherwise."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from pathlib import Path
+
+import click
+
+from probe import aio
+from probe.cli.common import echo, fail, lang_option, resolve_lang
+from probe.serveconf import DEFAULT_LISTEN, ConfigError, ServeConfig, parse_config
+
+
+def listen_address(value: str) -> tuple[str, int]:
+    """HOST:PORT or [V6]:PORT, HOST an IP address; bad values end the command (status 64)."""
+    host, sep, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        fail(f"--listen {value!r}: give IP:PORT, e.g. {DEFAULT_LISTEN}")
+    if not sep or not (port.isascii() and port.isdigit()) or not 0 <= int(port) < 65536:
+        fail(f"--listen {value!r}: bad port")
+    return host, int(port)
+
+
+def load_config(path: str | None) -> ServeConfig:
+    if path is None:
+        return ServeConfig()
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        fail(f"--config {path}: {e}")
+    try:
+        return parse_config(text)
+    except ConfigError as e:
+        fail(f"{path}: {e}")
+
+
+async def _serve(config: ServeConfig, host: str, port: int, lang: str) -> None:
+    from probe.serve.app import Exporter, start
+
+    runner = await start(Exporter(config, lang), host, port)
+    echo(f"smtp-probe: serving on http://{host}:{port}/ (/probe?target=...&module=...)")
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+@click.command(name="serve")
+@click.option("--listen", help=f"Address to listen on, IP:PORT (default {DEFAULT_LISTEN}).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="Module and safety configuration (TOML); see README.",
+)
+@click.option("--check-config", is_flag=True, help="Check the configuration and exit.")
+@lang_option
+def serve(
+    listen: str | None, config_path: str | None, check_config: bool, lang: str | None
+) -> None:
+    """Run the Prometheus exporter: /probe?target=DOMAIN&module=NAME, /metrics, /."""
+    config = load_config(config_path)
+    host, port = listen_address(listen or config.listen)
+    if check_config:
+        echo(f"smtp-probe: configuration OK ({len(config.modules)} modules)")
+        return
+    aio.run(_serve(config, host, port, resolve_lang(lang)))
