@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import IO
 
 from probe import exitcodes
-from probe.batch import Record, error_record
+from probe.batch import Item, Record, Refused, error_record, refused_record
 from probe.config import BatchLimits, ProbeRequest
 from probe.text import to_json
 
@@ -189,7 +189,7 @@ def spawn(n: int) -> list[Worker]:
 
 
 def run_workers(
-    items: Iterable[tuple[int, str]],
+    items: Iterable[Item],
     cfg: WorkerConfig,
     pool: list[Worker],
     on_record: Callable[[str, Record], None],
@@ -222,7 +222,7 @@ class _Run:
         self.lost: list[tuple[int, str, int | None]] = []
         self.running = self.n
 
-    def run(self, items: Iterable[tuple[int, str]]) -> None:
+    def run(self, items: Iterable[Item]) -> None:
         for w in self.pool:
             try:
                 w.stdin.write(self.header)
@@ -301,12 +301,17 @@ class _Run:
             if self.running == 0:
                 self.finished.set()
 
-    def dispatch(self, items: Iterable[tuple[int, str]]) -> None:
+    def dispatch(self, items: Iterable[Item]) -> None:
         try:
             for line, text in items:
                 if self.stopping.is_set():
                     return
-                self.send(line, text)
+                if isinstance(text, Refused):  # nothing for a worker to do: recorded here
+                    rec = refused_record(line, text)
+                    with self.lock:
+                        self.record(to_json(rec) + "\n", rec)
+                else:
+                    self.send(line, text)
         except Exception as e:  # the input failed (a read error)
             with self.lock:
                 self.fail(e)

@@ -90,10 +90,14 @@ class _Group(click.Group):
         try:
             rv = super().main(*args, **kwargs)
         except (click.exceptions.Abort, KeyboardInterrupt):
-            click.echo("smtp-probe: interrupted", err=True)
+            from probe.cli.common import say
+
+            say("smtp-probe: interrupted")
             sys.exit(exitcodes.INTERRUPTED)
         except click.ClickException as e:
-            e.show()
+            from probe.cli.common import say
+
+            say(_one_line(e))
             sys.exit(exitcodes.USAGE)
         sys.exit(rv if isinstance(rv, int) else exitcodes.OK)
 
@@ -118,6 +122,13 @@ class _Group(click.Group):
                 raise _unknown_command(first)
             args = ["probe", *args]
         return super().parse_args(ctx, args)
+
+
+def _one_line(e: click.ClickException) -> str:
+    """A usage error as one line, with where to look for help."""
+    ctx = getattr(e, "ctx", None)
+    hint = f" (see '{ctx.command_path} --help')" if isinstance(ctx, click.Context) else ""
+    return f"smtp-probe: error: {e.format_message()}{hint}"
 
 
 def _unknown_command(word: str) -> click.UsageError:
