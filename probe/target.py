@@ -99,10 +99,47 @@ def parse_literal(text: str) -> str:
         raise TargetError(f"{text!r} is not a valid address literal") from None
 
 
-def _port(text: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
-        raise TargetError(f"{text!r} is not a port number (1-65535)")
-    return int(text)
+def shown(text: str, most: int = 24) -> str:
+    """A user's value quoted for an error line, cut short (a 5,000-digit port stays one line)."""
+    if len(text) <= most:
+        return repr(text)
+    return f"{text[:most]!r}... ({len(text)} characters)"
+
+
+def parse_int(text: str, low: int, high: int) -> int:
+    """A whole number from `low` to `high`, written in ASCII digits and nothing else.
+
+    int() is too lenient for what users type: it takes "+25", " 25", "2_5" and "٣" (an
+    Arabic-Indic three), and raises ValueError, not a usage error, past 4,300 digits.
+    """
+    if not (text.isascii() and text.isdigit()):
+        raise TargetError(f"{shown(text)} is not a whole number (ASCII digits only)")
+    digits = text.lstrip("0") or "0"
+    if len(digits) > len(str(high)) or not low <= int(digits) <= high:
+        raise TargetError(f"{shown(text)} is not a number from {low} to {high}")
+    return int(digits)
+
+
+_DECIMAL = re.compile(r"[0-9]{1,12}(?:\.[0-9]{0,12})?|\.[0-9]{1,12}")
+
+
+def parse_decimal(text: str, low: float, high: float) -> float:
+    """A plain decimal ("5", "0.5", ".5") from `low` to `high`; float() would also take
+    "nan", "inf", "1e3", "1_0" and non-ASCII digits, and "nan" passes every range check."""
+    if not (text.isascii() and _DECIMAL.fullmatch(text)):
+        raise TargetError(f"{shown(text)} is not a decimal number (like 5 or 0.5)")
+    value = float(text)
+    if not low <= value <= high:
+        raise TargetError(f"{shown(text)} is not a number from {low:g} to {high:g}")
+    return value
+
+
+def parse_port(text: str) -> int:
+    """A TCP port, 1-65535, in ASCII digits."""
+    try:
+        return parse_int(text, 1, 65535)
+    except TargetError:
+        raise TargetError(f"{shown(text)} is not a port number (1-65535)") from None
 
 
 def parse_target(raw: str, *, host_mode: bool = False) -> Target:
@@ -117,7 +154,7 @@ def parse_target(raw: str, *, host_mode: bool = False) -> Target:
             raise TargetError(f"{raw!r}: unclosed address literal")
         ip = parse_literal(text[: end + 1])
         rest = text[end + 1 :]
-        port = _port(rest[1:]) if rest.startswith(":") else None
+        port = parse_port(rest[1:]) if rest.startswith(":") else None
         if rest and port is None:
             raise TargetError(f"{raw!r}: unexpected text after the address literal")
         return Target(raw, "literal", None, ip, port, display=text)
@@ -138,8 +175,14 @@ def parse_target(raw: str, *, host_mode: bool = False) -> Target:
             return Target(raw, "address", None, literal, None, (address,), display=text)
         return Target(raw, "address", ascii_domain, None, None, (address,), display=text)
     host, sep, port_text = text.rpartition(":")
-    if sep and port_text.isdigit():
-        return Target(raw, "host", None, to_ascii_domain(host), _port(port_text), display=text)
+    if sep:  # no domain holds a colon: what follows the last one must be a port
+        port = parse_port(port_text)
+        try:  # 192.0.2.1:2525 is that address, not a host name made of digits
+            return Target(
+                raw, "literal", None, str(ipaddress.IPv4Address(host)), port, display=text
+            )
+        except ValueError:
+            return Target(raw, "host", None, to_ascii_domain(host), port, display=text)
     name = to_ascii_domain(text)
     if host_mode:
         return Target(raw, "host", None, name, None, display=text)

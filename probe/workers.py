@@ -28,9 +28,11 @@ from pathlib import Path
 from typing import IO
 
 from probe import exitcodes
-from probe.batch import Record, error_record
+from probe.batch import Item, Record, Refused, error_record, refused_record
 from probe.config import BatchLimits, ProbeRequest
 from probe.text import to_json
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,7 @@ class Worker:
             # with all of it, instead of spending a fifth of a second importing it again.
             to_child, from_parent = os.pipe()
             to_parent, from_child = os.pipe()
+            parent = os.getpid()
             pid = os.fork()
             if pid == 0:  # pragma: no cover - runs in the child; checked by the CLI tests
                 try:
@@ -132,7 +135,7 @@ class Worker:
                     for fd in (to_child, from_parent, to_parent, from_child, devnull, *inherited):
                         with contextlib.suppress(OSError):
                             os.close(fd)
-                    _child()
+                    _child(parent)
                 finally:
                     os._exit(exitcodes.SOFTWARE)
             os.close(to_child)
@@ -146,7 +149,7 @@ class Worker:
             home = str(Path(__file__).resolve().parent.parent)
             boot = (
                 f"import sys; sys.path.insert(0, {home!r}); "
-                "from probe.workers import _child; _child()"
+                f"from probe.workers import _child; _child({os.getpid()})"
             )
             popen = subprocess.Popen(
                 [sys.executable, "-P", "-c", boot],
@@ -189,7 +192,7 @@ def spawn(n: int) -> list[Worker]:
 
 
 def run_workers(
-    items: Iterable[tuple[int, str]],
+    items: Iterable[Item],
     cfg: WorkerConfig,
     pool: list[Worker],
     on_record: Callable[[str, Record], None],
@@ -222,7 +225,7 @@ class _Run:
         self.lost: list[tuple[int, str, int | None]] = []
         self.running = self.n
 
-    def run(self, items: Iterable[tuple[int, str]]) -> None:
+    def run(self, items: Iterable[Item]) -> None:
         for w in self.pool:
             try:
                 w.stdin.write(self.header)
@@ -301,12 +304,17 @@ class _Run:
             if self.running == 0:
                 self.finished.set()
 
-    def dispatch(self, items: Iterable[tuple[int, str]]) -> None:
+    def dispatch(self, items: Iterable[Item]) -> None:
         try:
             for line, text in items:
                 if self.stopping.is_set():
                     return
-                self.send(line, text)
+                if isinstance(text, Refused):  # nothing for a worker to do: recorded here
+                    rec = refused_record(line, text)
+                    with self.lock:
+                        self.record(to_json(rec) + "\n", rec)
+                else:
+                    self.send(line, text)
         except Exception as e:  # the input failed (a read error)
             with self.lock:
                 self.fail(e)
@@ -341,8 +349,34 @@ def _close(f: IO[bytes]) -> None:
         f.close()
 
 
-def _child() -> None:
+def _die_with(parent: int) -> None:
+    """End this worker within a second of its parent, however the parent ends (SIGKILL
+    included): a worker without a parent only probes for nobody, holding connections.
+
+    On Linux the kernel sends SIGKILL the moment the parent exits (PR_SET_PDEATHSIG).
+    Everywhere, a thread checks that the parent is still ours: an orphan is adopted by
+    another process, and its parent id changes.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os._exit(exitcodes.IOERR)
+
+    # Checked once here too: the parent may have gone before the request above was made.
+    if os.getppid() != parent:
+        os._exit(exitcodes.IOERR)
+    threading.Thread(target=watch, name="smtp-probe-parent", daemon=True).start()
+
+
+def _child(parent: int) -> None:
     """A worker: the config on the first line of stdin, then "LINE<TAB>TARGET" lines."""
+    _die_with(parent)
     from probe import aio
     from probe.batch import fd_lines, run_batch, stream_targets
     from probe.catalog import locale

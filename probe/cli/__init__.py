@@ -8,10 +8,14 @@ where the CLI meets it, each loading only what its command uses.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import importlib
+import io
 import ipaddress
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -92,26 +96,31 @@ class _Group(click.Group):
         try:
             rv = super().main(*args, **kwargs)
         except (click.exceptions.Abort, KeyboardInterrupt):
-            click.echo("smtp-probe: interrupted", err=True)
+            from probe.cli.common import say
+
+            say("smtp-probe: interrupted")
             sys.exit(exitcodes.INTERRUPTED)
         except click.ClickException as e:
-            e.show()
+            from probe.cli.common import say
+
+            say(_one_line(e))
             sys.exit(exitcodes.USAGE)
         sys.exit(rv if isinstance(rv, int) else exitcodes.OK)
 
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        with _output_guard():  # --help and --version write here
+            return super().make_context(*args, **kwargs)
+
     def invoke(self, ctx: click.Context) -> Any:
-        # Caught here, not in main(): click turns EPIPE into a bare exit status 1 on its way out.
-        try:
-            return super().invoke(ctx)
-        except BrokenPipeError:
-            if not _stdout_gone():
-                click.echo("smtp-probe: I/O error: broken pipe", err=True)
-                raise SystemExit(exitcodes.IOERR) from None
-            # The reader of our output went away (`| head`): stop quietly, as Unix tools do.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
-            raise SystemExit(exitcodes.OK) from None
+        # Guarded here, not in main(): click turns EPIPE into a bare exit status 1 on its way out.
+        with _output_guard():
+            try:
+                return super().invoke(ctx)
+            finally:
+                # Inside the guard: output still buffered would otherwise fail at exit, with
+                # "Exception ignored" and status 120 instead of one line and 74.
+                if sys.stdout is not None:
+                    sys.stdout.flush()
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         first = args[0] if args else None
@@ -120,6 +129,62 @@ class _Group(click.Group):
                 raise _unknown_command(first)
             args = ["probe", *args]
         return super().parse_args(ctx, args)
+
+
+@contextlib.contextmanager
+def _output_guard() -> Iterator[None]:
+    """Every command's output failures, handled once: the reader of a pipe gone (`| head`)
+    ends the run quietly with 0; any other failure to write or read (a full disk, a closed
+    standard output, an unwritable file) is one line and exit 74."""
+    # What the guard needs is loaded only when something fails: `--help` stays light.
+    try:
+        yield
+    except BrokenPipeError as e:
+        from probe.cli.common import io_failed, silence
+
+        if not _stdout_gone():
+            io_failed(e)
+        # The reader of our output went away: stop quietly, as Unix tools do.
+        silence(sys.stdout)
+        raise SystemExit(exitcodes.OK) from None
+    except OSError as e:
+        from probe.cli.common import io_failed
+
+        io_failed(e)
+
+
+def _one_line(e: click.ClickException) -> str:
+    """A usage error as one line, with where to look for help."""
+    ctx = getattr(e, "ctx", None)
+    hint = f" (see '{ctx.command_path} --help')" if isinstance(ctx, click.Context) else ""
+    return f"smtp-probe: error: {e.format_message()}{hint}"
+
+
+class _ClosedOutput(io.TextIOBase):
+    """Standard output when the process started with it closed (`>&-`): every write fails,
+    so that output with nowhere to go is an error (74), not silence."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        raise OSError(errno.EBADF, "standard output is closed")
+
+
+def _claim_standard_descriptors() -> None:
+    """Give /dev/null to a standard descriptor that is closed at start. Otherwise the next
+    file or socket opened takes its number: output would land in it, and uvloop aborts the
+    process when it closes a socket numbered 0-2."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            new = os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)
+            if new != fd:
+                os.dup2(new, fd)
+                os.close(new)
+            if fd == 1:
+                sys.stdout = _ClosedOutput()
 
 
 def _unknown_command(word: str) -> click.UsageError:
@@ -146,4 +211,5 @@ def cli() -> None:
 
 def main() -> None:
     """Console entry point."""
+    _claim_standard_descriptors()
     cli()

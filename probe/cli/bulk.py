@@ -14,27 +14,32 @@ import click
 
 from probe import aio, exitcodes
 from probe.batch import (
+    Item,
+    OutputFileError,
     Record,
+    Refused,
     Stats,
-    fd_lines,
+    drop_torn_tail,
+    input_lines,
     read_targets,
     recorded_lines,
     run_batch,
     stream_targets,
+    torn_tail,
 )
 from probe.catalog import locale
-from probe.cli.common import fail, lang_option, resolve_lang
+from probe.cli.common import AsciiDecimal, AsciiInt, fail, io_failed, lang_option, resolve_lang, say
 from probe.cli.options import LiveArgs, live_options
 from probe.config import BatchLimits, ProbeRequest
 from probe.text import to_json
 from probe.workers import WorkerConfig, plan, run_workers, spawn
 
 
-def _open_input(source: str) -> tuple[Iterable[str], int | None]:
+def _open_input(source: str) -> tuple[Iterable[str | Refused], int | None]:
     """The lines of FILE or '-', and the descriptor to close afterwards (if ours)."""
     if source == "-":
         try:
-            return fd_lines(sys.stdin.fileno()), None
+            return input_lines(sys.stdin.fileno()), None
         except (AttributeError, OSError, ValueError):  # no descriptor (an embedding host)
             return (line.rstrip("\n") for line in sys.stdin), None
     try:
@@ -44,18 +49,31 @@ def _open_input(source: str) -> tuple[Iterable[str], int | None]:
             fail(f"cannot read {source}: it is a directory")
     except OSError as e:
         fail(f"cannot read {source}: {e.strerror}")
-    return fd_lines(fd), fd
+    return input_lines(fd), fd
 
 
-def _drop_torn_tail(path: str) -> None:
-    """An interrupted write can leave half a line at the end; cut it before appending."""
-    try:
-        with open(path, "rb+") as f:
-            data = f.read()
-            if data and not data.endswith(b"\n"):
-                f.truncate(data.rfind(b"\n") + 1)
-    except FileNotFoundError:
-        pass
+def _prepare_output(path: str, resume: bool) -> set[int]:
+    """Input lines already recorded in --output (with --resume), and a clean end to append to.
+
+    With --resume a torn last line is cut, so that its target is probed again; without, it
+    is kept (it is the user's data) and reported, and the new records start on a line of
+    their own instead of being glued to it.
+    """
+    if resume:
+        try:
+            done = recorded_lines(path)
+            drop_torn_tail(path)
+        except OutputFileError as e:
+            fail(str(e))
+        return done
+    if torn_tail(path) is not None:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write("\n")
+        say(
+            f"smtp-probe: {path} ended in an incomplete line (an interrupted write?); "
+            "it is kept, and the new records start on the next line"
+        )
+    return set()
 
 
 class _Progress:
@@ -99,7 +117,7 @@ class _BatchRun:
         self.sink.write(line)
         self.sink.flush()
 
-    def run(self, items: Iterator[tuple[int, str]], workers: int) -> None:
+    def run(self, items: Iterator[Item], workers: int) -> None:
         pool = []
         try:
             if workers > 1:
@@ -125,7 +143,7 @@ class _BatchRun:
         if self.progress:
             self.progress.update(self.stats)
 
-    def _in_process(self, items: Iterator[tuple[int, str]]) -> None:
+    def _in_process(self, items: Iterator[Item]) -> None:
         progress: Callable[[Stats], None] | None = self.progress.update if self.progress else None
         self.stats = aio.run(
             run_batch(
@@ -159,24 +177,22 @@ class _BatchRun:
 @live_options
 @click.option(
     "--concurrency",
-    type=click.IntRange(1, 10000),
+    type=AsciiInt(1, 10000),
     default=20,
     show_default=True,
     help="Sessions at once, overall.",
 )
 @click.option(
     "--per-host",
-    type=click.IntRange(1, 1000),
+    type=AsciiInt(1, 1000),
     default=2,
     show_default=True,
     help="Sessions at once to one MX address.",
 )
-@click.option(
-    "--rate", type=click.FloatRange(0.01, 100000), help="Targets started per second at most."
-)
+@click.option("--rate", type=AsciiDecimal(0.01, 100000), help="Targets started per second at most.")
 @click.option(
     "--workers",
-    type=click.IntRange(1, 64),
+    type=AsciiInt(1, 64),
     default=1,
     show_default=True,
     help="Processes to spread the targets over (for more than one core); the limits above "
@@ -184,7 +200,7 @@ class _BatchRun:
 )
 @click.option(
     "--reuse",
-    type=click.IntRange(1, 1000),
+    type=AsciiInt(1, 1000),
     default=10,
     show_default=True,
     help="Targets one connection may serve, one after another (MAIL, RCPT, RSET on a kept "
@@ -212,28 +228,27 @@ def batch(
         fail("--resume needs --output FILE")
     limits = BatchLimits(concurrency, per_host, rate, reuse)
     job = _BatchRun(live.request(), resolve_lang(lang), limits)
-    done = recorded_lines(output) if (output and resume) else set()
-    if output and resume:
-        _drop_torn_tail(output)
     lines, fd = _open_input(source)
-    items = ((n, text) for n, text in read_targets(lines) if n not in done)
     try:
+        done = _prepare_output(output, resume) if output else set()
+        items = ((n, text) for n, text in read_targets(lines) if n not in done)
         job.sink = open(output, "a", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
         job.run(items, workers)
+        if job.sink is not sys.stdout:
+            job.sink.close()  # inside the guard: some file systems report write errors here
     except KeyboardInterrupt:
         again = " (rerun with --resume)" if output else ""
-        click.echo(f"smtp-probe: interrupted; every record written is complete{again}", err=True)
+        say(f"smtp-probe: interrupted; every record written is complete{again}")
         raise SystemExit(exitcodes.INTERRUPTED) from None
     except BrokenPipeError:
-        raise  # the reader of our output went away: handled once, in the group
+        raise  # the reader of our output went away: handled once, for every command
     except OSError as e:
-        # Reading the input or writing --output failed (a disk full, a read error).
-        click.echo(f"smtp-probe: I/O error: {e.strerror or e}", err=True)
-        raise SystemExit(exitcodes.IOERR) from None
+        io_failed(e)  # reading the input or writing --output failed (a read error, a full disk)
     finally:
         if fd is not None:
             with contextlib.suppress(OSError):
                 os.close(fd)
-        if output and job.sink is not sys.stdout:
-            job.sink.close()
-    click.echo(job.summary(), err=True)
+        if job.sink is not sys.stdout:
+            with contextlib.suppress(OSError):  # the failure that got us here is reported
+                job.sink.close()
+    say(job.summary())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from typing import IO, NoReturn
@@ -15,10 +16,82 @@ from probe.text import lang_from_env, normalize_lang, to_json
 FORMATS = ("text", "json", "jsonl")
 
 
+def say(line: str) -> None:
+    """One line on stderr, if stderr can take it: a failed error message must not become a
+    second error (and a line left in stderr's buffer would fail again at exit)."""
+    try:
+        click.echo(line, err=True)
+    except (OSError, ValueError):
+        silence(sys.stderr)
+
+
+def silence(stream: IO[str] | None) -> None:
+    """Point a standard stream that failed at /dev/null, descriptor and all: what its buffer
+    still holds then goes nowhere at exit instead of failing again ("Exception ignored")."""
+    try:
+        fd = stream.fileno() if stream is not None else -1
+    except (AttributeError, OSError, ValueError):  # not a descriptor (a test's capture)
+        return
+    if fd < 0:
+        return
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+
+
 def fail(message: str, status: int = exitcodes.USAGE) -> NoReturn:
     """One-line error on stderr and a documented exit status."""
-    click.echo(f"smtp-probe: error: {message}", err=True)
+    say(f"smtp-probe: error: {message}")
     raise SystemExit(status)
+
+
+def io_failed(e: OSError, what: str = "I/O error") -> NoReturn:
+    """Reading the input or writing the output failed (a full disk, a closed or unwritable
+    output): one line, exit 74. Standard output is silenced, since it may be what failed."""
+    silence(sys.stdout)
+    name = f" ({e.filename})" if e.filename else ""
+    fail(f"{what}{name}: {e.strerror or e}", exitcodes.IOERR)
+
+
+class AsciiInt(click.IntRange):
+    """An integer option that takes ASCII digits and nothing else (`probe.target.parse_int`)."""
+
+    def __init__(self, low: int, high: int) -> None:
+        super().__init__(low, high)
+        self.low, self.high = low, high
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> int:
+        if isinstance(value, int):  # a default
+            return value
+        from probe.target import TargetError, parse_int  # not loaded by offline start-up
+
+        try:
+            return parse_int(str(value), self.low, self.high)
+        except TargetError as e:
+            self.fail(str(e), param, ctx)
+
+
+class AsciiDecimal(click.FloatRange):
+    """A seconds or rate option: plain decimals in ASCII (`probe.target.parse_decimal`)."""
+
+    def __init__(self, low: float, high: float) -> None:
+        super().__init__(low, high)
+        self.low, self.high = low, high
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, float | int):
+            return float(value)
+        from probe.target import TargetError, parse_decimal
+
+        try:
+            return parse_decimal(str(value), self.low, self.high)
+        except TargetError as e:
+            self.fail(str(e), param, ctx)
 
 
 def resolve_lang(value: str | None) -> str:

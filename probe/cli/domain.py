@@ -7,7 +7,16 @@ import click
 from probe import aio, exitcodes
 from probe.catalog import locale
 from probe.checks import Finding, Severity, check
-from probe.cli.common import dump, echo, fail, lang_option, resolve_lang, stdout_styler
+from probe.cli.common import (
+    AsciiDecimal,
+    AsciiInt,
+    dump,
+    echo,
+    fail,
+    lang_option,
+    resolve_lang,
+    stdout_styler,
+)
 from probe.cli.options import nameserver as parse_nameserver
 from probe.config import QuitAfter, SessionOptions, Timeouts
 from probe.mxscan import scan
@@ -24,8 +33,8 @@ from probe.target import TargetError, check_helo, to_ascii_domain
     show_default=True,
     help="Also connect to every MX address (STARTTLS, certificate, greeting).",
 )
-@click.option("--port", type=click.IntRange(1, 65535), default=25, show_default=True)
-@click.option("--timeout", type=click.FloatRange(0.1, 3600), default=10.0, show_default=True)
+@click.option("--port", type=AsciiInt(1, 65535), default=25, show_default=True)
+@click.option("--timeout", type=AsciiDecimal(0.1, 3600), default=10.0, show_default=True)
 @click.option("-4", "ipv4", is_flag=True, help="IPv4 only.")
 @click.option("-6", "ipv6", is_flag=True, help="IPv6 only.")
 @click.option("--nameserver", multiple=True, help="Ask this DNS server (HOST[:PORT]; repeatable).")
@@ -39,7 +48,7 @@ from probe.target import TargetError, check_helo, to_ascii_domain
     "--cafile", type=click.Path(exists=True, dir_okay=False), help="Trust this CA bundle too."
 )
 @click.option("--helo", help="Name sent in EHLO (default: this host's FQDN or an address literal).")
-@click.option("--https-port", type=click.IntRange(1, 65535), default=443, hidden=True)
+@click.option("--https-port", type=AsciiInt(1, 65535), default=443, hidden=True)
 @click.option(
     "--format", "fmt", type=click.Choice(("text", "json")), default="text", show_default=True
 )

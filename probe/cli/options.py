@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
-from probe.cli.common import fail
+from probe.cli.common import AsciiDecimal, AsciiInt, fail
 from probe.config import (
     MAX_ADDRESSES,
     MAX_MX,
@@ -21,11 +21,10 @@ from probe.config import (
     Timeouts,
 )
 from probe.result import Target
-from probe.target import TargetError, check_address, check_helo
+from probe.target import TargetError, check_address, check_helo, parse_port, shown
 from probe.verdict import parse_expectation
 
 F = TypeVar("F", bound=Callable[..., Any])
-SECONDS = click.FloatRange(0.1, 3600)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,33 +111,34 @@ def nameserver(value: str) -> tuple[str, int]:
     host, port = value, "53"
     if value.startswith("["):
         host, _, rest = value[1:].partition("]")
-        if rest.startswith(":"):
+        if rest:
+            if not rest.startswith(":"):
+                fail(f"--nameserver {shown(value)}: give an IP address, optionally with :PORT")
             port = rest[1:]
     elif value.count(":") == 1:
         host, port = value.split(":")
     try:
         ipaddress.ip_address(host)
     except ValueError:
-        fail(f"--nameserver {value!r}: give an IP address, optionally with :PORT")
-    if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
-        fail(f"--nameserver {value!r}: bad port")
-    return host, int(port)
+        fail(f"--nameserver {shown(value)}: give an IP address, optionally with :PORT")
+    try:
+        return host, parse_port(port)
+    except TargetError as e:
+        fail(f"--nameserver {shown(value)}: {e}")
 
 
 def _timeout(name: str, default: str, help_: str | None = None) -> Callable[[F], F]:
-    return click.option(name, type=SECONDS, show_default=default, help=help_)
+    return click.option(name, type=AsciiDecimal(0.1, 3600), show_default=default, help=help_)
 
 
 def _cap(name: str, default: int, help_: str) -> Callable[[F], F]:
     return click.option(
-        name, type=click.IntRange(1, 10_000), default=default, show_default=True, help=help_
+        name, type=AsciiInt(1, 10_000), default=default, show_default=True, help=help_
     )
 
 
 _OPTIONS = [
-    click.option(
-        "--port", type=click.IntRange(1, 65535), help="SMTP port (default 25; 465 with --tls)."
-    ),
+    click.option("--port", type=AsciiInt(1, 65535), help="SMTP port (default 25; 465 with --tls)."),
     click.option("--tls", "implicit_tls", is_flag=True, help="Implicit TLS (SMTPS, port 465)."),
     click.option(
         "--starttls",
@@ -165,7 +165,7 @@ _OPTIONS = [
     click.option("--quit-after", type=click.Choice([m.value for m in QuitAfter])),
     click.option(
         "--timeout",
-        type=SECONDS,
+        type=AsciiDecimal(0.1, 3600),
         help="Set every timeout at once (seconds); the budget becomes 8 times it.",
     ),
     _timeout("--connect-timeout", "10"),
@@ -174,7 +174,7 @@ _OPTIONS = [
     _timeout("--dns-timeout", "8", "Seconds for one DNS lookup, retries included."),
     click.option(
         "--budget",
-        type=click.FloatRange(0.1, 36000),
+        type=AsciiDecimal(0.1, 36000),
         show_default="120",
         help="Total seconds allowed for the whole target: DNS and every MX host and address.",
     ),
@@ -186,7 +186,11 @@ _OPTIONS = [
     ),
     click.option("-4", "ipv4", is_flag=True, help="IPv4 only."),
     click.option("-6", "ipv6", is_flag=True, help="IPv6 only."),
-    click.option("--seed", type=int, help="Seed for shuffling MX hosts of equal preference."),
+    click.option(
+        "--seed",
+        type=AsciiInt(0, 2**64 - 1),
+        help="Seed for shuffling MX hosts of equal preference.",
+    ),
     click.option(
         "--nameserver", multiple=True, help="Ask this DNS server (HOST[:PORT]; repeatable)."
     ),
