@@ -21,6 +21,7 @@ from probe.target import (
     check_address,
     check_helo,
     is_ip,
+    parse_port,
     parse_target,
     to_ascii_domain,
 )
@@ -266,9 +267,13 @@ def parse_nameserver(value: str) -> tuple[str, int]:
     if value.startswith("["):
         host, _, rest = value[1:].partition("]")
         port = rest[1:] if rest.startswith(":") else "53"
-    if not is_ip(host) or not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+    try:
+        number = parse_port(port)
+    except TargetError:
+        number = 0
+    if not is_ip(host) or not number:
         raise ValueError(f"nameserver {value!r}: give an IP address, optionally with :PORT")
-    return host, int(port)
+    return host, number
 
 
 def _networks(value: object, what: str) -> tuple[Network, ...]:

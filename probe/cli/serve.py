@@ -11,6 +11,7 @@ import click
 from probe import aio
 from probe.cli.common import echo, fail, lang_option, resolve_lang
 from probe.serveconf import DEFAULT_LISTEN, ConfigError, ServeConfig, parse_config
+from probe.target import TargetError, parse_int
 
 
 def listen_address(value: str) -> tuple[str, int]:
@@ -21,9 +22,13 @@ def listen_address(value: str) -> tuple[str, int]:
         ipaddress.ip_address(host)
     except ValueError:
         fail(f"--listen {value!r}: give IP:PORT, e.g. {DEFAULT_LISTEN}")
-    if not sep or not (port.isascii() and port.isdigit()) or not 0 <= int(port) < 65536:
+    try:
+        number = parse_int(port, 0, 65535) if sep else -1
+    except TargetError:
+        number = -1
+    if number < 0:
         fail(f"--listen {value!r}: bad port")
-    return host, int(port)
+    return host, number
 
 
 def load_config(path: str | None) -> ServeConfig:
