@@ -38,11 +38,22 @@ def _json_escape(m: re.Match[str]) -> str:
     return f"\\u{cp:04x}"
 
 
+def _dumps(obj: object, indent: int | None) -> str:
+    try:
+        import orjson  # a batch record encodes in a tenth of json's time
+
+        if indent in (None, 2):
+            return orjson.dumps(obj, option=orjson.OPT_INDENT_2 if indent else 0).decode()
+    except (ImportError, TypeError):  # TypeError: lone surrogates, integers past 64 bits
+        pass
+    return json.dumps(obj, ensure_ascii=False, indent=indent)
+
+
 def to_json(obj: object, indent: int | None = None) -> str:
     """JSON text that is safe to print and to paste into JavaScript: every character `safe`
     would escape appears as a \\u escape (json.dumps leaves C1, DEL, U+2028/2029 and bidi
     controls raw), so the parsed value is unchanged."""
-    out = json.dumps(obj, ensure_ascii=False, indent=indent)
+    out = _dumps(obj, indent)
     if out.isascii() and "\x7f" not in out:  # both checks are cheap; most records pass them
         return out
     return _re(_JSON_UNSAFE).sub(_json_escape, out)

@@ -76,3 +76,10 @@ def test_no_output_carries_a_raw_unsafe_character(s: str) -> None:
     out = to_json(s)
     assert not any(ch in out for ch in ALL)
     assert json.loads(out) == s
+
+
+def test_json_of_what_the_fast_encoder_refuses_is_still_json() -> None:
+    # A raw byte kept by surrogateescape, and an integer past 64 bits.
+    for value in ({"reply": "\udcff"}, {"n": 2**70}):
+        assert json.loads(to_json(value)) == value
+    assert "\\udcff" in to_json("\udcff")
