@@ -87,7 +87,9 @@ def _rule_decision(cat: catalog.Catalog, reply: Reply) -> _Decision | None:
     # live session, so skipping them keeps the probe close to a bare client's speed).
     if klass < 4:
         return None
-    text = reply.text
+    # Provider texts are short and come first; past this a long reply is not read (and no
+    # rule, however it is written, can take more than linear time over this much).
+    text = reply.text[: catalog.MATCH_LIMIT]
     lowered = text.lower()
     enh_str = str(reply.enhanced) if reply.enhanced else None
     for rule in cat.candidates(lowered):

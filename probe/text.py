@@ -78,9 +78,13 @@ def safe(s: str) -> str:
     return _re(_UNSAFE).sub(_escape_one, s)
 
 
-_EMAIL = r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~\x80-\uffff-]+@(?=[A-Za-z0-9\[])"
-_LITERAL6 = r"IPv6:[0-9A-Fa-f:.]+"
-_IPV4 = r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])"
+# Each pattern takes time linear in the text (tests/test_linear.py). A local part is matched
+# from its first character only: tried from every character of a long run without an "@",
+# the run would be read again from each.
+_LOCAL = r"A-Za-z0-9.!#$%&'*+/=?^_`{|}~\x80-\uffff-"
+_EMAIL = rf"(?<![{_LOCAL}])[{_LOCAL}]++@(?=[A-Za-z0-9\[])"
+_LITERAL6 = r"IPv6:[0-9A-Fa-f:.]++"
+_IPV4 = r"(?<![0-9.])(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?![0-9.])"
 _IPV6 = r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])"
 
 

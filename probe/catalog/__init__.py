@@ -20,6 +20,7 @@ from probe.model import ACTORS, CATEGORIES, COMMANDS
 
 __all__ = [
     "LANGUAGES",
+    "MATCH_LIMIT",
     "SECTIONS",
     "BasicEntry",
     "Catalog",
@@ -69,6 +70,13 @@ class EnhancedEntry(NamedTuple):
             if a == str(code) or (a.endswith("XX") and a[0] == str(code)[0]):
                 return True
         return False
+
+
+# Characters of a reply's text that rules are matched against: every provider text the
+# catalog knows sits in the first few hundred (replies are at most 512 octets a line, RFC 5321
+# §4.5.3.1.5). The cap bounds the work a hostile reply of 32 KB can cause, on top of every
+# pattern being linear (tests/test_linear.py).
+MATCH_LIMIT = 4096
 
 
 @cache
@@ -122,6 +130,7 @@ class Rule(NamedTuple):
                 return False
         if self.commands and command is not None and command not in self.commands:
             return False
+        text = text[:MATCH_LIMIT]
         if self.needles:
             low = text.lower() if lowered is None else lowered
             if not any(n in low for n in self.needles):
