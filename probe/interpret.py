@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from probe import catalog
+from probe.cache import Bounded
 from probe.model import Explained, Flag, Interpretation, NotAReply, Reply, RuleRef
 from probe.reply import parse
 
@@ -138,6 +139,34 @@ def _refs(basic: catalog.BasicEntry | None, enh: catalog.EnhancedEntry | None) -
     for r in (basic.refs if basic else ()) + (enh.refs if enh else ()):
         seen.setdefault(r, None)
     return tuple(seen)
+
+
+class Interpreter:
+    """Interprets the replies of one run (a log being explained), each distinct reply once.
+
+    A log repeats itself: every delivery's "250 2.0.0 Ok", the same refusal for address after
+    address. What decides an interpretation is the codes and, for a refusal, the command and
+    text (rules are tried on 4xx and 5xx replies only); replies alike in those share one.
+    Bounded, and owned by its run: two runs share nothing.
+    """
+
+    LONG = 1024  # a longer text is rarely seen twice; keeping it would only cost memory
+
+    def __init__(self, size: int = 4096) -> None:
+        self._seen: Bounded[tuple[object, ...], Interpretation] = Bounded(size)
+
+    def __call__(self, reply: Reply, input_text: str) -> Interpretation:
+        if len(reply.text) > self.LONG:
+            return interpret_reply(reply, input_text)
+        key: tuple[object, ...] = (reply.code, reply.enhanced, reply.other_codes)
+        if reply.reply_class >= 4:
+            key += (reply.command, reply.text)
+        found = self._seen.get(key)
+        if found is None:
+            found = interpret_reply(reply, input_text)
+            self._seen.put(key, found)
+            return found
+        return found._replace(input=input_text, reply=reply)
 
 
 def explain(item: str) -> Explained:

@@ -22,33 +22,43 @@ from probe.cli.common import (
     stdout_styler,
     styler,
 )
+from probe.interpret import Interpreter, interpret_reply
 from probe.interpret import explain as explain_one
-from probe.interpret import interpret_reply
 from probe.model import CATEGORIES, Interpretation, NotAReply
 from probe.render import Styler
 from probe.render import codes as codes_render
 from probe.render import compare as compare_render
 from probe.render import explain as explain_render
-from probe.reply import iter_replies, parse
+from probe.reply import parse, scan
 from probe.text import to_json
+
+# Bytes of one log line that are read; the rest of a longer line is skipped, not held.
+MAX_LINE = 64 * 1024
 
 
 def _read_stream(stream: IO[bytes]) -> Iterator[str]:
-    """Lines of a byte stream, decoded leniently, one at a time (constant memory)."""
-    for raw in stream:
+    """Lines of a byte stream, decoded leniently, one at a time: memory stays flat however
+    long the input and its lines. A UTF-8 byte-order mark at the start is not part of it."""
+    first = True
+    while raw := stream.readline(MAX_LINE):
+        if len(raw) == MAX_LINE and not raw.endswith(b"\n"):
+            while (rest := stream.readline(MAX_LINE)) and not rest.endswith(b"\n"):
+                pass  # the part of an over-long line past MAX_LINE
+        if first:
+            raw, first = raw.removeprefix(b"\xef\xbb\xbf"), False
         yield raw.decode("utf-8", "backslashreplace").rstrip("\r\n")
 
 
 class _Explained:
-    """Where each explanation goes: printed as it comes, collected for one JSON array, or
-    counted for --summary."""
+    """Where each explanation goes: printed as it comes (one JSON array is written record
+    by record too), or counted for --summary. Nothing printed is kept."""
 
     def __init__(self, fmt: str, summary: bool, loc: Locale, style: Styler) -> None:
         self.fmt, self.summary, self.loc, self.style = fmt, summary, loc, style
         self.stats = explain_render.Summary()
-        self.collected: list[dict[str, object]] = []
+        self.interpret = Interpreter()  # this run's: identical replies are interpreted once
         self.found = self.missing = 0
-        self._first = True
+        self._printed = 0
 
     def add(self, e: Interpretation | NotAReply) -> None:
         if isinstance(e, NotAReply):
@@ -58,23 +68,24 @@ class _Explained:
         if self.summary:
             self.stats.add(e)
         elif self.fmt == "json":
-            self.collected.append(explain_render.to_json(e, self.loc))
+            # As dump() would write the whole array: each element indented one level more.
+            element = dump(explain_render.to_json(e, self.loc)).replace("\n", "\n  ")
+            click.echo(("[\n  " if not self._printed else ",\n  ") + element, nl=False, color=True)
         elif self.fmt == "jsonl":
             echo(to_json(explain_render.to_json(e, self.loc)))
         else:
-            if not self._first:
+            if self._printed:
                 echo("")
-            self._first = False
             echo(explain_render.to_text(e, self.loc, self.style))
+        self._printed += not self.summary
 
     def read(self, stream: IO[bytes]) -> None:
         """A whole log: lines without a reply are counted (for --summary), not shown."""
-        for line, result in iter_replies(_read_stream(stream)):
-            if isinstance(result, NotAReply):
-                if self.summary:
-                    self.stats.add(result)
-                continue
-            self.add(interpret_reply(result, line))
+        for line, reply in scan(_read_stream(stream)):
+            if reply is not None:
+                self.add(self.interpret(reply, line))
+            elif self.summary:
+                self.stats.other()
 
     def close(self) -> None:
         if self.summary and self.fmt == "text":
@@ -83,7 +94,7 @@ class _Explained:
             doc = explain_render.summary_json(self.stats, self.loc)
             echo(to_json(doc, indent=2 if self.fmt == "json" else None))
         elif self.fmt == "json":
-            echo(dump(self.collected))
+            echo("\n]" if self._printed else "[]")
 
 
 @click.command()

@@ -164,9 +164,18 @@ def _clip(s: str, limit: int = 200) -> str:
     return s if len(s) <= limit else s[: limit - 1] + "…"
 
 
+OTHER_CODES = "other"  # the bucket of codes past Summary.MAX_CODES distinct ones
+
+
 @dataclass
 class Summary:
-    """Counts over a stream of items, with the first example of each bucket."""
+    """Counts over a stream of items, with the first example of each bucket.
+
+    At most MAX_CODES distinct codes are counted each on its own, the rest together: memory
+    stays flat even for a log made to hold millions of different codes.
+    """
+
+    MAX_CODES = 1000
 
     lines: int = 0
     replies: int = 0
@@ -175,12 +184,18 @@ class Summary:
     examples_category: dict[str, str] = field(default_factory=dict)
     examples_code: dict[str, str] = field(default_factory=dict)
 
+    def other(self) -> None:
+        """A line without a reply."""
+        self.lines += 1
+
     def add(self, e: Explained) -> None:
         self.lines += 1
         if isinstance(e, NotAReply):
             return
         self.replies += 1
         code = " ".join(str(x) for x in (e.reply.code, e.reply.enhanced) if x is not None)
+        if code not in self.by_code and len(self.by_code) >= self.MAX_CODES:
+            code = OTHER_CODES
         self.by_category[e.category] += 1
         self.by_code[code] += 1
         self.examples_category.setdefault(e.category, e.input)
@@ -229,7 +244,8 @@ def summary_text(s: Summary, loc: Locale, style: Styler = plain) -> str:
         )
     out += ["", style(loc.ui("heading.by_code"), None, True)]
     for c, n in s.by_code.most_common():
-        out.append(f"  {n:>8}  {c}")
+        label = loc.ui("heading.other_codes", limit=s.MAX_CODES) if c == OTHER_CODES else c
+        out.append(f"  {n:>8}  {label}")
         out.append(
             f"            {loc.ui('heading.example')}: {safe(_clip(s.examples_code[c], 160))}"
         )
