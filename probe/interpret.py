@@ -166,7 +166,7 @@ class Interpreter:
             found = interpret_reply(reply, input_text)
             self._seen.put(key, found)
             return found
-        return found._replace(input=input_text, reply=reply)
+        return Interpretation(input_text, reply, *found[2:])
 
 
 def explain(item: str) -> Explained:

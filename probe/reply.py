@@ -127,6 +127,8 @@ def _unfold(code: int, text: str, enh: EnhancedCode | None) -> tuple[str, bool]:
 
 def _from_lines(lines: list[str], form: Form, command: str | None) -> Reply | None:
     """Build a reply from one or more physical reply lines ("250-a", "250 b")."""
+    if len(lines) == 1:
+        return _from_line(lines[0], form, command)
     code: int | None = None
     enh: EnhancedCode | None = None
     texts: list[str] = []
@@ -148,10 +150,6 @@ def _from_lines(lines: list[str], form: Form, command: str | None) -> Reply | No
     if code is None or not 200 <= code <= 599:
         return None
     text = " ".join(texts)
-    if len(lines) == 1:
-        text, folded = _unfold(code, text, enh)
-        if folded and form is Form.REPLY:
-            form = Form.FOLDED
     if enh is None:
         m = _TRAIL_ENH.search(text)
         if m:
@@ -159,8 +157,27 @@ def _from_lines(lines: list[str], form: Form, command: str | None) -> Reply | No
     return Reply(code, enh, " ".join(text.split()), tuple(lines), form, command, tuple(others))
 
 
+def _from_line(line: str, form: Form, command: str | None) -> Reply | None:
+    """A reply from one physical line; bounces fold several into one ("550-5.1.1 a 550 b")."""
+    m = _LINE.fullmatch(line.strip())
+    if not m:
+        return None
+    code = int(m.group(1))
+    if not 200 <= code <= 599:
+        return None
+    enh, text = _strip_lead_enhanced((m.group(3) or "").strip())
+    text, folded = _unfold(code, text, enh)
+    if folded and form is Form.REPLY:
+        form = Form.FOLDED
+    if enh is None and (m := _TRAIL_ENH.search(text)):
+        enh = _enhanced(m.group(1))
+    return Reply(code, enh, " ".join(text.split()), (line,), form, command)
+
+
 def _reply_text(s: str, form: Form, command: str | None) -> Reply | None:
     """Parse text that should start with a reply (possibly several physical lines)."""
+    if "\n" not in s and "\r" not in s:  # most replies in a log: one line
+        return _from_line(s, form, command) if s.strip() else None
     lines = [ln for ln in s.replace("\r\n", "\n").replace("\r", "\n").split("\n") if ln.strip()]
     if not lines:
         return None
@@ -211,8 +228,11 @@ _OPENERS = frozenset("0123456789<")
 
 def _embedded(s: str) -> Reply | None:
     """The reply inside an MTA log line, a bounce or a DSN."""
-    low = s.lower() if s.isascii() else None
-    if _may(low, "smtp error from remote") and (m := _EXIM.search(s)):
+    # A word a case-insensitive pattern needs is first looked for with `in`, far quicker than
+    # the search and as exact for ASCII text; beyond ASCII, re folds more characters than
+    # lower() does ("ſ" is an "s"), so there every search is made.
+    low: str | _Unknown = s.lower() if s.isascii() else _Unknown()
+    if "smtp error from remote" in low and (m := _EXIM.search(s)):
         rest = _EXIM_REST.match(s, m.end())
         if rest:
             return _reply_text(rest.group(2), Form.EXIM, command_name(rest.group(1)))
@@ -222,32 +242,29 @@ def _embedded(s: str) -> Reply | None:
     return _anywhere(s, low)
 
 
-def _may(low: str | None, *words: str) -> bool:
-    """Whether text (`low`: its lower case, None beyond ASCII) may hold one of these words.
+class _Unknown:
+    """The lower case of text beyond ASCII, as far as `in` can tell: it may hold any word."""
 
-    A substring test is far quicker than a case-insensitive search, and as exact for ASCII
-    text; beyond ASCII, re folds more characters than lower() does ("ſ" is an "s"), so the
-    search is always made.
-    """
-    return low is None or any(w in low for w in words)
+    __slots__ = ()
+
+    def __contains__(self, word: str) -> bool:
+        return True
 
 
-def _postfix(s: str, low: str | None) -> Reply | None:
+def _postfix(s: str, low: str | _Unknown) -> Reply | None:
     # These forms can match lines they do not fit; None lets the caller try the others.
-    if _may(low, "refused to talk to me:") and (m := _POSTFIX_REFUSED.search(s)):
+    if "refused to talk to me:" in low and (m := _POSTFIX_REFUSED.search(s)):
         r = _reply_text(m.group(1), Form.POSTFIX, "CONNECT")
         if r is not None:
             return r
-    r = _said(s) if _may(low, "said:") else None
+    r = _said(s) if "said:" in low else None
     if r is not None:
         return r
-    # Case-sensitive: the words can be looked for in the text itself, whatever it holds.
-    if any(w in s for w in _ACTIONS) and (m := _POSTFIX_REJECT.search(s)):
+    # Case-sensitive: its words can be looked for in the text itself, whatever it holds.
+    acts = "reject" in s or "defer" in s or "hold" in s or "filter" in s or "redirect" in s
+    if (acts or "discard" in s) and (m := _POSTFIX_REJECT.search(s)):
         return _reply_text(m.group(2), Form.POSTFIX, command_name(m.group(1)))
     return None
-
-
-_ACTIONS = ("reject", "defer", "discard", "hold", "filter", "redirect")
 
 
 def _said(s: str) -> Reply | None:
@@ -264,9 +281,9 @@ def _said(s: str) -> Reply | None:
     return _reply_text(body, Form.POSTFIX, cmd)
 
 
-def _diagnostic(s: str, low: str | None) -> Reply | None:
+def _diagnostic(s: str, low: str | _Unknown) -> Reply | None:
     """A DSN's Diagnostic-Code: a whole reply, or at least its enhanced code."""
-    m = _DIAG.search(s) if _may(low, "diagnostic-code:") else None
+    m = _DIAG.search(s) if "diagnostic-code:" in low else None
     if not m:
         return None
     r = _reply_text(m.group(1), Form.DSN, None)
@@ -277,7 +294,7 @@ def _diagnostic(s: str, low: str | None) -> Reply | None:
     return Reply(None, _enhanced(e.group(1)), diag, (), Form.DSN) if e else None
 
 
-def _anywhere(s: str, low: str | None) -> Reply | None:
+def _anywhere(s: str, low: str | _Unknown) -> Reply | None:
     """Weaker signs of a reply anywhere in the line, strongest first."""
     m = _CODE_ENH.search(s)
     if m:
@@ -285,7 +302,7 @@ def _anywhere(s: str, low: str | None) -> Reply | None:
     m = _REPLY_AFTER.search(s)
     if m:
         return _reply_text(s[m.start(1) :], Form.LOG, None)
-    m = _STATUS.search(s) if _may(low, "status:", "dsn=") else None
+    m = _STATUS.search(s) if "status:" in low or "dsn=" in low else None
     if m:
         return Reply(None, _enhanced(m.group(1)), "", (), Form.DSN)
     m = _TRAIL_ENH.search(s) if "(#" in s else None

@@ -193,7 +193,8 @@ class Summary:
         if isinstance(e, NotAReply):
             return
         self.replies += 1
-        code = " ".join(str(x) for x in (e.reply.code, e.reply.enhanced) if x is not None)
+        r = e.reply
+        code = f"{r.code} {r.enhanced}" if r.code and r.enhanced else str(r.code or r.enhanced)
         if code not in self.by_code and len(self.by_code) >= self.MAX_CODES:
             code = OTHER_CODES
         self.by_category[e.category] += 1
