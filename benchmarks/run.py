@@ -31,6 +31,7 @@ from probe.lab.farm import client_args  # noqa: E402
 from probe.lab.smtp import Scripted, port_of, start_smtp  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from explain_log import bench_big, bench_ratio  # noqa: E402
 from raw_client import session as raw_session  # noqa: E402
 
 CLI = [sys.executable, "-m", "probe"]
@@ -479,6 +480,8 @@ def main() -> None:
     sections = [
         ("Start-up (median of whole processes)", bench_startup(runs)),
         ("Explain throughput", bench_explain(lines)),
+        ("Explaining a realistic mail log (benchmarks/explain_log.py)", bench_ratio(lines)),
+        ("explain on a big log: time and peak memory", bench_big(20 if args.quick else 200)),
         ("One live session on loopback", bench_session(runs * 5)),
         ("Batch against a farm of loopback MX servers", bench_batch(args.quick)),
         ("Batch like for like, and kept connections that retire", bench_like_for_like(args.quick)),
