@@ -43,7 +43,9 @@ _POSTFIX_REJECT = re.compile(
     re.DOTALL,
 )
 # Exim's "SMTP error from remote mail server after <command>: [host <name> [<ip>]: ]<reply>",
-# read from its first start (a later start cannot match where the first did not).
+# read from its first start (a later start cannot match where the first did not). The command
+# starts after the spaces; only when nothing after them fits does the last space stand for it,
+# as the backtracking `\s+(.+?)` this replaces would have tried.
 _EXIM = re.compile(r"SMTP error from remote (?:mail server|mailer) after(?=\s)", re.IGNORECASE)
 _EXIM_REST = re.compile(
     r"(?:\s++|\s+(?=\s:))(.+?):\s*+(?:host\s++\S++\s++\[[^\][]*+\]:\s*+)?([0-9]{3}.*)$",
@@ -316,7 +318,7 @@ _LAST = re.compile(r"\s*+(?:<(?:\*\*|~\*\*|~|-)\s*+)?([0-9]{3})(?: |$)")
 # A reply grouped from a stream holds at most what the wire would take of one (probe/wire.py):
 # a log of endless "250-" lines comes out as replies of this size, not as one.
 MAX_REPLY_LINES = 1000
-MAX_REPLY_BYTES = 32 * 1024
+MAX_REPLY_CHARS = 32 * 1024
 
 
 def iter_replies(lines: Iterable[str]) -> Iterator[tuple[str, Reply | NotAReply]]:
@@ -368,7 +370,7 @@ class _Group:
         """A line that may continue or end a reply, or be a swaks mark."""
         cont = _CONT.match(line)
         if cont and (not self.pending or cont.group(1) == self.code):
-            full = self.size + len(line) > MAX_REPLY_BYTES
+            full = self.size + len(line) > MAX_REPLY_CHARS
             if self.pending and (full or len(self.pending) >= MAX_REPLY_LINES):
                 yield self.flush()
             self.pending.append(line)
