@@ -335,3 +335,10 @@ def test_a_hostile_reply_does_not_stall_another_session_of_the_batch() -> None:
     # 150 ms of the greeting's wait is the server's own; the rest would be the other session's.
     slowest = max(s["elapsed_ms"] for s in steps)
     assert slowest < 750, steps
+
+
+@pytest.mark.parametrize("unit", ["\\.", "a", "(a)", "a|", "[a]", "a*", "(?:x|y)", "\\b"])
+def test_needles_of_a_long_pattern_are_found_in_linear_time(unit: str) -> None:
+    """Rules are catalog data, not a peer's; still, reading their needles stays linear."""
+    pattern = unit * (64 * 1024 // len(unit))
+    assert cpu(lambda: catalog.needles_for(pattern)) < BOUND
