@@ -42,6 +42,11 @@ def _now() -> str:
 
 
 def probe_report(fmt: str, result: ProbeResult, loc: Locale) -> str:
+    """The report, without its last newline (echo adds one)."""
+    return _probe_report(fmt, result, loc).rstrip("\n")
+
+
+def _probe_report(fmt: str, result: ProbeResult, loc: Locale) -> str:
     if fmt == "html":
         from probe.render.html import probe_page
 
@@ -56,6 +61,18 @@ def probe_report(fmt: str, result: ProbeResult, loc: Locale) -> str:
 
 
 def mx_report(
+    fmt: str,
+    facts: DomainFacts,
+    findings: Sequence[Finding],
+    loc: Locale,
+    status: int,
+    fail_on: str,
+) -> str:
+    """The report, without its last newline (echo adds one)."""
+    return _mx_report(fmt, facts, findings, loc, status, fail_on).rstrip("\n")
+
+
+def _mx_report(
     fmt: str,
     facts: DomainFacts,
     findings: Sequence[Finding],

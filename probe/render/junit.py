@@ -2,7 +2,7 @@
 
 A target's testcases: its verdict, each `--expect` expectation, each MX session (for `mx`,
 each finding too). A failure carries the reply that broke it and what the reply means. The
-shape follows the strict JUnit schema that CI servers accept (tests/fixtures/junit.xsd):
+shape follows the strict JUnit schema that CI servers accept (fixtures/junit.xsd):
 every testsuite has properties, system-out and system-err, and inside `testsuites` a package
 and an id; timestamps are UTC without a zone, as that schema wants them.
 """
