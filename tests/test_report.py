@@ -370,3 +370,28 @@ def test_commands_without_a_report_do_not_load_jinja2(args: list[str]) -> None:
     code = SNIPPET.format(args=args)
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert p.stderr.rsplit("JINJA:", 1)[1] == "False", p.stderr
+
+
+def test_redacted_and_host_reports_stay_whole(lab: Lab) -> None:
+    args = lab.args("probe", "--timeout", "2", "--cafile", lab.cafile, "--format", "html")
+    r = invoke(*args, "--redact", "alice@ok.test")
+    dom = Dom(r.stdout).root
+    _self_contained(dom)
+    assert "127.0.1.2" not in r.stdout and "alice@" not in r.stdout
+    assert len(dom.find("g", "row")) == 1
+    host = Dom(invoke(*args, "--host", "127.0.1.5").stdout).root
+    nodes = [n.all_text() for n in host.find("span", "node")]
+    assert nodes == ["127.0.1.5", "127.0.1.5", "127.0.1.5"]  # target, host, address
+    for li in host.find("ul", "tree")[0].find("li"):
+        assert [c for c in li.children if "badge" in c.classes]
+
+
+def test_mx_report_without_connecting(lab: Lab) -> None:
+    args = lab.args("mx", "--timeout", "2", "--allow-private", "--no-connect")
+    dom = Dom(invoke(*args, "--format", "html", "grey.test").stdout).root
+    _self_contained(dom)
+    assert not dom.find("svg", "waterfall")  # no session, no waterfall
+    titles = [
+        b.attrs["title"].split(":")[0] for b in dom.find("ul", "tree")[0].find("span", "badge")
+    ]
+    assert "PTR" in titles and "reachable" not in titles

@@ -277,11 +277,13 @@ def badge(loc: Locale, name: str, state: str, detail: str = "") -> Badge:
     return Badge(loc.ui(f"report.badge.{name}"), state, detail or loc.ui(f"report.state.{state}"))
 
 
-def _address_badges(sessions: Iterable[Mapping[str, Any]], loc: Locale) -> tuple[Badge, ...]:
-    """What the probe's own sessions to one address showed; PTR is for `mx` to check."""
+def _address_badges(
+    sessions: Iterable[Mapping[str, Any]], loc: Locale, ptr: Badge
+) -> tuple[Badge, ...]:
+    """What the sessions to one address showed, and its reverse DNS."""
     seen = list(sessions)
     if not seen:
-        return (badge(loc, "reachable", "na"),)
+        return (badge(loc, "reachable", "na"), ptr)
     reached = any(st.get("reply") for s in seen for st in s.get("steps", ()))
     tls = [s.get("tls") or {} for s in seen]
     starttls = any(t.get("ok") for t in tls)
@@ -291,7 +293,7 @@ def _address_badges(sessions: Iterable[Mapping[str, Any]], loc: Locale) -> tuple
     if starttls:
         good = all(t.get("trusted") and t.get("name_matches") for t in tls if t.get("ok"))
         out.append(badge(loc, "trusted", "ok" if good else "bad"))
-    out.append(badge(loc, "ptr", "na", loc.ui("report.not_checked")))
+    out.append(ptr)
     return tuple(out)
 
 
@@ -310,6 +312,7 @@ def probe_tree(doc: Mapping[str, Any], loc: Locale, verdict: Badge) -> Node:
             if s.get("address") not in seen[str(s.get("host"))]:
                 seen[str(s.get("host"))].append(str(s.get("address")))
         hosts = [{"host": h, "preference": None, "addresses": a} for h, a in seen.items()]
+    unchecked_ptr = badge(loc, "ptr", "na", loc.ui("report.not_checked"))  # `mx` checks it
     children = []
     for h in hosts:
         addrs = tuple(
@@ -319,6 +322,7 @@ def probe_tree(doc: Mapping[str, Any], loc: Locale, verdict: Badge) -> Node:
                 _address_badges(
                     (s for s in sessions if s.get("address") == a and s.get("host") == h["host"]),
                     loc,
+                    unchecked_ptr,
                 ),
             )
             for a in h.get("addresses") or ()
@@ -371,8 +375,9 @@ def mx_tree(f: DomainFacts, findings: Sequence[Finding], loc: Locale, verdict: B
         addrs = []
         for a in h.addresses:
             seen = [session_doc(a.session, loc)] if a.session is not None else []
-            badges = _address_badges(seen, loc)[:-1] if f.connected else ()
-            addrs.append(Node(a.address, "", (*badges, _ptr_badge(a, loc))))
+            ptr = _ptr_badge(a, loc)
+            badges = _address_badges(seen, loc, ptr) if f.connected else (ptr,)
+            addrs.append(Node(a.address, "", badges))
         detail = loc.ui("report.preference", preference=h.preference)
         hosts.append(Node(safe(h.host), detail, (_dane_badge(h, ids, loc),), tuple(addrs)))
     return Node(safe(f.domain), "", (verdict, _mta_sts_badge(f, loc)), tuple(hosts))
