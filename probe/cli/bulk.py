@@ -28,10 +28,19 @@ from probe.batch import (
     torn_tail,
 )
 from probe.catalog import locale
-from probe.cli.common import AsciiDecimal, AsciiInt, fail, io_failed, lang_option, resolve_lang, say
+from probe.cli.common import (
+    REPORT_FORMATS,
+    AsciiDecimal,
+    AsciiInt,
+    fail,
+    io_failed,
+    lang_option,
+    resolve_lang,
+    say,
+)
 from probe.cli.options import LiveArgs, live_options
+from probe.cli.report import JsonLines, RecordFormat, batch_format
 from probe.config import BatchLimits, ProbeRequest
-from probe.text import to_json
 from probe.workers import WorkerConfig, plan, run_workers, spawn
 
 
@@ -111,11 +120,13 @@ class _BatchRun:
         self.stats = Stats()
         self.progress: _Progress | None = None
         self.sink: IO[str] = sys.stdout
+        self.format: RecordFormat = JsonLines()
 
     def write(self, line: str) -> None:
         # One whole line per write, flushed: an interrupted run leaves only complete records.
-        self.sink.write(line)
-        self.sink.flush()
+        if line:
+            self.sink.write(line)
+            self.sink.flush()
 
     def run(self, items: Iterator[Item], workers: int) -> None:
         pool = []
@@ -138,7 +149,7 @@ class _BatchRun:
                 self.progress.close()
 
     def _on_record(self, line: str, rec: Record) -> None:
-        self.write(line)
+        self.write(line if isinstance(self.format, JsonLines) else self.format.record(rec))
         self.stats.add(rec)
         if self.progress:
             self.progress.update(self.stats)
@@ -149,7 +160,7 @@ class _BatchRun:
             run_batch(
                 stream_targets(items),
                 self.template,
-                lambda rec: self.write(to_json(rec) + "\n"),
+                lambda rec: self.write(self.format.record(rec)),
                 locale(self.lang),
                 limits=self.limits,
                 on_progress=progress,
@@ -208,8 +219,20 @@ class _BatchRun:
     "A connection that has drawn several rejections is retired early: servers slow down "
     "clients that collect errors.",
 )
-@click.option("--output", type=click.Path(dir_okay=False), help="Append JSON Lines to this file.")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Write to this file (JSON Lines are appended).",
+)
 @click.option("--resume", is_flag=True, help="With --output: skip inputs already recorded there.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(("jsonl", *REPORT_FORMATS)),
+    default="jsonl",
+    show_default=True,
+    help="html: one report page; junit: a testsuite per target; github: workflow commands.",
+)
 @lang_option
 def batch(
     source: str,
@@ -220,20 +243,28 @@ def batch(
     reuse: int,
     output: str | None,
     resume: bool,
+    fmt: str,
     lang: str | None,
     live: LiveArgs,
 ) -> None:
     """Probe many targets, one a line (FILE or '-'), streaming JSON Lines in completion order."""
     if resume and not output:
         fail("--resume needs --output FILE")
+    if resume and fmt != "jsonl":
+        fail("--resume reads JSON Lines: it needs --format jsonl")
     limits = BatchLimits(concurrency, per_host, rate, reuse)
     job = _BatchRun(live.request(), resolve_lang(lang), limits)
     lines, fd = _open_input(source)
     try:
-        done = _prepare_output(output, resume) if output else set()
+        # A report is written whole (the file is replaced); JSON Lines are appended.
+        done = _prepare_output(output, resume) if output and fmt == "jsonl" else set()
         items = ((n, text) for n, text in read_targets(lines) if n not in done)
-        job.sink = open(output, "a", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
+        mode = "a" if fmt == "jsonl" else "w"
+        job.sink = open(output, mode, encoding="utf-8") if output else sys.stdout  # noqa: SIM115
+        job.format = batch_format(fmt, locale(job.lang))
+        job.write(job.format.start())
         job.run(items, workers)
+        job.write(job.format.end())
         if job.sink is not sys.stdout:
             job.sink.close()  # inside the guard: some file systems report write errors here
     except KeyboardInterrupt:

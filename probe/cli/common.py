@@ -14,6 +14,7 @@ from probe.render import Styler
 from probe.text import lang_from_env, normalize_lang, to_json
 
 FORMATS = ("text", "json", "jsonl")
+REPORT_FORMATS = ("html", "junit", "github")  # probe.cli.report
 
 
 def say(line: str) -> None:

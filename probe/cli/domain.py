@@ -8,6 +8,7 @@ from probe import aio, exitcodes
 from probe.catalog import locale
 from probe.checks import Finding, Severity, check
 from probe.cli.common import (
+    REPORT_FORMATS,
     AsciiDecimal,
     AsciiInt,
     dump,
@@ -50,7 +51,11 @@ from probe.target import TargetError, check_helo, to_ascii_domain
 @click.option("--helo", help="Name sent in EHLO (default: this host's FQDN or an address literal).")
 @click.option("--https-port", type=AsciiInt(1, 65535), default=443, hidden=True)
 @click.option(
-    "--format", "fmt", type=click.Choice(("text", "json")), default="text", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(("text", "json", *REPORT_FORMATS)),
+    default="text",
+    show_default=True,
 )
 @lang_option
 def mx(
@@ -97,6 +102,10 @@ def mx(
     status = _mx_status(findings, fail_on)
     if fmt == "json":
         echo(dump(mx_render.to_json(facts, findings, loc, status)))
+    elif fmt in REPORT_FORMATS:
+        from probe.cli.report import mx_report
+
+        echo(mx_report(fmt, facts, findings, loc, status, fail_on))
     else:
         echo(mx_render.to_text(facts, findings, loc, stdout_styler()))
     raise SystemExit(status)

@@ -15,7 +15,15 @@ import click
 
 from probe import aio
 from probe.catalog import Locale, locale
-from probe.cli.common import dump, echo, fail, lang_option, resolve_lang, stdout_styler
+from probe.cli.common import (
+    REPORT_FORMATS,
+    dump,
+    echo,
+    fail,
+    lang_option,
+    resolve_lang,
+    stdout_styler,
+)
 from probe.cli.options import LiveArgs, live_options
 from probe.config import ProbeRequest
 from probe.context import RunContext
@@ -68,7 +76,11 @@ class LiveView:
 )
 @live_options
 @click.option(
-    "--format", "fmt", type=click.Choice(("text", "json")), default="text", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(("text", "json", *REPORT_FORMATS)),
+    default="text",
+    show_default=True,
 )
 @click.option("--redact", is_flag=True, help="Mask local parts and IP addresses in the output.")
 @lang_option
@@ -93,6 +105,11 @@ def probe_command(
     elif fmt == "json":
         doc = probe_render.to_json(result, loc)
         echo(dump(redact_json(doc) if redact else doc))
+    elif fmt in REPORT_FORMATS:
+        from probe.cli.report import probe_report
+
+        text = probe_report(fmt, result, loc)
+        echo(mask_text(text) if redact else text)
     else:
         text = probe_render.to_text(result, loc, style)
         echo(mask_text(text) if redact else text)

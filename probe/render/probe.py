@@ -122,6 +122,11 @@ def to_json(r: ProbeResult, loc: Locale) -> dict[str, object]:
     return _document(r, ProbeJson(loc))
 
 
+def session_json(s: Session, loc: Locale) -> dict[str, object]:
+    """One session as in the probe document (the `mx` report draws its sessions from it)."""
+    return _session_json(s, ProbeJson(loc))
+
+
 def _document(r: ProbeResult, out: ProbeJson) -> dict[str, Any]:
     t = r.target
     dns = r.dns
