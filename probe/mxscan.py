@@ -11,7 +11,7 @@ from probe.checks import AddressFacts, DomainFacts, HostFacts, PolicyFacts, Reco
 from probe.config import QuitAfter, SessionOptions
 from probe.context import RunContext
 from probe.resolve import Lookup, Resolver, bad_host_name, lookup, ptr
-from probe.result import DnsStatus
+from probe.result import Dnssec, DnsStatus
 from probe.session import run_session
 from probe.tls import trust_context
 
@@ -20,7 +20,9 @@ POLICY_PATH = "/.well-known/mta-sts.txt"
 
 
 def _rec(lk: Lookup) -> Records:
-    return Records(lk.status, lk.records, lk.canonical, lk.authenticated)
+    return Records(
+        lk.status, lk.records, lk.canonical, lk.authenticated, lk.dnssec, lk.error, lk.lame
+    )
 
 
 async def _address(
@@ -64,6 +66,13 @@ async def _host(
     alias = a.canonical or aaaa.canonical
     if alias is not None and bad_host_name(alias) is not None:
         return HostFacts(host, pref, _rec(a), _rec(aaaa), invalid=alias)
+    base = host
+    if alias is not None and a.dnssec is Dnssec.SECURE:
+        # A securely aliased host: TLSA records at the expanded name first, then at the
+        # name the MX gave (RFC 7672 §2.2.2).
+        expanded = await lookup(res, f"_25._tcp.{alias}", "TLSA")
+        if expanded.status is DnsStatus.OK or expanded.dnssec is Dnssec.BOGUS:
+            tlsa, base = expanded, alias
     addrs = [x for lk, fam in ((a, 4), (aaaa, 6)) if family in (None, fam) for x in lk.records]
     facts = await asyncio.gather(*(_address(res, host, x, connect, port, opts, run) for x in addrs))
     return HostFacts(
@@ -72,7 +81,8 @@ async def _host(
         _rec(a),
         _rec(aaaa),
         tuple(facts),
-        _rec(tlsa) if tlsa.status is DnsStatus.OK else None,
+        _rec(tlsa),
+        base,
     )
 
 

@@ -30,6 +30,7 @@ CORE_MODULES = {
     "cache",
     "certs",
     "checks",
+    "dane",
     "render",
     "serveconf",
     "metrics",

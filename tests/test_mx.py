@@ -54,7 +54,36 @@ SPKI = hashlib.sha256(
     .public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
 ).hexdigest()
 
-ZONE = f"""
+# DANE labs: a DANE-EE certificate whose names and dates are wrong (they must not matter), a
+# chain under an intermediate CA published as DANE-TA, and the same anchor with a leaf that
+# names another host.
+EE_CTX, EE_PEM = ctx_for(
+    OTHER_CA,
+    "other.name.test",
+    not_before=NOW - timedelta(days=90),
+    not_after=NOW - timedelta(days=2),
+)
+INTER = CA.create_child_ca()
+TA_CTX, _ = ctx_for(INTER, "mx.ta.test")
+TA_BAD_CTX, _ = ctx_for(INTER, "wrong.ta.test")
+INTER_SHA = hashlib.sha256(
+    x509.load_pem_x509_certificate(INTER.cert_pem.bytes()).public_bytes(Encoding.DER)
+).hexdigest()
+
+
+def spki_sha256(pem: bytes) -> str:
+    key = x509.load_pem_x509_certificate(pem).public_key()
+    return hashlib.sha256(
+        key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    ).hexdigest()
+
+
+BIG = 40
+BIG_ZONE = "".join(f"bigmx.test. 60 IN MX {i} h{i}.bigmx.test.\n" for i in range(BIG))
+
+ZONE = (
+    BIG_ZONE
+    + f"""
 good.test. 60 IN MX 10 mx.good.test.
 good.test. 60 IN TXT "v=spf1 ip4:127.0.0.2" " -all"
 good.test. 60 IN TXT "google-site-verification=abc"
@@ -121,7 +150,39 @@ trunc.test. 60 IN TXT "v=spf1 -all"
 sf.test. 60 IN MX 10 mx.good.test.
 lame.test. 60 IN MX 10 mx.good.test.
 slow.test. 60 IN MX 10 mx.good.test.
+lamedel.test. 60 IN MX 10 mx.good.test.
+signed.test. 60 IN MX 10 mx.signed.test.
+mx.signed.test. 60 IN A 127.0.0.11
+_25._tcp.mx.signed.test. 60 IN TLSA 3 1 1 {spki_sha256(EE_PEM)}
+_25._tcp.mx.signed.test. 60 IN TLSA 1 1 1 {spki_sha256(EE_PEM)}
+unsigned.test. 60 IN MX 10 mx.signed.test.
+usage1.test. 60 IN MX 10 mx.usage1.test.
+mx.usage1.test. 60 IN A 127.0.0.2
+_25._tcp.mx.usage1.test. 60 IN TLSA 1 1 1 {SPKI}
+ta.test. 60 IN MX 10 mx.ta.test.
+ta.test. 60 IN MX 20 mx.tabad.test.
+mx.ta.test. 60 IN A 127.0.0.12
+mx.tabad.test. 60 IN A 127.0.0.13
+_25._tcp.mx.ta.test. 60 IN TLSA 2 0 1 {INTER_SHA}
+_25._tcp.mx.tabad.test. 60 IN TLSA 2 0 1 {INTER_SHA}
+bogus.test. 60 IN MX 10 mx.bogus.test.
+mx.bogus.test. 60 IN A 127.0.0.2
 """
+)
+SIGNED = {
+    "good.test.",
+    "_25._tcp.mx.good.test.",
+    "signed.test.",
+    "_25._tcp.mx.signed.test.",
+    "usage1.test.",
+    "_25._tcp.mx.usage1.test.",
+    "ta.test.",
+    "_25._tcp.mx.ta.test.",
+    "_25._tcp.mx.tabad.test.",
+    "bogus.test.",
+    # A signed answer to a name in an unsigned zone cannot be; only TLSA is signed here.
+    "_25._tcp.mx.bogus.test.",
+}
 
 POLICIES = {
     "mta-sts.good.test": "version: STSv1\r\nmode: enforce\r\nmx: mx.good.test\r\nmax_age: 86400\r\n",
@@ -184,12 +245,14 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MxLab]:
     dns = ZoneDNS(
         ZONE,
         Behaviour(
-            servfail={"sf.test."},
+            servfail={"sf.test."} | {f"h{i}.bigmx.test." for i in range(BIG)},
             refused={"lame.test."},
             silent={"slow.test."},
             notimp={"odd.test."},
-            authenticated={"_25._tcp.mx.good.test."},
+            authenticated=SIGNED,
             truncate={"trunc.test."},
+            bogus={"_25._tcp.mx.bogus.test."},
+            lame={"lamedel.test."},
         ),
     )
     servers: list[Any] = []
@@ -232,6 +295,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MxLab]:
         )
         add("127.0.0.7", greeting="554 5.7.1 No SMTP service for you")
         add("127.0.0.10", hostname="somebody.else.test")
+        add("127.0.0.11", hostname="mx.signed.test", tls_context=EE_CTX)
+        add("127.0.0.12", hostname="mx.ta.test", tls_context=TA_CTX)
+        add("127.0.0.13", hostname="mx.tabad.test", tls_context=TA_BAD_CTX)
         servers.append(lt.run(start_raw(broken_tls, host="127.0.0.8", port=port)))
         https_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         CA.issue_cert(
@@ -345,7 +411,15 @@ CASES: dict[str, tuple[tuple[str, ...], set[str]]] = {
     "noaddr.test": (("--no-connect",), {"mx-target-no-address"}),
     "mismatch.test": (("--no-connect",), {"mta-sts-mx-mismatch"}),
     "sf.test": (("--no-connect",), {"dns-servfail"}),
-    "lame.test": (("--no-connect",), {"dns-lame"}),
+    # REFUSED is a refusal, not a lame delegation; a referral is one.
+    "lame.test": (("--no-connect",), {"dns-refused"}),
+    "lamedel.test": (("--no-connect",), {"dns-lame"}),
+    "bigmx.test": (("--no-connect",), {"dns-servfail"}),
+    "signed.test": (("--allow-private",), {"dane-match", "dane-unusable", "dane-rollover"}),
+    "unsigned.test": (("--allow-private",), {"dane-mx-unsigned", "dane-match"}),
+    "usage1.test": (("--allow-private",), {"dane-unusable", "cert-name-mismatch"}),
+    "ta.test": (("--allow-private",), {"dane-match", "dane-mismatch", "dane-rollover"}),
+    "bogus.test": (("--allow-private",), {"dnssec-bogus"}),
     "slow.test": (("--no-connect", "--timeout", "1"), {"dns-timeout"}),
     "odd.test": (("--no-connect",), {"dns-error"}),
     # Truncated over UDP, answered over TCP: a real answer, not a DNS finding.
@@ -430,3 +504,63 @@ def test_pure_helpers() -> None:
     assert tlsa_matches(f"3 1 1 {SPKI}", der)
     assert tlsa_matches(f"3 0 1 {hashlib.sha256(der).hexdigest()}", der)
     assert not tlsa_matches(f"3 1 1 {'00' * 32}", der)
+
+
+def by_id(doc: dict[str, Any], fid: str) -> list[dict[str, Any]]:
+    return [f for f in doc["findings"] if f["id"] == fid]
+
+
+def test_dane_ee_match_means_no_name_or_date_error(lab: MxLab) -> None:
+    """RFC 7672 §3.1.1: under DANE-EE a certificate for another name, expired and from an
+    unknown CA, is fine; the PKIX-EE record beside it is unusable, not a match."""
+    status, doc = run_mx(lab, "signed.test", "--allow-private")
+    ids = {f["id"] for f in doc["findings"]}
+    assert not ids & {"cert-name-mismatch", "cert-expired", "cert-untrusted"}, ids
+    (match,) = by_id(doc, "dane-match")
+    assert match["params"]["usage"] == "DANE-EE" and match["params"]["record"].startswith("3 1 1")
+    (unusable,) = by_id(doc, "dane-unusable")
+    assert unusable["params"]["records"].startswith("1 1 1")
+    assert status == 0
+
+
+def test_pkix_ee_usage_is_never_matched(lab: MxLab) -> None:
+    _, doc = run_mx(lab, "usage1.test", "--allow-private")
+    ids = {f["id"] for f in doc["findings"]}
+    assert "dane-match" not in ids and "dane-mismatch" not in ids
+    # Nothing authenticates the certificate, so its name counts again.
+    assert "cert-name-mismatch" in ids
+
+
+def test_dane_ta_matched_against_the_chain_with_name_checks(lab: MxLab) -> None:
+    _, doc = run_mx(lab, "ta.test", "--allow-private")
+    (match,) = by_id(doc, "dane-match")
+    assert match["subject"].startswith("mx.ta.test [") and match["params"]["usage"] == "DANE-TA"
+    (miss,) = by_id(doc, "dane-mismatch")
+    assert miss["subject"].startswith("mx.tabad.test [")
+    assert (
+        "wrong.ta.test" in miss["params"]["detail"] and "mx.tabad.test" in miss["params"]["detail"]
+    )
+
+
+def test_bogus_denial_is_a_failure_not_no_dane(lab: MxLab) -> None:
+    _, doc = run_mx(lab, "bogus.test", "--allow-private")
+    (bogus,) = by_id(doc, "dnssec-bogus")
+    assert bogus["params"]["query"] == "_25._tcp.mx.bogus.test TLSA"
+    assert "bogus" in bogus["message"].lower() or "DNSSEC" in bogus["message"]
+
+
+def test_one_dns_error_for_forty_hosts_is_one_finding(lab: MxLab) -> None:
+    _, doc = run_mx(lab, "bigmx.test", "--no-connect")
+    servfail = by_id(doc, "dns-servfail")
+    assert len(servfail) == 1, [f["subject"] for f in servfail]
+    assert servfail[0]["params"]["count"] == str(BIG)
+    assert all(f"h{i}.bigmx.test A" in servfail[0]["params"]["query"] for i in range(BIG))
+    assert servfail[0]["subject"] == "bigmx.test"
+
+
+def test_refused_and_referral_are_told_apart(lab: MxLab) -> None:
+    _, refused = run_mx(lab, "lame.test", "--no-connect")
+    _, lame = run_mx(lab, "lamedel.test", "--no-connect")
+    assert by_id(refused, "dns-refused") and not by_id(refused, "dns-lame")
+    assert by_id(lame, "dns-lame") and not by_id(lame, "dns-refused")
+    assert "delegation" not in by_id(refused, "dns-refused")[0]["message"].lower()

@@ -53,6 +53,7 @@ def to_json(
                 "id": f.id,
                 "severity": f.severity.label,
                 "subject": f.subject,
+                "params": dict(f.params),
                 "message": message(f, loc, "message"),
                 "fix": message(f, loc, "fix"),
                 "reference": loc.field("findings", f.id, "ref"),
