@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 from probe.dane import DaneCheck, DaneStatus, parse_tlsa, rollover_ready, verify
+from probe.mtasts import sts_record_problems, tlsrpt_problems
 from probe.result import Certificate, Dnssec, DnsStatus, Session, TlsInfo
 from probe.target import is_ip
 
@@ -82,6 +83,9 @@ class PolicyFacts:
     error: str | None = None
     mode: str | None = None
     mx_patterns: tuple[str, ...] = ()
+    version: str | None = None
+    max_age: int | None = None
+    problems: tuple[str, ...] = ()  # why a sender would not use the policy it read
 
 
 @dataclass(frozen=True, slots=True)
@@ -447,15 +451,24 @@ def _policy_findings(f: DomainFacts, null_only: bool) -> list[Finding]:
         return out
     if (sts := _answered(f.mta_sts)) is not None:
         if _tagged(sts, "v=stsv1"):
+            if problems := sts_record_problems(sts):
+                params = _p(detail="; ".join(problems))
+                out.append(Finding("mta-sts-record-invalid", Severity.ERROR, d, params))
             out += _mta_sts_policy(f)
         else:
             out.append(Finding("mta-sts-missing", Severity.INFO, d))
     if (rpt := _answered(f.tlsrpt)) is not None:
-        if _tagged(rpt, "v=tlsrptv1"):
-            out.append(Finding("tlsrpt-ok", Severity.OK, d))
-        else:
-            out.append(Finding("tlsrpt-missing", Severity.INFO, d))
+        out.append(_tlsrpt_finding(rpt, d))
     return out
+
+
+def _tlsrpt_finding(rpt: tuple[str, ...], d: str) -> Finding:
+    if not _tagged(rpt, "v=tlsrptv1"):
+        return Finding("tlsrpt-missing", Severity.INFO, d)
+    uris, problems = tlsrpt_problems(rpt)
+    if problems:
+        return Finding("tlsrpt-invalid", Severity.ERROR, d, _p(detail="; ".join(problems)))
+    return Finding("tlsrpt-ok", Severity.OK, d, _p(rua=", ".join(uris)))
 
 
 def _policy_lookup_failures(f: DomainFacts) -> list[Finding]:
@@ -528,14 +541,55 @@ def _mta_sts_policy(f: DomainFacts) -> list[Finding]:
                 _p(detail=p.error if p else "not fetched"),
             )
         ]
-    if p.mode not in ("enforce", "testing", "none") or not p.mx_patterns:
-        return [Finding("mta-sts-policy-invalid", Severity.ERROR, d, _p(mode=p.mode or "-"))]
-    uncovered = [
-        h.host for h in f.hosts if not any(mx_pattern_matches(m, h.host) for m in p.mx_patterns)
+    if p.problems or p.mode not in ("enforce", "testing", "none"):
+        detail = "; ".join(p.problems) or f"mode {p.mode!r}"
+        params = _p(mode=p.mode or "-", detail=detail)
+        return [Finding("mta-sts-policy-invalid", Severity.ERROR, d, params)]
+    out: list[Finding] = []
+    uncovered = [h.host for h in f.hosts if not sts_covers(p, h.host)]
+    if uncovered and p.mode != "none":
+        out.append(
+            Finding("mta-sts-mx-mismatch", Severity.ERROR, d, _p(hosts=", ".join(uncovered)))
+        )
+    if (bad := _pkix_failures(f)) and p.mode != "none":
+        sev = Severity.ERROR if p.mode == "enforce" else Severity.WARNING
+        out.append(Finding("mta-sts-cert-invalid", sev, d, _p(mode=p.mode, hosts="; ".join(bad))))
+    return out or [Finding("mta-sts-ok", Severity.OK, d, _p(mode=p.mode))]
+
+
+def sts_covers(p: PolicyFacts, host: str) -> bool:
+    return any(mx_pattern_matches(m, host) for m in p.mx_patterns)
+
+
+def pkix_problem(t: TlsInfo) -> str | None:
+    """Why an MTA-STS sender would refuse this TLS session (RFC 8461 §4.2): no STARTTLS, a
+    failed handshake, a certificate not trusted or not naming the host; None if none."""
+    if not t.offered:
+        return "no STARTTLS"
+    if not t.ok:
+        return f"TLS failed: {t.error or 'handshake failed'}"
+    if t.trusted is False:
+        return f"certificate not trusted: {t.verify_error or 'no reason given'}"
+    if t.name_matches is False:
+        return "certificate does not name the host"
+    return None
+
+
+def greeted(s: Session | None) -> bool:
+    """Whether the session got the server's 220 greeting (else TLS facts say nothing)."""
+    step = next((st for st in s.steps if st.command == "CONNECT"), None) if s else None
+    return step is not None and step.reply is not None and step.reply.code == 220
+
+
+def _pkix_failures(f: DomainFacts) -> list[str]:
+    return [
+        f"{h.host} [{a.address}]: {why}"
+        for h in f.hosts
+        for a in h.addresses
+        if a.session is not None
+        and greeted(a.session)
+        and (why := pkix_problem(a.session.tls)) is not None
     ]
-    if uncovered:
-        return [Finding("mta-sts-mx-mismatch", Severity.ERROR, d, _p(hosts=", ".join(uncovered)))]
-    return [Finding("mta-sts-ok", Severity.OK, d, _p(mode=p.mode))]
 
 
 def worst(findings: list[Finding]) -> Severity:

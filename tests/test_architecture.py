@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parent.parent / "probe"
-NETWORK = {"asyncio", "ssl", "socket", "dns", "aiosmtplib", "aiosmtpd", "selectors"}
+NETWORK = {"asyncio", "ssl", "socket", "dns", "aiosmtplib", "aiosmtpd", "selectors", "httpx"}
 # The pure core: models, configuration, catalog, parsing, interpretation, checks, verdicts and
 # renderers. No I/O, no network library, no click or rich.
 CORE_MODULES = {
@@ -31,6 +31,7 @@ CORE_MODULES = {
     "certs",
     "checks",
     "dane",
+    "mtasts",
     "render",
     "serveconf",
     "metrics",
@@ -50,7 +51,8 @@ ROOMS: dict[str, set[str]] = {
     "runner": {"context", "resolve", "session"},
     "batch": {"aio", "context", "limits", "pool", "resolve", "runner", "session"},
     "workers": {"aio", "batch"},
-    "mxscan": {"context", "resolve", "session", "tls"},
+    "mxscan": {"context", "resolve", "session", "stsfetch", "tls"},
+    "stsfetch": {"resolve", "tls"},
     "demo": {"lab", "resolve", "runner"},
     "serve": {"context", "limits", "resolve", "runner", "serve"},
     "lab": {"lab"},

@@ -165,6 +165,28 @@ mx.ta.test. 60 IN A 127.0.0.12
 mx.tabad.test. 60 IN A 127.0.0.13
 _25._tcp.mx.ta.test. 60 IN TLSA 2 0 1 {INTER_SHA}
 _25._tcp.mx.tabad.test. 60 IN TLSA 2 0 1 {INTER_SHA}
+stsexpired.test. 60 IN MX 10 mx.good.test.
+_mta-sts.stsexpired.test. 60 IN TXT "v=STSv1; id=1"
+mta-sts.stsexpired.test. 60 IN A 127.0.0.14
+stswrong.test. 60 IN MX 10 mx.good.test.
+_mta-sts.stswrong.test. 60 IN TXT "v=STSv1; id=1"
+mta-sts.stswrong.test. 60 IN A 127.0.0.15
+stsbig.test. 60 IN MX 10 mx.good.test.
+_mta-sts.stsbig.test. 60 IN TXT "v=STSv1; id=1"
+mta-sts.stsbig.test. 60 IN A 127.0.0.2
+stsredirect.test. 60 IN MX 10 mx.good.test.
+_mta-sts.stsredirect.test. 60 IN TXT "v=STSv1; id=1"
+mta-sts.stsredirect.test. 60 IN A 127.0.0.2
+stsbad.test. 60 IN MX 10 mx.good.test.
+_mta-sts.stsbad.test. 60 IN TXT "v=STSv1; id=1"
+mta-sts.stsbad.test. 60 IN A 127.0.0.2
+stsrecord.test. 60 IN MX 10 mx.good.test.
+_mta-sts.stsrecord.test. 60 IN TXT "v=STSv1; id=not-an-id!"
+mta-sts.stsrecord.test. 60 IN A 127.0.0.2
+_smtp._tls.stsrecord.test. 60 IN TXT "v=TLSRPTv1; rua=ftp://reports.stsrecord.test"
+stscert.test. 60 IN MX 10 wrong.bad.test.
+_mta-sts.stscert.test. 60 IN TXT "v=STSv1; id=1"
+mta-sts.stscert.test. 60 IN A 127.0.0.2
 bogus.test. 60 IN MX 10 mx.bogus.test.
 mx.bogus.test. 60 IN A 127.0.0.2
 """
@@ -188,7 +210,16 @@ POLICIES = {
     "mta-sts.good.test": "version: STSv1\r\nmode: enforce\r\nmx: mx.good.test\r\nmax_age: 86400\r\n",
     "mta-sts.mismatch.test": "version: STSv1\r\nmode: enforce\r\nmx: *.example.net\r\nmax_age: 86400\r\n",
     "mta-sts.certs.test": "version: STSv1\r\nmode: bogus\r\nmax_age: 86400\r\n",
+    "mta-sts.stsexpired.test": "version: STSv1\r\nmode: enforce\r\nmx: mx.good.test\r\nmax_age: 86400\r\n",
+    "mta-sts.stswrong.test": "version: STSv1\r\nmode: enforce\r\nmx: mx.good.test\r\nmax_age: 86400\r\n",
+    "mta-sts.stsbig.test": "version: STSv1\r\nmode: enforce\r\nmx: mx.good.test\r\nmax_age: 86400\r\n"
+    + "# padding\r\n" * 7000,
+    "mta-sts.stsredirect.test": "REDIRECT https://elsewhere.test/policy.txt",
+    "mta-sts.stsbad.test": "version: STSv2\nmode: strict\nmx: mx.good.test\nmax_age: 99999999999\n",
+    "mta-sts.stsrecord.test": "version: STSv1\r\nmode: testing\r\nmx: mx.good.test\r\nmax_age: 604800\r\n",
+    "mta-sts.stscert.test": "version: STSv1\r\nmode: enforce\r\nmx: wrong.bad.test\r\nmax_age: 604800\r\n",
 }
+STS_NAMES = [h for h in POLICIES if h not in ("mta-sts.stsexpired.test", "mta-sts.stswrong.test")]
 
 
 @dataclass
@@ -210,7 +241,12 @@ async def https_policy(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
         "",
     )
     body = POLICIES.get(host)
-    if body is None:
+    if body is not None and body.startswith("REDIRECT "):
+        where = body.split(" ", 1)[1]
+        writer.write(
+            f"HTTP/1.1 301 Moved\r\nLocation: {where}\r\nContent-Length: 0\r\n\r\n".encode()
+        )
+    elif body is None:
         writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
     else:
         writer.write(
@@ -300,11 +336,24 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MxLab]:
         add("127.0.0.13", hostname="mx.tabad.test", tls_context=TA_BAD_CTX)
         servers.append(lt.run(start_raw(broken_tls, host="127.0.0.8", port=port)))
         https_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        CA.issue_cert(
-            "mta-sts.good.test", "mta-sts.mismatch.test", "mta-sts.certs.test"
-        ).configure_cert(https_ctx)
+        CA.issue_cert(*STS_NAMES).configure_cert(https_ctx)
         https = lt.run(asyncio.start_server(https_policy, "127.0.0.2", 0, ssl=https_ctx))
         servers.append(https)
+        for address, sts_ctx in (
+            (
+                "127.0.0.14",
+                ctx_for(
+                    CA,
+                    "mta-sts.stsexpired.test",
+                    not_before=NOW - timedelta(days=90),
+                    not_after=NOW - timedelta(days=1),
+                )[0],
+            ),
+            ("127.0.0.15", ctx_for(CA, "mta-sts.somebody-else.test")[0]),
+        ):
+            servers.append(
+                lt.run(asyncio.start_server(https_policy, address, port_of(https), ssl=sts_ctx))
+            )
         yield MxLab(dns_port, port, port_of(https), str(cafile))
     finally:
         for s in servers:
@@ -420,6 +469,13 @@ CASES: dict[str, tuple[tuple[str, ...], set[str]]] = {
     "usage1.test": (("--allow-private",), {"dane-unusable", "cert-name-mismatch"}),
     "ta.test": (("--allow-private",), {"dane-match", "dane-mismatch", "dane-rollover"}),
     "bogus.test": (("--allow-private",), {"dnssec-bogus"}),
+    "stsexpired.test": (("--no-connect",), {"mta-sts-policy-unreachable"}),
+    "stswrong.test": (("--no-connect",), {"mta-sts-policy-unreachable"}),
+    "stsbig.test": (("--no-connect",), {"mta-sts-policy-unreachable"}),
+    "stsredirect.test": (("--no-connect",), {"mta-sts-policy-unreachable"}),
+    "stsbad.test": (("--no-connect",), {"mta-sts-policy-invalid"}),
+    "stsrecord.test": (("--no-connect",), {"mta-sts-record-invalid", "tlsrpt-invalid"}),
+    "stscert.test": ((), {"mta-sts-cert-invalid"}),
     "slow.test": (("--no-connect", "--timeout", "1"), {"dns-timeout"}),
     "odd.test": (("--no-connect",), {"dns-error"}),
     # Truncated over UDP, answered over TCP: a real answer, not a DNS finding.
@@ -564,3 +620,38 @@ def test_refused_and_referral_are_told_apart(lab: MxLab) -> None:
     assert by_id(refused, "dns-refused") and not by_id(refused, "dns-lame")
     assert by_id(lame, "dns-lame") and not by_id(lame, "dns-refused")
     assert "delegation" not in by_id(refused, "dns-refused")[0]["message"].lower()
+
+
+@pytest.mark.parametrize(
+    ("domain", "words"),
+    [
+        ("stsexpired.test", "certificate has expired"),
+        ("stswrong.test", "mta-sts.stswrong.test"),
+        ("stsbig.test", "larger than 64 KB"),
+        ("stsredirect.test", "redirects are not followed"),
+    ],
+)
+def test_policy_fetch_refuses_what_a_sender_refuses(lab: MxLab, domain: str, words: str) -> None:
+    _, doc = run_mx(lab, domain, "--no-connect")
+    (f,) = by_id(doc, "mta-sts-policy-unreachable")
+    assert words in f["params"]["detail"], f["params"]
+    assert not by_id(doc, "mta-sts-ok")
+
+
+def test_policy_fields_and_records_are_checked(lab: MxLab) -> None:
+    _, doc = run_mx(lab, "stsbad.test", "--no-connect")
+    detail = by_id(doc, "mta-sts-policy-invalid")[0]["params"]["detail"]
+    assert "'STSv2'" in detail and "'strict'" in detail and "over the limit" in detail
+    _, doc = run_mx(lab, "stsrecord.test", "--no-connect")
+    assert "not-an-id!" in by_id(doc, "mta-sts-record-invalid")[0]["params"]["detail"]
+    assert "ftp://" in by_id(doc, "tlsrpt-invalid")[0]["params"]["detail"]
+    _, good = run_mx(lab, "good.test", "--no-connect")
+    assert by_id(good, "tlsrpt-ok")[0]["params"]["rua"] == "mailto:tls@good.test"
+
+
+def test_enforced_policy_needs_pkix_valid_mx_certificates(lab: MxLab) -> None:
+    _, doc = run_mx(lab, "stscert.test")
+    (f,) = by_id(doc, "mta-sts-cert-invalid")
+    assert f["severity"] == "error" and "wrong.bad.test [127.0.0.4]" in f["params"]["hosts"]
+    _, good = run_mx(lab, "good.test", "--allow-private")
+    assert not by_id(good, "mta-sts-cert-invalid")
