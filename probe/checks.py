@@ -503,7 +503,8 @@ def _spf_finding(records: tuple[str, ...], d: str) -> Finding:
         return Finding("spf-multiple", Severity.ERROR, d, _p(count=len(spf)))
     if not spf:
         return Finding("spf-missing", Severity.WARNING, d)
-    return Finding("spf-ok", Severity.OK, d, _p(record=spf[0][:200]))
+    # Whole: the strings of a TXT record are joined at lookup, and a record is read in full.
+    return Finding("spf-ok", Severity.OK, d, _p(record=spf[0]))
 
 
 def _dmarc_finding(records: tuple[str, ...], d: str) -> Finding:

@@ -32,6 +32,7 @@ CORE_MODULES = {
     "checks",
     "dane",
     "mtasts",
+    "sender",
     "render",
     "serveconf",
     "metrics",

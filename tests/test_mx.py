@@ -78,6 +78,10 @@ def spki_sha256(pem: bytes) -> str:
     ).hexdigest()
 
 
+LONG_SPF_A = " ".join(f"ip4:192.0.2.{i}" for i in range(1, 16))
+LONG_SPF_B = " " + " ".join(f"include:_spf{i}.provider-with-a-long-name.example" for i in range(4))
+LONG_SPF_C = " " + " ".join(f"include:_spf{i}.another-provider.example" for i in range(4, 8))
+LONG_SPF = f"v=spf1 {LONG_SPF_A}{LONG_SPF_B}{LONG_SPF_C} ~all"
 BIG = 40
 BIG_ZONE = "".join(f"bigmx.test. 60 IN MX {i} h{i}.bigmx.test.\n" for i in range(BIG))
 
@@ -187,6 +191,16 @@ _smtp._tls.stsrecord.test. 60 IN TXT "v=TLSRPTv1; rua=ftp://reports.stsrecord.te
 stscert.test. 60 IN MX 10 wrong.bad.test.
 _mta-sts.stscert.test. 60 IN TXT "v=STSv1; id=1"
 mta-sts.stscert.test. 60 IN A 127.0.0.2
+pool.test. 60 IN MX 10 mx.good.test.
+pool.test. 60 IN MX 20 plain.bad.test.
+certpool.test. 60 IN MX 10 two.certpool.test.
+two.certpool.test. 60 IN A 127.0.0.2
+two.certpool.test. 60 IN A 127.0.0.11
+v6pool.test. 60 IN MX 10 mixed.v6pool.test.
+mixed.v6pool.test. 60 IN A 127.0.0.3
+mixed.v6pool.test. 60 IN AAAA ::1
+longspf.test. 60 IN MX 10 mx.good.test.
+longspf.test. 60 IN TXT "v=spf1 {LONG_SPF_A}" "{LONG_SPF_B}" "{LONG_SPF_C} ~all"
 bogus.test. 60 IN MX 10 mx.bogus.test.
 mx.bogus.test. 60 IN A 127.0.0.2
 """
@@ -334,6 +348,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MxLab]:
         add("127.0.0.11", hostname="mx.signed.test", tls_context=EE_CTX)
         add("127.0.0.12", hostname="mx.ta.test", tls_context=TA_CTX)
         add("127.0.0.13", hostname="mx.tabad.test", tls_context=TA_BAD_CTX)
+        add("::1", hostname="mixed.v6pool.test", tls_context=GOOD_CTX)
         servers.append(lt.run(start_raw(broken_tls, host="127.0.0.8", port=port)))
         https_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         CA.issue_cert(*STS_NAMES).configure_cert(https_ctx)
@@ -382,8 +397,9 @@ def run_mx(lab: MxLab, domain: str, *extra: str) -> tuple[int, dict[str, Any]]:
             "checker.test",
             "--format",
             "json",
-            "-4",
-            *extra,
+            # Both families when asked ("-46" is this helper's word for it), else IPv4 only.
+            *([] if "-46" in extra else ["-4"]),
+            *(x for x in extra if x != "-46"),
         ],
         env={"NO_COLOR": "1"},
     )
@@ -476,6 +492,9 @@ CASES: dict[str, tuple[tuple[str, ...], set[str]]] = {
     "stsbad.test": (("--no-connect",), {"mta-sts-policy-invalid"}),
     "stsrecord.test": (("--no-connect",), {"mta-sts-record-invalid", "tlsrpt-invalid"}),
     "stscert.test": ((), {"mta-sts-cert-invalid"}),
+    "pool.test": (("--allow-private",), {"pool-starttls-inconsistent"}),
+    "certpool.test": (("--allow-private",), {"pool-cert-differs"}),
+    "v6pool.test": (("--allow-private", "-46"), {"pool-ipv6-differs"}),
     "slow.test": (("--no-connect", "--timeout", "1"), {"dns-timeout"}),
     "odd.test": (("--no-connect",), {"dns-error"}),
     # Truncated over UDP, answered over TCP: a real answer, not a DNS finding.
@@ -655,3 +674,107 @@ def test_enforced_policy_needs_pkix_valid_mx_certificates(lab: MxLab) -> None:
     assert f["severity"] == "error" and "wrong.bad.test [127.0.0.4]" in f["params"]["hosts"]
     _, good = run_mx(lab, "good.test", "--allow-private")
     assert not by_id(good, "mta-sts-cert-invalid")
+
+
+def verdict(doc: dict[str, Any], host: str, address: str | None = None) -> dict[str, Any]:
+    rows = [r for r in doc["addresses"] if r["host"] == host and address in (None, r["address"])]
+    assert rows, doc["addresses"]
+    return rows[0]
+
+
+def answers(row: dict[str, Any]) -> tuple[tuple[bool | None, str], ...]:
+    return tuple(
+        (row[k]["delivers"], row[k]["reason"])
+        for k in ("opportunistic", "dane_enforcing", "mta_sts_enforcing")
+    )
+
+
+def test_the_three_answers_per_address(lab: MxLab) -> None:
+    _, good = run_mx(lab, "good.test", "--allow-private")
+    row = verdict(good, "mx.good.test")
+    assert answers(row) == ((True, "tls"), (True, "dane-valid"), (True, "sts-valid"))
+    assert row["starttls"] is True and row["pkix_valid"] is True and row["dane"] == "validated"
+    assert row["mta_sts_listed"] is True and row["family"] == 4
+    _, bad = run_mx(lab, "bad.test")
+    assert answers(verdict(bad, "plain.bad.test")) == (
+        (True, "plaintext"),
+        (True, "dane-none"),
+        (True, "sts-unusable"),
+    )
+    _, ta = run_mx(lab, "ta.test", "--allow-private")
+    assert answers(verdict(ta, "mx.tabad.test"))[1] == (False, "dane-mismatch")
+    assert answers(verdict(ta, "mx.ta.test"))[1] == (True, "dane-valid")
+    _, sts = run_mx(lab, "stscert.test")
+    assert answers(verdict(sts, "wrong.bad.test"))[2] == (False, "sts-pkix")
+    _, unsigned = run_mx(lab, "unsigned.test", "--allow-private")
+    assert answers(verdict(unsigned, "mx.signed.test"))[1] == (True, "dane-none")
+    _, usage1 = run_mx(lab, "usage1.test", "--allow-private")
+    assert answers(verdict(usage1, "mx.usage1.test"))[1] == (True, "dane-unusable")
+    _, certs = run_mx(lab, "certs.test", "--allow-private")
+    assert answers(verdict(certs, "closed.certs.test"))[0] == (False, "unreachable")
+    assert answers(verdict(certs, "broken.certs.test"))[0] == (
+        True,
+        "plaintext-after-tls-failure",
+    )
+
+
+def test_verdict_table_in_text(lab: MxLab) -> None:
+    r = CliRunner().invoke(
+        cli,
+        [
+            "mx",
+            "ta.test",
+            "--nameserver",
+            f"127.0.0.1:{lab.dns_port}",
+            "--port",
+            str(lab.smtp_port),
+            "--cafile",
+            lab.cafile,
+            "--allow-private",
+            "-4",
+        ],
+        env={"NO_COLOR": "1"},
+    )
+    table = r.stdout.split("Would a sender deliver?", 1)[1].splitlines()
+    assert "Opportunistic" in table[1] and "DANE-enforcing" in table[1]
+    ok = next(line for line in table if "mx.ta.test" in line)
+    bad = next(line for line in table if "mx.tabad.test" in line)
+    assert "127.0.0.12" in ok and "yes: certificate matches TLSA" in ok
+    assert "no: certificate does not match TLSA" in bad
+    assert ok.index("yes: over TLS") < ok.index("yes: certificate matches TLSA")
+
+
+def test_pool_consistency(lab: MxLab) -> None:
+    _, doc = run_mx(lab, "pool.test", "--allow-private")
+    (f,) = by_id(doc, "pool-starttls-inconsistent")
+    assert "plain.bad.test [127.0.0.3]" in f["params"]["missing"]
+    assert "mx.good.test [127.0.0.2]" in f["params"]["offering"]
+    _, doc = run_mx(lab, "v6pool.test", "--allow-private", "-46")
+    (f,) = by_id(doc, "pool-ipv6-differs")
+    assert f["subject"] == "mixed.v6pool.test"
+    assert verdict(doc, "mixed.v6pool.test", "::1")["starttls"] is True
+    assert verdict(doc, "mixed.v6pool.test", "127.0.0.3")["starttls"] is False
+    _, same = run_mx(lab, "good.test", "--allow-private")
+    assert not {f["id"] for f in same["findings"]} & {
+        "pool-starttls-inconsistent",
+        "pool-cert-differs",
+        "pool-ipv6-differs",
+    }
+
+
+def test_spf_record_is_shown_whole_and_wrapped(lab: MxLab) -> None:
+    _, doc = run_mx(lab, "longspf.test", "--no-connect")
+    assert by_id(doc, "spf-ok")[0]["params"]["record"] == LONG_SPF
+    assert len(LONG_SPF) > 400  # longer than one TXT string, and than the old cut at 200
+    r = CliRunner().invoke(
+        cli,
+        ["mx", "longspf.test", "--nameserver", f"127.0.0.1:{lab.dns_port}", "--no-connect"],
+        env={"NO_COLOR": "1"},
+    )
+    lines = r.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if "v=spf1" in line)
+    end = next(i for i in range(start + 1, len(lines)) if not lines[i].startswith("      "))
+    block = lines[start:end]
+    assert len(block) > 3
+    assert all(len(line) <= 110 for line in block)
+    assert " ".join(x.strip() for x in block).count(LONG_SPF) == 1

@@ -6,13 +6,14 @@ import click
 
 from probe import aio, exitcodes
 from probe.catalog import locale
-from probe.checks import Finding, Severity, check
+from probe.checks import Finding, Severity
 from probe.cli.common import dump, echo, fail, lang_option, resolve_lang, stdout_styler
 from probe.cli.options import nameserver as parse_nameserver
 from probe.config import QuitAfter, SessionOptions, Timeouts
 from probe.mxscan import scan
 from probe.render import mx as mx_render
 from probe.resolve import make_resolver
+from probe.sender import assess
 from probe.target import TargetError, check_helo, to_ascii_domain
 
 
@@ -84,12 +85,12 @@ def mx(
             cafile=cafile,
         )
     )
-    findings = check(facts)
+    findings, verdicts = assess(facts)
     status = _mx_status(findings, fail_on)
     if fmt == "json":
-        echo(dump(mx_render.to_json(facts, findings, loc, status)))
+        echo(dump(mx_render.to_json(facts, findings, loc, status, verdicts)))
     else:
-        echo(mx_render.to_text(facts, findings, loc, stdout_styler()))
+        echo(mx_render.to_text(facts, findings, loc, stdout_styler(), verdicts))
     raise SystemExit(status)
 
 
