@@ -223,3 +223,17 @@ def judge(store: xv.Store, chain: Sequence[bytes], now: datetime | None = None) 
     except UNREADABLE as e:  # a certificate the verifier cannot read at all
         error = f"the certificate cannot be verified: {_why(e)}"
     return Judgement(cert, error is None, error)
+
+
+def anchored_error(
+    anchor: bytes, chain: Sequence[bytes], now: datetime | None = None
+) -> str | None:
+    """None when the chain leads to `anchor` (a DANE-TA trust anchor, RFC 7671 §5.2.2) with
+    valid signatures and dates, else why not; the leaf's names are checked apart."""
+    try:
+        store = xv.Store([load(anchor)])
+        leaf, rest = load(chain[0]), [load(der) for der in chain[1:]]
+        with _quiet():
+            return _chain_error(store, leaf, rest, now or datetime.now(UTC))
+    except UNREADABLE as e:
+        return f"the chain cannot be verified: {_why(e)}"

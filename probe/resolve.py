@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import dns.asyncresolver
 import dns.exception
 import dns.flags
+import dns.message
 import dns.name
 import dns.nameserver
 import dns.rdatatype
@@ -20,7 +21,7 @@ import dns.reversename
 from probe.cache import Bounded
 from probe.config import DNS_TRY
 from probe.mx import is_null_mx, is_null_target, order_mx
-from probe.result import DnsResult, DnsStatus, MxHost
+from probe.result import DnsResult, Dnssec, DnsStatus, MxHost
 from probe.target import TargetError, is_ip, to_ascii_domain
 
 
@@ -82,6 +83,8 @@ class Lookup:
     canonical: str | None = None
     error: str | None = None
     authenticated: bool = False  # the resolver set the AD bit (RFC 4035 §3.2.3)
+    dnssec: Dnssec = Dnssec.INDETERMINATE
+    lame: bool = False  # a referral instead of an answer: the server asked does not hold it
 
 
 def _status(e: BaseException) -> tuple[DnsStatus, str]:
@@ -92,7 +95,9 @@ def _status(e: BaseException) -> tuple[DnsStatus, str]:
     if isinstance(e, dns.resolver.NoNameservers):
         errors = " ".join(str(x[3]) for x in e.kwargs.get("errors", ()))
         if "REFUSED" in errors:
-            return DnsStatus.REFUSED, "the name server refused to answer (lame delegation?)"
+            # REFUSED is a policy answer (an ACL, a server that is not open to this client),
+            # not proof of a lame delegation: a lame server answers with a referral.
+            return DnsStatus.REFUSED, "the name server refused the query (REFUSED)"
         if "CNAME" in errors:
             return DnsStatus.ERROR, "a CNAME loop, or a CNAME chain too long to follow"
         if "SERVFAIL" in errors or not errors.strip():
@@ -103,6 +108,63 @@ def _status(e: BaseException) -> tuple[DnsStatus, str]:
     return DnsStatus.ERROR, f"DNS error: {type(e).__name__}"
 
 
+def _extended_errors(e: BaseException) -> str:
+    """The Extended DNS Errors (RFC 8914) the failed responses carried, as words."""
+    out: list[str] = []
+    for err in e.kwargs.get("errors", ()) if isinstance(e, dns.resolver.NoNameservers) else ():
+        response = err[4] if len(err) > 4 else None
+        if isinstance(response, dns.message.Message):
+            out += [
+                f"EDE {o.code}: {o.text}" if o.text else f"EDE {o.code}"
+                for o in response.extended_errors()
+            ]
+    return "; ".join(dict.fromkeys(out))
+
+
+async def _answered_unchecked(res: Resolver, name: str, rdtype: str) -> bool:
+    """Whether the resolver answers the query when asked not to validate (CD=1): a
+    SERVFAIL that goes away then is a validation failure (RFC 4035 §3.2.2)."""
+    cd = dns.asyncresolver.Resolver(configure=False)
+    cd.nameservers = res.dns.nameservers
+    cd.timeout, cd.lifetime = res.dns.timeout, res.dns.lifetime
+    cd.flags = dns.flags.RD | dns.flags.CD
+    try:
+        await cd.resolve(name, rdtype, raise_on_no_answer=False)
+    except dns.resolver.NXDOMAIN:
+        return True
+    except (dns.exception.DNSException, ValueError):
+        return False
+    return True
+
+
+async def _failed(res: Resolver, name: str, rdtype: str, e: BaseException) -> Lookup:
+    status, detail = _status(e)
+    if isinstance(e, dns.resolver.NXDOMAIN):
+        responses = list(e.kwargs.get("responses", {}).values())
+        ad = bool(responses) and all(r.flags & dns.flags.AD for r in responses)
+        return Lookup(status, error=detail, authenticated=ad, dnssec=_level(ad))
+    if status is not DnsStatus.SERVFAIL:
+        return Lookup(status, error=detail)
+    ede = _extended_errors(e)
+    if await _answered_unchecked(res, name, rdtype):
+        why = "DNSSEC validation failed (bogus): answered only with checking disabled"
+        return Lookup(status, error=f"{why}{f' ({ede})' if ede else ''}", dnssec=Dnssec.BOGUS)
+    return Lookup(status, error=f"{detail}{f' ({ede})' if ede else ''}")
+
+
+def _level(ad: bool) -> Dnssec:
+    return Dnssec.SECURE if ad else Dnssec.INSECURE
+
+
+def _referral(response: dns.message.Message) -> bool:
+    """A non-authoritative, non-recursive empty answer pointing elsewhere: the server asked
+    holds neither the zone nor a cache (a lame delegation seen from the client)."""
+    if response.flags & (dns.flags.AA | dns.flags.RA):
+        return False
+    kinds = {rrset.rdtype for rrset in response.authority}
+    return dns.rdatatype.NS in kinds and dns.rdatatype.SOA not in kinds
+
+
 async def lookup(res: Resolver, name: str, rdtype: str) -> Lookup:
     """One query; CNAME chains are followed and the canonical name kept."""
     key = (name.lower(), rdtype)
@@ -111,12 +173,17 @@ async def lookup(res: Resolver, name: str, rdtype: str) -> Lookup:
     try:
         ans = await res.dns.resolve(name, rdtype, raise_on_no_answer=False)
     except (dns.exception.DNSException, ValueError) as e:
-        status, detail = _status(e)
-        return Lookup(status, error=detail)
+        return await _failed(res, name, rdtype, e)
+    ad = bool(ans.response.flags & dns.flags.AD)
     if ans.rrset is None:
+        if _referral(ans.response):
+            why = "the name server answered with a referral, not an answer (lame delegation)"
+            return Lookup(DnsStatus.ERROR, error=why, lame=True)
         # NODATA: kept as long as dnspython keeps it (the SOA's negative TTL, RFC 2308). Most
         # MX hosts have no AAAA, so a batch asks this again and again.
-        empty = Lookup(DnsStatus.NODATA, error="no records of that type")
+        empty = Lookup(
+            DnsStatus.NODATA, error="no records of that type", authenticated=ad, dnssec=_level(ad)
+        )
         res.remember(key, empty, ans.expiration)
         return empty
     canonical = ans.canonical_name.to_text().rstrip(".")
@@ -126,9 +193,8 @@ async def lookup(res: Resolver, name: str, rdtype: str) -> Lookup:
     else:
         records = tuple(r.to_text() for r in ans)
     qname = dns.name.from_text(name).to_text().rstrip(".")
-    ad = bool(ans.response.flags & dns.flags.AD)
     alias = canonical if canonical.lower() != qname.lower() else None
-    found = Lookup(DnsStatus.OK, records, alias, None, ad)
+    found = Lookup(DnsStatus.OK, records, alias, None, ad, _level(ad))
     res.remember(key, found, ans.expiration)
     return found
 

@@ -297,8 +297,9 @@ class _Dialogue:
             )
         resumed = obj.session_reused
         judged = self._offered if resumed and self._offered else None
+        chain = () if judged is not None else unverified_chain(obj)
         if judged is None:
-            judged = self.run.tls.judge(unverified_chain(obj), self.opts.cafile)
+            judged = self.run.tls.judge(chain, self.opts.cafile)
         self._judged = judged
         cert = judged.certificate
         cipher = obj.cipher()
@@ -315,6 +316,7 @@ class _Dialogue:
             name_matches=name_matches(self.host, cert) if cert and judged.names_known else None,
             injected_plaintext=injected,
             resumed=resumed,
+            chain=chain,
         )
         if self.run.observer is not None:
             self.run.observer.tls(info)

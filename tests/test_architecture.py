@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parent.parent / "probe"
-NETWORK = {"asyncio", "ssl", "socket", "dns", "aiosmtplib", "aiosmtpd", "selectors"}
+NETWORK = {"asyncio", "ssl", "socket", "dns", "aiosmtplib", "aiosmtpd", "selectors", "httpx"}
 # The pure core: models, configuration, catalog, parsing, interpretation, checks, verdicts and
 # renderers. No I/O, no network library, no click or rich.
 CORE_MODULES = {
@@ -30,6 +30,9 @@ CORE_MODULES = {
     "cache",
     "certs",
     "checks",
+    "dane",
+    "mtasts",
+    "sender",
     "render",
     "serveconf",
     "metrics",
@@ -49,7 +52,8 @@ ROOMS: dict[str, set[str]] = {
     "runner": {"context", "resolve", "session"},
     "batch": {"aio", "context", "limits", "pool", "resolve", "runner", "session"},
     "workers": {"aio", "batch"},
-    "mxscan": {"context", "resolve", "session", "tls"},
+    "mxscan": {"context", "resolve", "session", "stsfetch", "tls"},
+    "stsfetch": {"resolve", "tls"},
     "demo": {"lab", "resolve", "runner"},
     "serve": {"context", "limits", "resolve", "runner", "serve"},
     "lab": {"lab"},

@@ -6,7 +6,7 @@ import click
 
 from probe import aio, exitcodes
 from probe.catalog import locale
-from probe.checks import Finding, Severity, check
+from probe.checks import Finding, Severity
 from probe.cli.common import (
     REPORT_FORMATS,
     AsciiDecimal,
@@ -23,6 +23,7 @@ from probe.config import QuitAfter, SessionOptions, Timeouts
 from probe.mxscan import scan
 from probe.render import mx as mx_render
 from probe.resolve import make_resolver
+from probe.sender import assess
 from probe.target import TargetError, check_helo, to_ascii_domain
 
 
@@ -98,16 +99,16 @@ def mx(
             cafile=cafile,
         )
     )
-    findings = check(facts)
+    findings, verdicts = assess(facts)
     status = _mx_status(findings, fail_on)
     if fmt == "json":
-        echo(dump(mx_render.to_json(facts, findings, loc, status)))
+        echo(dump(mx_render.to_json(facts, findings, loc, status, verdicts)))
     elif fmt in REPORT_FORMATS:
         from probe.cli.report import mx_report
 
         echo(mx_report(fmt, facts, findings, loc, status, fail_on))
     else:
-        echo(mx_render.to_text(facts, findings, loc, stdout_styler()))
+        echo(mx_render.to_text(facts, findings, loc, stdout_styler(), verdicts))
     raise SystemExit(status)
 
 
