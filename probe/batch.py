@@ -33,7 +33,7 @@ from probe.session import SessionRunner
 from probe.target import TargetError, parse_target
 from probe.verdict import exit_status
 
-SCHEMA = "smtp-probe/batch/1"
+SCHEMA = "smtp-probe/batch/2"
 Record = dict[str, object]  # one output line: a probe's JSON document, or an error
 ProbeFn = Callable[[ProbeRequest], Awaitable[ProbeResult]]
 # Bytes in one input line, its newline not counted. The longest target the grammar allows (a

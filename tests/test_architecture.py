@@ -235,6 +235,7 @@ sys.stderr.write("LOADED:" + ",".join(loaded))
         ["explain", "--format", "json", "421", "5.7.26"],
         ["compare", "421", "521"],
         ["codes", "--kind", "all"],
+        ["schema", "probe"],
     ],
 )
 def test_offline_commands_import_no_network_stack(args: list[str]) -> None:

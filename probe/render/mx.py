@@ -7,7 +7,7 @@ from probe.checks import DomainFacts, Finding, Severity
 from probe.render import Styler, plain
 from probe.text import safe
 
-SCHEMA = "smtp-probe/mx/1"
+SCHEMA = "smtp-probe/mx/2"
 COLOURS = {
     Severity.ERROR: "red",
     Severity.WARNING: "yellow",
