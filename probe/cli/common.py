@@ -40,10 +40,20 @@ def silence(stream: IO[str] | None) -> None:
         os.close(devnull)
 
 
-def fail(message: str, status: int = exitcodes.USAGE) -> NoReturn:
-    """One-line error on stderr and a documented exit status."""
-    say(f"smtp-probe: error: {message}")
+def fail(message: str, status: int = exitcodes.USAGE, *, hint: bool = True) -> NoReturn:
+    """One-line error on stderr and a documented exit status; a usage error also says where
+    to look for help, as click's own usage errors do (`hint=False`: for an error in a file's
+    content, where the help would not help)."""
+    wanted = hint and status == exitcodes.USAGE and "--help" not in message
+    hint_text = help_hint() if wanted else ""
+    say(f"smtp-probe: error: {message}{hint_text}")
     raise SystemExit(status)
+
+
+def help_hint() -> str:
+    """ " (see 'smtp-probe CMD --help')" for the command running, or "" outside one."""
+    ctx = click.get_current_context(silent=True)
+    return "" if ctx is None else f" (see '{ctx.command_path} --help')"
 
 
 def io_failed(e: OSError, what: str = "I/O error") -> NoReturn:

@@ -32,5 +32,5 @@ def schema(name: str | None) -> None:
         echo("\n".join(names))
         return
     if name not in names:
-        fail(f"no schema {name!r} (one of: {', '.join(names)}) (see 'smtp-probe schema --help')")
+        fail(f"no schema {name!r} (one of: {', '.join(names)})")
     echo(schema_text(name).rstrip("\n"))
