@@ -34,6 +34,7 @@ CORE_MODULES = {
     "serveconf",
     "metrics",
     "nagios",
+    "redact",
 }
 # Every other room, and the rooms of this package it may import besides the core.
 # Anything not listed is forbidden; a new module must be placed here to exist.

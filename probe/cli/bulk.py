@@ -28,9 +28,19 @@ from probe.batch import (
     torn_tail,
 )
 from probe.catalog import locale
-from probe.cli.common import AsciiDecimal, AsciiInt, fail, io_failed, lang_option, resolve_lang, say
+from probe.cli.common import (
+    AsciiDecimal,
+    AsciiInt,
+    fail,
+    io_failed,
+    lang_option,
+    redact_option,
+    resolve_lang,
+    say,
+)
 from probe.cli.options import LiveArgs, live_options
 from probe.config import BatchLimits, ProbeRequest
+from probe.redact import Redactor
 from probe.text import to_json
 from probe.workers import WorkerConfig, plan, run_workers, spawn
 
@@ -111,6 +121,8 @@ class _BatchRun:
         self.stats = Stats()
         self.progress: _Progress | None = None
         self.sink: IO[str] = sys.stdout
+        # One for the whole run: a host or address keeps its placeholder from record to record.
+        self.redactor: Redactor | None = None
 
     def write(self, line: str) -> None:
         # One whole line per write, flushed: an interrupted run leaves only complete records.
@@ -138,7 +150,7 @@ class _BatchRun:
                 self.progress.close()
 
     def _on_record(self, line: str, rec: Record) -> None:
-        self.write(line)
+        self.write(self._masked(rec) if self.redactor else line)
         self.stats.add(rec)
         if self.progress:
             self.progress.update(self.stats)
@@ -149,12 +161,20 @@ class _BatchRun:
             run_batch(
                 stream_targets(items),
                 self.template,
-                lambda rec: self.write(to_json(rec) + "\n"),
+                lambda rec: self.write(self._masked(rec)),
                 locale(self.lang),
                 limits=self.limits,
                 on_progress=progress,
             )
         )
+
+    def _masked(self, rec: Record) -> str:
+        if self.redactor is None:
+            return to_json(rec) + "\n"
+        target = rec.get("target")
+        if isinstance(target, dict) and target.get("kind") != "literal":
+            self.redactor.add_domain(target.get("domain") or target.get("host"))
+        return to_json(self.redactor.json(rec)) + "\n"
 
     def summary(self) -> str:
         stats = self.stats
@@ -210,6 +230,7 @@ class _BatchRun:
 )
 @click.option("--output", type=click.Path(dir_okay=False), help="Append JSON Lines to this file.")
 @click.option("--resume", is_flag=True, help="With --output: skip inputs already recorded there.")
+@redact_option
 @lang_option
 def batch(
     source: str,
@@ -220,6 +241,7 @@ def batch(
     reuse: int,
     output: str | None,
     resume: bool,
+    redact: bool,
     lang: str | None,
     live: LiveArgs,
 ) -> None:
@@ -228,6 +250,7 @@ def batch(
         fail("--resume needs --output FILE")
     limits = BatchLimits(concurrency, per_host, rate, reuse)
     job = _BatchRun(live.request(), resolve_lang(lang), limits)
+    job.redactor = Redactor() if redact else None
     lines, fd = _open_input(source)
     try:
         done = _prepare_output(output, resume) if output else set()
@@ -252,3 +275,6 @@ def batch(
             with contextlib.suppress(OSError):  # the failure that got us here is reported
                 job.sink.close()
     say(job.summary())
+    if live.expect and job.stats.unmet:
+        # As `probe --expect`: the run fails when any target missed an expectation.
+        raise SystemExit(exitcodes.UNAVAILABLE)

@@ -146,6 +146,13 @@ def dump(obj: object) -> str:
     return to_json(obj, indent=2)
 
 
+redact_option = click.option(
+    "--redact",
+    is_flag=True,
+    help="Replace mail addresses, the target domain's host names and IP addresses with "
+    "numbered placeholders (user-1, host-1.example, 192.0.2.1): one value, one placeholder.",
+)
+
 lang_option = click.option(
     "--lang",
     metavar="LANG",

@@ -14,12 +14,14 @@ from probe.cli.common import (
     echo,
     fail,
     lang_option,
+    redact_option,
     resolve_lang,
     stdout_styler,
 )
 from probe.cli.options import nameserver as parse_nameserver
 from probe.config import QuitAfter, SessionOptions, Timeouts
 from probe.mxscan import scan
+from probe.redact import Redactor
 from probe.render import mx as mx_render
 from probe.resolve import make_resolver
 from probe.target import TargetError, check_helo, to_ascii_domain
@@ -52,6 +54,7 @@ from probe.target import TargetError, check_helo, to_ascii_domain
 @click.option(
     "--format", "fmt", type=click.Choice(("text", "json")), default="text", show_default=True
 )
+@redact_option
 @lang_option
 def mx(
     domain: str,
@@ -67,6 +70,7 @@ def mx(
     helo: str | None,
     https_port: int,
     fmt: str,
+    redact: bool,
     lang: str | None,
 ) -> None:
     """Check a domain's mail setup: MX, DNS, reverse DNS, SPF, DMARC, MTA-STS, TLS, DANE."""
@@ -95,10 +99,13 @@ def mx(
     )
     findings = check(facts)
     status = _mx_status(findings, fail_on)
+    mask = Redactor([name]) if redact else None
     if fmt == "json":
-        echo(dump(mx_render.to_json(facts, findings, loc, status)))
+        doc = mx_render.to_json(facts, findings, loc, status)
+        echo(dump(mask.json(doc) if mask else doc))
     else:
-        echo(mx_render.to_text(facts, findings, loc, stdout_styler()))
+        text = mx_render.to_text(facts, findings, loc, stdout_styler())
+        echo(mask.text(text) if mask else text)
     raise SystemExit(status)
 
 
