@@ -33,7 +33,7 @@ from probe.session import SessionRunner
 from probe.target import TargetError, parse_target
 from probe.verdict import exit_status
 
-SCHEMA = "smtp-probe/batch/1"
+SCHEMA = "smtp-probe/batch/2"
 Record = dict[str, object]  # one output line: a probe's JSON document, or an error
 ProbeFn = Callable[[ProbeRequest], Awaitable[ProbeResult]]
 # Bytes in one input line, its newline not counted. The longest target the grammar allows (a
@@ -212,6 +212,8 @@ class Stats:
     by_category: Counter[str] = field(default_factory=Counter)
     sessions: int = 0
     reused: int = 0  # sessions run on a connection kept from an earlier target
+    # Records that did not meet every --expect (an error record meets none).
+    unmet: int = 0
     started: float = field(default_factory=time.monotonic)
 
     def add(self, rec: Mapping[str, object]) -> None:
@@ -219,9 +221,11 @@ class Stats:
         self.done += 1
         if "error" in rec:
             self.errors += 1
+            self.unmet += 1
             self.by_verdict["error"] += 1
             return
         self.by_verdict[str(rec.get("verdict"))] += 1
+        self.unmet += any(e.get("met") is not True for e in _dicts(rec.get("expectations")))
         for s in _dicts(rec.get("sessions")):
             self.sessions += 1
             self.reused += bool(s.get("reused"))

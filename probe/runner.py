@@ -130,6 +130,14 @@ async def _walk(
     )
 
 
+def _no_family(req: ProbeRequest) -> str:
+    """Why there was nothing to connect to, when -4 or -6 may be the cause."""
+    t = req.target
+    name = t.display or t.raw or t.domain or t.host or "the target"
+    ip = f"IPv{req.family}"
+    return f"no {ip} address to connect to: {name} has none, and -{req.family} allows {ip} only"
+
+
 async def probe(
     req: ProbeRequest,
     *,
@@ -160,6 +168,8 @@ async def probe(
     if out_of_time is not None:
         notes.append(out_of_time)
     verdict, reason = decide(dns_result, sessions)
+    if verdict is Verdict.NO_HOST and req.family and not sessions:
+        reason = _no_family(req)
     if out_of_time is not None and not sessions:
         # There were hosts to try, but no time left: not a domain without mail hosts.
         verdict, reason = Verdict.TRANSIENT, out_of_time.detail

@@ -454,15 +454,17 @@ async def _quit_after_tls(d: _Dialogue) -> Ending:
 async def _mail(d: _Dialogue) -> WireReply | None:
     sender = d.opts.mail_from
     args = [f"FROM:<{sender}>"]
-    if not sender.isascii():
-        if not _offers(d, "SMTPUTF8"):
-            d.refuse_locally(
-                "MAIL",
-                "not sent: the sender address is not ASCII and the server does not offer SMTPUTF8",
-            )
-            await d.command("QUIT")
-            await d.close()
-            return None
+    if not sender.isascii() and not _offers(d, "SMTPUTF8"):
+        d.refuse_locally(
+            "MAIL",
+            "not sent: the sender address is not ASCII and the server does not offer SMTPUTF8",
+        )
+        await d.command("QUIT")
+        await d.close()
+        return None
+    # RFC 6531 §3.4: a transaction with any non-ASCII address declares SMTPUTF8 on MAIL; a
+    # recipient the server cannot take without it is refused locally at its RCPT.
+    if _offers(d, "SMTPUTF8") and not all(a.isascii() for a in (sender, *d.opts.rcpts)):
         args.append("SMTPUTF8")
     return await d.command("MAIL", *args)
 

@@ -10,6 +10,7 @@ from probe import exitcodes
 from probe.result import (
     DnsResult,
     DnsStatus,
+    ErrorKind,
     ExpectationResult,
     Outcome,
     Session,
@@ -196,6 +197,9 @@ def decide(dns: DnsResult | None, sessions: Sequence[Session]) -> tuple[Verdict,
         return found
     if not sessions:
         return Verdict.NO_HOST, "no address to connect to"
+    refused = _refused_locally(sessions)
+    if refused is not None:
+        return refused
     done = [s for s in sessions if s.completed]
     if done:
         return _completed_verdict(done)
@@ -243,6 +247,11 @@ def _incomplete_verdict(sessions: Sequence[Session]) -> tuple[Verdict, str]:
     ]
     if greetings and all(c >= 500 for c in greetings):
         return Verdict.PERMANENT, "every server refused the session at the greeting"
+    tls = [s for s in sessions if s.outcome in _TLS_REFUSED]
+    if tls and all(s.outcome in (*_TLS_REFUSED, *_NOT_REACHED) for s in sessions):
+        # TLS was required (--starttls require, --tls) and the server cannot give it: its
+        # setup must change, so retrying later is no use.
+        return Verdict.PERMANENT, f"{tls[0].host} [{tls[0].address}]: {_last_error(tls[0])}"
     if greetings:
         return Verdict.TRANSIENT, "no server completed a session"
     if all(_connect_timed_out(s) for s in sessions):
@@ -259,6 +268,25 @@ def _incomplete_verdict(sessions: Sequence[Session]) -> tuple[Verdict, str]:
 
 
 _NOT_REACHED = (Outcome.REFUSED, Outcome.UNREACHABLE, Outcome.BUDGET)
+_TLS_REFUSED = (Outcome.STARTTLS_NOT_OFFERED, Outcome.TLS_FAILED)
+
+
+def _last_error(s: Session) -> str:
+    found = next((st for st in reversed(s.steps) if st.error is not None), None)
+    if found is None or found.error is None:
+        return "TLS failed"
+    what = "TLS is required, and " if s.outcome is Outcome.STARTTLS_NOT_OFFERED else "TLS: "
+    return what + found.error.detail
+
+
+def _refused_locally(sessions: Sequence[Session]) -> tuple[Verdict, str] | None:
+    """A command the probe would not send to a server that cannot take it (a non-ASCII
+    address without SMTPUTF8): that server cannot receive this mail, whatever else it said."""
+    for s in sessions:
+        for st in s.steps:
+            if st.error is not None and st.error.kind is ErrorKind.REFUSED_LOCALLY:
+                return Verdict.PERMANENT, f"{s.host} [{s.address}]: {st.error.detail}"
+    return None
 
 
 def _connect_timed_out(s: Session) -> bool:

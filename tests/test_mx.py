@@ -23,6 +23,7 @@ from probe.checks import mx_pattern_matches, tlsa_matches
 from probe.cli import cli
 from probe.lab.dns import Behaviour, LoopThread, ZoneDNS
 from probe.lab.smtp import Scripted, port_of, start_raw, start_smtp
+from tests.conftest import valid
 
 FULL_EHLO = [
     "250-{name}",
@@ -404,7 +405,7 @@ def run_mx(lab: MxLab, domain: str, *extra: str) -> tuple[int, dict[str, Any]]:
         env={"NO_COLOR": "1"},
     )
     assert "Traceback" not in r.output
-    return r.exit_code, json.loads(r.stdout)
+    return r.exit_code, valid(json.loads(r.stdout))
 
 
 CASES: dict[str, tuple[tuple[str, ...], set[str]]] = {
@@ -511,7 +512,7 @@ def test_findings(lab: MxLab, domain: str) -> None:
     ids = {f["id"] for f in doc["findings"]}
     SEEN[domain] = ids
     assert expected <= ids, (domain, expected - ids, ids)
-    assert doc["schema"] == "smtp-probe/mx/1" and doc["domain"] == domain
+    assert doc["schema"] == "smtp-probe/mx/2" and doc["domain"] == domain
     for f in doc["findings"]:
         assert {"id", "severity", "subject", "message"} <= set(f)
         assert f["severity"] in ("error", "warning", "info", "ok")

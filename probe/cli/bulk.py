@@ -35,12 +35,14 @@ from probe.cli.common import (
     fail,
     io_failed,
     lang_option,
+    redact_option,
     resolve_lang,
     say,
 )
 from probe.cli.options import LiveArgs, live_options
 from probe.cli.report import JsonLines, RecordFormat, batch_format
 from probe.config import BatchLimits, ProbeRequest
+from probe.redact import Redactor
 from probe.workers import WorkerConfig, plan, run_workers, spawn
 
 
@@ -121,6 +123,8 @@ class _BatchRun:
         self.progress: _Progress | None = None
         self.sink: IO[str] = sys.stdout
         self.format: RecordFormat = JsonLines()
+        # One for the whole run: a host or address keeps its placeholder from record to record.
+        self.redactor: Redactor | None = None
 
     def write(self, line: str) -> None:
         # One whole line per write, flushed: an interrupted run leaves only complete records.
@@ -149,7 +153,8 @@ class _BatchRun:
                 self.progress.close()
 
     def _on_record(self, line: str, rec: Record) -> None:
-        self.write(line if isinstance(self.format, JsonLines) else self.format.record(rec))
+        plain = self.redactor is None and isinstance(self.format, JsonLines)
+        self.write(line if plain else self._render(rec))
         self.stats.add(rec)
         if self.progress:
             self.progress.update(self.stats)
@@ -160,12 +165,23 @@ class _BatchRun:
             run_batch(
                 stream_targets(items),
                 self.template,
-                lambda rec: self.write(self.format.record(rec)),
+                lambda rec: self.write(self._render(rec)),
                 locale(self.lang),
                 limits=self.limits,
                 on_progress=progress,
             )
         )
+
+    def _render(self, rec: Record) -> str:
+        """The record in the run's format, masked with --redact."""
+        if self.redactor is not None:
+            target = rec.get("target")
+            if isinstance(target, dict) and target.get("kind") != "literal":
+                self.redactor.add_domain(target.get("domain") or target.get("host"))
+            masked = self.redactor.json(rec)
+            assert isinstance(masked, dict)  # json() keeps the shape of what it is given
+            rec = masked
+        return self.format.record(rec)
 
     def summary(self) -> str:
         stats = self.stats
@@ -233,6 +249,7 @@ class _BatchRun:
     show_default=True,
     help="html: one report page; junit: a testsuite per target; github: workflow commands.",
 )
+@redact_option
 @lang_option
 def batch(
     source: str,
@@ -244,6 +261,7 @@ def batch(
     output: str | None,
     resume: bool,
     fmt: str,
+    redact: bool,
     lang: str | None,
     live: LiveArgs,
 ) -> None:
@@ -254,6 +272,7 @@ def batch(
         fail("--resume reads JSON Lines: it needs --format jsonl")
     limits = BatchLimits(concurrency, per_host, rate, reuse)
     job = _BatchRun(live.request(), resolve_lang(lang), limits)
+    job.redactor = Redactor() if redact else None
     lines, fd = _open_input(source)
     try:
         # A report is written whole (the file is replaced); JSON Lines are appended.
@@ -283,3 +302,6 @@ def batch(
             with contextlib.suppress(OSError):  # the failure that got us here is reported
                 job.sink.close()
     say(job.summary())
+    if live.expect and job.stats.unmet:
+        # As `probe --expect`: the run fails when any target missed an expectation.
+        raise SystemExit(exitcodes.UNAVAILABLE)

@@ -15,12 +15,14 @@ from probe.cli.common import (
     echo,
     fail,
     lang_option,
+    redact_option,
     resolve_lang,
     stdout_styler,
 )
 from probe.cli.options import nameserver as parse_nameserver
 from probe.config import QuitAfter, SessionOptions, Timeouts
 from probe.mxscan import scan
+from probe.redact import Redactor
 from probe.render import mx as mx_render
 from probe.resolve import make_resolver
 from probe.sender import assess
@@ -58,6 +60,7 @@ from probe.target import TargetError, check_helo, to_ascii_domain
     default="text",
     show_default=True,
 )
+@redact_option
 @lang_option
 def mx(
     domain: str,
@@ -73,6 +76,7 @@ def mx(
     helo: str | None,
     https_port: int,
     fmt: str,
+    redact: bool,
     lang: str | None,
 ) -> None:
     """Check a domain's mail setup: MX, DNS, reverse DNS, SPF, DMARC, MTA-STS, TLS, DANE."""
@@ -101,14 +105,18 @@ def mx(
     )
     findings, verdicts = assess(facts)
     status = _mx_status(findings, fail_on)
+    mask = Redactor([name]) if redact else None
     if fmt == "json":
-        echo(dump(mx_render.to_json(facts, findings, loc, status, verdicts)))
+        doc = mx_render.to_json(facts, findings, loc, status, verdicts)
+        echo(dump(mask.json(doc) if mask else doc))
     elif fmt in REPORT_FORMATS:
         from probe.cli.report import mx_report
 
-        echo(mx_report(fmt, facts, findings, loc, status, fail_on))
+        text = mx_report(fmt, facts, findings, loc, status, fail_on)
+        echo(mask.text(text) if mask else text)
     else:
-        echo(mx_render.to_text(facts, findings, loc, stdout_styler(), verdicts))
+        text = mx_render.to_text(facts, findings, loc, stdout_styler(), verdicts)
+        echo(mask.text(text) if mask else text)
     raise SystemExit(status)
 
 

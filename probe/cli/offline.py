@@ -18,6 +18,7 @@ from probe.cli.common import (
     echo,
     fail,
     lang_option,
+    redact_option,
     resolve_lang,
     stdout_styler,
     styler,
@@ -25,6 +26,7 @@ from probe.cli.common import (
 from probe.interpret import explain as explain_one
 from probe.interpret import interpret_reply
 from probe.model import CATEGORIES, Interpretation, NotAReply
+from probe.redact import Redactor
 from probe.render import Styler
 from probe.render import codes as codes_render
 from probe.render import compare as compare_render
@@ -49,6 +51,16 @@ class _Explained:
         self.collected: list[dict[str, object]] = []
         self.found = self.missing = 0
         self._first = True
+        self.redactor: Redactor | None = None
+
+    def _show(self, doc: object) -> None:
+        """Print text or one JSON document, redacted with --redact."""
+        if self.redactor is not None:
+            doc = self.redactor.text(doc) if isinstance(doc, str) else self.redactor.json(doc)
+        if isinstance(doc, str):
+            echo(doc)
+        else:
+            echo(to_json(doc, indent=None if self.fmt == "jsonl" else 2))
 
     def add(self, e: Interpretation | NotAReply) -> None:
         if isinstance(e, NotAReply):
@@ -60,12 +72,12 @@ class _Explained:
         elif self.fmt == "json":
             self.collected.append(explain_render.to_json(e, self.loc))
         elif self.fmt == "jsonl":
-            echo(to_json(explain_render.to_json(e, self.loc)))
+            self._show(explain_render.to_json(e, self.loc))
         else:
             if not self._first:
                 echo("")
             self._first = False
-            echo(explain_render.to_text(e, self.loc, self.style))
+            self._show(explain_render.to_text(e, self.loc, self.style))
 
     def read(self, stream: IO[bytes]) -> None:
         """A whole log: lines without a reply are counted (for --summary), not shown."""
@@ -78,12 +90,11 @@ class _Explained:
 
     def close(self) -> None:
         if self.summary and self.fmt == "text":
-            echo(explain_render.summary_text(self.stats, self.loc, self.style))
+            self._show(explain_render.summary_text(self.stats, self.loc, self.style))
         elif self.summary:
-            doc = explain_render.summary_json(self.stats, self.loc)
-            echo(to_json(doc, indent=2 if self.fmt == "json" else None))
+            self._show(explain_render.summary_json(self.stats, self.loc))
         elif self.fmt == "json":
-            echo(dump(self.collected))
+            self._show(self.collected)
 
 
 @click.command()
@@ -92,8 +103,11 @@ class _Explained:
 @click.option(
     "--summary", is_flag=True, help="With '-': counts by category and code, one example each."
 )
+@redact_option
 @lang_option
-def explain(items: tuple[str, ...], fmt: str, summary: bool, lang: str | None) -> None:
+def explain(
+    items: tuple[str, ...], fmt: str, summary: bool, redact: bool, lang: str | None
+) -> None:
     """Explain SMTP replies: codes, reply lines, bounces, MTA log lines, DSN fields.
 
     ITEM is a code (550, 5.7.26), a reply or a log line. '-' reads standard input line by
@@ -103,6 +117,7 @@ def explain(items: tuple[str, ...], fmt: str, summary: bool, lang: str | None) -
     if summary and "-" not in items:
         fail("--summary needs '-' (standard input) among the items")
     out = _Explained(fmt, summary, loc, styler(fmt == "text" and colour_enabled(sys.stdout)))
+    out.redactor = Redactor() if redact else None
     for item in items:
         if item == "-":
             out.read(sys.stdin.buffer)

@@ -13,7 +13,7 @@ from probe.text import safe
 
 WIDTH = 100  # long values (a whole SPF record) are wrapped to this for reading
 
-SCHEMA = "smtp-probe/mx/1"
+SCHEMA = "smtp-probe/mx/2"
 COLOURS = {
     Severity.ERROR: "red",
     Severity.WARNING: "yellow",

@@ -7,11 +7,12 @@ from typing import Any
 from probe.cache import Bounded
 from probe.catalog import Locale
 from probe.render import CLASS_COLOURS, Styler, flag_messages, plain, retry_advice, texts
+from probe.render.interp import interpretation_json
 from probe.result import DnsResult, ProbeResult, Session, Step, TlsInfo, WireReply
 from probe.text import safe
 from probe.verdict import exit_status
 
-SCHEMA = "smtp-probe/probe/1"
+SCHEMA = "smtp-probe/probe/2"
 
 
 def _reply_json(r: WireReply, loc: Locale) -> dict[str, Any]:
@@ -20,19 +21,7 @@ def _reply_json(r: WireReply, loc: Locale) -> dict[str, Any]:
     if i is None:
         out.update(category=None, retryable=None, **{"class": r.code // 100})
         return out
-    description, when, fix = texts(i, loc)
-    out.update(
-        {
-            "class": i.reply_class,
-            "category": i.category,
-            "retryable": i.retryable,
-            "description": description,
-            "when": when,
-            "fix": fix,
-            "retry": {"wait_seconds": i.wait, "actor": i.actor, "advice": retry_advice(i, loc)},
-            "rule": i.rule.id,
-        }
-    )
+    out.update(interpretation_json(i, loc))
     return out
 
 
