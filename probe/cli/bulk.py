@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import stat
 import sys
@@ -18,6 +19,7 @@ from probe.batch import (
     OutputFileError,
     Record,
     Refused,
+    Scale,
     Stats,
     drop_torn_tail,
     input_lines,
@@ -31,6 +33,8 @@ from probe.catalog import locale
 from probe.cli.common import AsciiDecimal, AsciiInt, fail, io_failed, lang_option, resolve_lang, say
 from probe.cli.options import LiveArgs, live_options
 from probe.config import BatchLimits, ProbeRequest
+from probe.mxcache import DEFAULT_MAX_AGE, CacheFileError, MxStore
+from probe.shard import ShardError, parse_shard
 from probe.text import to_json
 from probe.workers import WorkerConfig, plan, run_workers, spawn
 
@@ -106,8 +110,10 @@ class _Progress:
 class _BatchRun:
     """One `batch` invocation: input, sink, progress, and the engine (in-process or workers)."""
 
-    def __init__(self, template: ProbeRequest, lang: str, limits: BatchLimits) -> None:
-        self.template, self.lang, self.limits = template, lang, limits
+    def __init__(
+        self, template: ProbeRequest, lang: str, limits: BatchLimits, scale: Scale
+    ) -> None:
+        self.template, self.lang, self.limits, self.scale = template, lang, limits, scale
         self.stats = Stats()
         self.progress: _Progress | None = None
         self.sink: IO[str] = sys.stdout
@@ -127,7 +133,7 @@ class _BatchRun:
             if sys.stderr.isatty():
                 self.progress = _Progress()
             if pool:
-                cfg = WorkerConfig(self.template, self.lang, self.limits)
+                cfg = WorkerConfig(self.template, self.lang, self.limits, self.scale)
                 run_workers(items, cfg, pool, self._on_record)
             else:
                 self._in_process(items)
@@ -153,6 +159,7 @@ class _BatchRun:
                 locale(self.lang),
                 limits=self.limits,
                 on_progress=progress,
+                scale=self.scale,
             )
         )
 
@@ -166,10 +173,36 @@ class _BatchRun:
             if stats.reused
             else ""
         )
+        if stats.cached:
+            kept += f"; {stats.cached} of {stats.sessions} sessions from the MX cache"
+        if stats.skipped:
+            kept += f"; {stats.skipped} targets left to other shards"
         return (
             f"smtp-probe: {stats.done} records in {elapsed:.1f} s; verdicts: {verdicts or '-'}; "
             f"categories: {cats or '-'}{kept}"
         )
+
+
+def _scale(
+    cache_file: str | None, max_age: float, shard: str | None, sources: tuple[str, ...]
+) -> Scale:
+    """The options that spread a run, checked: a cache file that is not ours is refused here,
+    before anything is probed."""
+    if cache_file is not None:
+        try:
+            MxStore.open(cache_file).close()
+        except CacheFileError as e:
+            fail(str(e), exitcodes.DATAERR)
+    try:
+        where = parse_shard(shard) if shard is not None else None
+    except ShardError as e:
+        fail(str(e))
+    for addr in sources:
+        try:
+            ipaddress.ip_address(addr)
+        except ValueError:
+            fail(f"--source-address takes an IP address, not {addr!r}")
+    return Scale(cache_file, max_age, where, tuple(dict.fromkeys(sources)))
 
 
 @click.command()
@@ -208,6 +241,33 @@ class _BatchRun:
     "A connection that has drawn several rejections is retired early: servers slow down "
     "clients that collect errors.",
 )
+@click.option(
+    "--cache",
+    "cache_file",
+    metavar="FILE",
+    help="Keep MX-level facts (greeting, extensions, TLS, certificate) in this SQLite file "
+    "and reuse them in later runs for targets that check no recipient.",
+)
+@click.option(
+    "--max-age",
+    type=AsciiDecimal(0, 10 * 365 * 86400),
+    default=DEFAULT_MAX_AGE,
+    show_default=True,
+    help="Seconds a fact in --cache may be reused.",
+)
+@click.option(
+    "--shard",
+    metavar="K/N",
+    help="Probe only the targets of shard K of N, split by MX provider (one MX lookup per "
+    "target decides); merge the shards' outputs with `smtp-probe merge`.",
+)
+@click.option(
+    "--source-address",
+    "sources",
+    metavar="ADDR",
+    multiple=True,
+    help="Connect from this local address; repeat to use several, in turn for each provider.",
+)
 @click.option("--output", type=click.Path(dir_okay=False), help="Append JSON Lines to this file.")
 @click.option("--resume", is_flag=True, help="With --output: skip inputs already recorded there.")
 @lang_option
@@ -218,6 +278,10 @@ def batch(
     rate: float | None,
     workers: int,
     reuse: int,
+    cache_file: str | None,
+    max_age: float,
+    shard: str | None,
+    sources: tuple[str, ...],
     output: str | None,
     resume: bool,
     lang: str | None,
@@ -227,7 +291,8 @@ def batch(
     if resume and not output:
         fail("--resume needs --output FILE")
     limits = BatchLimits(concurrency, per_host, rate, reuse)
-    job = _BatchRun(live.request(), resolve_lang(lang), limits)
+    scale = _scale(cache_file, max_age, shard, sources)
+    job = _BatchRun(live.request(), resolve_lang(lang), limits, scale)
     lines, fd = _open_input(source)
     try:
         done = _prepare_output(output, resume) if output else set()
