@@ -77,9 +77,8 @@ class Farm:
 
 def zone() -> str:
     lines = [f"d{i}.test. 60 IN MX 10 mx.{provider_domain(provider_of(i))}." for i in range(N)]
-    for j in range(PROVIDERS):
-        # A second MX of lower rank under another name: the best MX alone decides the shard.
-        lines.append(f"mx.{provider_domain(j)}. 60 IN A {HOSTS[j % len(HOSTS)]}")
+    lines += [f"mx.{provider_domain(j)}. 60 IN A {HOSTS[j % len(HOSTS)]}" for j in range(PROVIDERS)]
+    # A second MX of lower rank under another name: the best MX alone decides the shard.
     lines += [f"d{i}.test. 60 IN MX 20 backup.other{i}.test." for i in range(0, N, 7)]
     return "\n".join(lines) + "\n"
 
@@ -298,11 +297,8 @@ def test_an_interrupted_run_leaves_a_consistent_cache(farm: Farm, tmp_path: Path
     store.close()
     # The rerun resumes: every line once, and no fact learnt twice.
     before = farm.seen.total
-    r = CliRunner().invoke(
-        cli,
-        ["batch", str(inputs), *base_args(farm), "--quit-after", "ehlo"]
-        + ["--cache", str(db), "--output", str(out), "--resume"],
-    )
+    again = ["--quit-after", "ehlo", "--cache", str(db), "--output", str(out), "--resume"]
+    r = CliRunner().invoke(cli, ["batch", str(inputs), *base_args(farm), *again])
     assert r.exit_code == 0, r.stderr
     lines = [json.loads(x)["line"] for x in out.read_text().splitlines() if x.endswith("}")]
     assert sorted(lines) == list(range(1, N + 1))
@@ -345,12 +341,9 @@ def test_shards_merged_give_every_line_once_and_a_provider_never_spans_two(
         out = tmp_path / f"shard{k}.jsonl"
         code, _, err = run(farm, str(inputs), "--quit-after", "ehlo", "--shard", f"{k}/{n}")
         assert code == 0, err
-        out.write_text("")  # run again with --output, as a machine would
-        r = CliRunner().invoke(
-            cli,
-            ["batch", str(inputs), *base_args(farm), "--quit-after", "ehlo"]
-            + ["--shard", f"{k}/{n}", "--output", str(out)],
-        )
+        # Again with --output, as each machine would run it.
+        args = ["--quit-after", "ehlo", "--shard", f"{k}/{n}", "--output", str(out)]
+        r = CliRunner().invoke(cli, ["batch", str(inputs), *base_args(farm), *args])
         assert r.exit_code == 0, r.stderr
         outs.append(out)
     shard_of_provider: dict[int, set[int]] = defaultdict(set)
