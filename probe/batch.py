@@ -426,16 +426,18 @@ async def run_batch(
     on_progress: Callable[[Stats], None] | None = None,
     scale: Scale | None = None,
     on_skip: Callable[[int], None] | None = None,
+    shared: Limits | None = None,
 ) -> Stats:
     """Probe every target; exactly one record per target reaches `emit`, failures included.
 
     With `scale.shard`, targets of other shards get no record: `on_skip(line)` hears of them.
+    `shared`: limits held outside this run (a cluster's governor) instead of its own.
     """
     config, scale = limits or BatchLimits(), scale or Scale()
     run = RunContext()
     res = resolver or make_resolver(template.nameservers or None, lifetime=template.dns_timeout)
     store = MxStore.open(scale.cache_file) if scale.cache_file else None
-    cache, pool = runner_for(Limits(config), run, store, scale.max_age)
+    cache, pool = runner_for(shared or Limits(config), run, store, scale.max_age)
     picker = SourcePicker(scale.sources) if scale.sources else None
     render = ProbeJson(loc, remember=4096)
     lines = _Targets(template, scale, res, cache, render, probe_fn, run, picker)

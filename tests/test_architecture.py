@@ -50,6 +50,8 @@ ROOMS: dict[str, set[str]] = {
     "runner": {"context", "resolve", "session"},
     "batch": {"aio", "context", "limits", "mxcache", "pool", "resolve", "runner", "session"},
     "mxcache": {"context", "wire"},
+    # The Ray adapter: at the edge like the CLI, but only the batch engine and its limits.
+    "cluster": {"batch", "limits"},
     "workers": {"aio", "batch"},
     "mxscan": {"context", "resolve", "session", "tls"},
     "demo": {"lab", "resolve", "runner"},
