@@ -52,9 +52,15 @@ class RayConfig:
     actors: int = 0  # 0: one per CPU of the cluster
 
 
-def load_ray() -> Any:
-    """Ray, with its usage statistics off; RayMissing when it is not installed."""
+def load_ray(local: bool = True) -> Any:
+    """Ray, with its usage statistics off; RayMissing when it is not installed.
+
+    For a local Ray, Ray's single-machine mode: its servers then listen on loopback only
+    (otherwise Ray swaps 127.0.0.1 for the machine's own address, read when Ray is imported).
+    """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if local:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
         return importlib.import_module("ray")
     except ImportError:
@@ -100,6 +106,7 @@ class Governor:
         self.config = config
         self.limits: Limits | None = None
         self.held: dict[str, Counter[Address]] = {}
+        self.dead: set[str] = set()  # holders forgotten: a grant that still comes is returned
 
     def _limits(self) -> Limits:
         if self.limits is None:  # made on the actor's own event loop
@@ -108,6 +115,9 @@ class Governor:
 
     async def acquire(self, holder: str, address: str, port: int) -> None:
         await self._limits().acquire((address, port))
+        if holder in self.dead:  # it died while waiting: nobody would give this back
+            self._limits().release((address, port))
+            return
         self.held.setdefault(holder, Counter())[(address, port)] += 1
 
     async def release(self, holder: str, address: str, port: int) -> None:
@@ -122,6 +132,7 @@ class Governor:
 
     async def forget(self, holder: str) -> None:
         """A dead actor's slots come back."""
+        self.dead.add(holder)
         for addr, n in self.held.pop(holder, Counter()).items():
             for _ in range(n):
                 self._limits().release(addr)
@@ -197,12 +208,13 @@ class RayRun:
 
     def __init__(self, cfg: RayConfig, on_record: Callable[[str, Record], None]) -> None:
         self.cfg, self.on_record = cfg, on_record
-        self.ray = load_ray()
+        self.ray = load_ray(local=cfg.address is None)
         self.started = False  # a local Ray this run started, and must stop
         self.run_id = uuid.uuid4().hex[:12]
         self.actors: list[Any] = []
         self.holders: list[str] = []
         self.alive: list[bool] = []
+        self.chunks: list[int] = []  # chunks each actor has answered
         self.governor: Any = None
 
     def start(self) -> None:
@@ -238,6 +250,7 @@ class RayRun:
             self.actors.append(actor.remote(part, self.governor, holder))
             self.holders.append(holder)
             self.alive.append(True)
+            self.chunks.append(0)
         self.depth = max(2, part.limits.concurrency // CHUNK + 2)
 
     def stop(self) -> None:
@@ -306,6 +319,7 @@ class RayRun:
             else:
                 retry.append(chunk)
             return
+        self.chunks[i] += 1
         for rec in records:
             self._write(rec)
 

@@ -114,6 +114,7 @@ class _BatchRun:
         self, template: ProbeRequest, lang: str, limits: BatchLimits, scale: Scale
     ) -> None:
         self.template, self.lang, self.limits, self.scale = template, lang, limits, scale
+        self.ray: str | None = None  # --ray: "" for a local Ray, else the cluster's address
         self.stats = Stats()
         self.progress: _Progress | None = None
         self.sink: IO[str] = sys.stdout
@@ -124,6 +125,9 @@ class _BatchRun:
         self.sink.flush()
 
     def run(self, items: Iterator[Item], workers: int) -> None:
+        if self.ray is not None:
+            self._on_ray(items, workers)
+            return
         pool = []
         try:
             if workers > 1:
@@ -140,6 +144,27 @@ class _BatchRun:
         finally:
             for w in pool:
                 w.close()
+            if self.progress:
+                self.progress.close()
+
+    def _on_ray(self, items: Iterator[Item], workers: int) -> None:
+        from probe.cluster import RayConfig, RayMissing, run_on_ray
+
+        cfg = RayConfig(
+            self.template,
+            self.lang,
+            self.limits,
+            self.scale,
+            address=self.ray or None,
+            actors=workers if workers > 1 else 0,
+        )
+        if sys.stderr.isatty():
+            self.progress = _Progress()
+        try:
+            run_on_ray(items, cfg, self._on_record)
+        except RayMissing as e:
+            fail(str(e))
+        finally:
             if self.progress:
                 self.progress.close()
 
@@ -268,6 +293,18 @@ def _scale(
     multiple=True,
     help="Connect from this local address; repeat to use several, in turn for each provider.",
 )
+@click.option(
+    "--ray",
+    "ray_address",
+    metavar="[ADDRESS]",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    help="Run on Ray (pip install 'smtp-probe[ray]'): alone, a local Ray started for the run; "
+    "`auto` or ray://HOST:10001, an existing cluster. --workers is then the number of actors "
+    "(default: one per CPU); --per-host and --rate hold for the whole cluster. Put it after "
+    "FILE, or write --ray=ADDRESS.",
+)
 @click.option("--output", type=click.Path(dir_okay=False), help="Append JSON Lines to this file.")
 @click.option("--resume", is_flag=True, help="With --output: skip inputs already recorded there.")
 @lang_option
@@ -282,6 +319,7 @@ def batch(
     max_age: float,
     shard: str | None,
     sources: tuple[str, ...],
+    ray_address: str | None,
     output: str | None,
     resume: bool,
     lang: str | None,
@@ -293,6 +331,9 @@ def batch(
     limits = BatchLimits(concurrency, per_host, rate, reuse)
     scale = _scale(cache_file, max_age, shard, sources)
     job = _BatchRun(live.request(), resolve_lang(lang), limits, scale)
+    if ray_address is not None and shard is not None:
+        fail("--ray and --shard do not go together: a Ray cluster takes the whole input")
+    job.ray = ray_address
     lines, fd = _open_input(source)
     try:
         done = _prepare_output(output, resume) if output else set()
