@@ -2,6 +2,9 @@
 
 Skipped only where Ray cannot be imported (CI installs the `ray` extra)."""
 
+# The farm fixture of test_batch is imported, and tests name it as a parameter.
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 import json
