@@ -224,6 +224,7 @@ class _Dialogue:
             server_hostname=self.sni,
             connect_timeout=t.connect,
             greeting_timeout=t.greeting,
+            local_address=self.opts.source_address,
         )
         if conn is None or isinstance(got, Failure):
             self.failed("CONNECT", None, start, got if isinstance(got, Failure) else _GONE)

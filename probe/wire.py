@@ -247,6 +247,7 @@ class Connection:
         server_hostname: str | None,
         connect_timeout: float,
         greeting_timeout: float,
+        local_address: str | None = None,
     ) -> tuple[Connection | None, Raw | Failure]:
         """Connect (with a TLS handshake when `tls` is given) and read the greeting."""
         loop = asyncio.get_running_loop()
@@ -260,6 +261,7 @@ class Connection:
                     ssl=tls,
                     server_hostname=server_hostname if tls else None,
                     ssl_handshake_timeout=connect_timeout if tls else None,
+                    local_addr=(local_address, 0) if local_address else None,
                 )
         except OSError as e:  # TimeoutError and ssl.SSLError are OSErrors too
             return None, _connect_failure(e, connect_timeout)

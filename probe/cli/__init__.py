@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Probe TARGET live: a domain, user@domain, a host.",
     ),
     "batch": ("probe.cli.bulk", "batch", "Probe many targets, one a line, as JSON Lines."),
+    "merge": ("probe.cli.merge", "merge", "Join the outputs of batch --shard into one stream."),
     "mx": ("probe.cli.domain", "mx", "Check a domain's mail setup: MX, DNS, TLS, DANE, MTA-STS."),
     "explain": (
         "probe.cli.offline",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import stat
 import sys
@@ -18,6 +19,7 @@ from probe.batch import (
     OutputFileError,
     Record,
     Refused,
+    Scale,
     Stats,
     drop_torn_tail,
     input_lines,
@@ -42,7 +44,9 @@ from probe.cli.common import (
 from probe.cli.options import LiveArgs, live_options
 from probe.cli.report import JsonLines, RecordFormat, batch_format
 from probe.config import BatchLimits, ProbeRequest
+from probe.mxcache import DEFAULT_MAX_AGE, CacheFileError, MxStore
 from probe.redact import Redactor
+from probe.shard import ShardError, parse_shard
 from probe.workers import WorkerConfig, plan, run_workers, spawn
 
 
@@ -117,8 +121,11 @@ class _Progress:
 class _BatchRun:
     """One `batch` invocation: input, sink, progress, and the engine (in-process or workers)."""
 
-    def __init__(self, template: ProbeRequest, lang: str, limits: BatchLimits) -> None:
-        self.template, self.lang, self.limits = template, lang, limits
+    def __init__(
+        self, template: ProbeRequest, lang: str, limits: BatchLimits, scale: Scale
+    ) -> None:
+        self.template, self.lang, self.limits, self.scale = template, lang, limits, scale
+        self.ray: str | None = None  # --ray: "" for a local Ray, else the cluster's address
         self.stats = Stats()
         self.progress: _Progress | None = None
         self.sink: IO[str] = sys.stdout
@@ -133,6 +140,9 @@ class _BatchRun:
             self.sink.flush()
 
     def run(self, items: Iterator[Item], workers: int) -> None:
+        if self.ray is not None:
+            self._on_ray(items, workers)
+            return
         pool = []
         try:
             if workers > 1:
@@ -142,13 +152,34 @@ class _BatchRun:
             if sys.stderr.isatty():
                 self.progress = _Progress()
             if pool:
-                cfg = WorkerConfig(self.template, self.lang, self.limits)
+                cfg = WorkerConfig(self.template, self.lang, self.limits, self.scale)
                 run_workers(items, cfg, pool, self._on_record)
             else:
                 self._in_process(items)
         finally:
             for w in pool:
                 w.close()
+            if self.progress:
+                self.progress.close()
+
+    def _on_ray(self, items: Iterator[Item], workers: int) -> None:
+        from probe.cluster import RayConfig, RayMissing, run_on_ray
+
+        cfg = RayConfig(
+            self.template,
+            self.lang,
+            self.limits,
+            self.scale,
+            address=self.ray or None,
+            actors=workers if workers > 1 else 0,
+        )
+        if sys.stderr.isatty():
+            self.progress = _Progress()
+        try:
+            run_on_ray(items, cfg, self._on_record)
+        except RayMissing as e:
+            fail(str(e), hint=False)  # not a usage error to look up in --help
+        finally:
             if self.progress:
                 self.progress.close()
 
@@ -169,6 +200,7 @@ class _BatchRun:
                 locale(self.lang),
                 limits=self.limits,
                 on_progress=progress,
+                scale=self.scale,
             )
         )
 
@@ -193,10 +225,58 @@ class _BatchRun:
             if stats.reused
             else ""
         )
+        if stats.cached:
+            kept += f"; {stats.cached} of {stats.sessions} sessions from the MX cache"
+        if stats.skipped:
+            kept += f"; {stats.skipped} targets left to other shards"
         return (
             f"smtp-probe: {stats.done} records in {elapsed:.1f} s; verdicts: {verdicts or '-'}; "
             f"categories: {cats or '-'}{kept}"
         )
+
+
+def _scale(
+    cache_file: str | None, max_age: float, shard: str | None, sources: tuple[str, ...]
+) -> Scale:
+    """The options that spread a run, checked: a cache file that is not ours is refused here,
+    before anything is probed."""
+    if cache_file is not None:
+        try:
+            MxStore.open(cache_file).close()
+        except CacheFileError as e:
+            fail(str(e), exitcodes.DATAERR)
+    try:
+        where = parse_shard(shard) if shard is not None else None
+    except ShardError as e:
+        fail(str(e))
+    for addr in sources:
+        try:
+            ipaddress.ip_address(addr)
+        except ValueError:
+            fail(f"--source-address takes an IP address, not {addr!r}")
+    return Scale(cache_file, max_age, where, tuple(dict.fromkeys(sources)))
+
+
+def _run_into(
+    job: _BatchRun,
+    lines: Iterable[str | Refused],
+    output: str | None,
+    resume: bool,
+    fmt: str,
+    workers: int,
+) -> None:
+    """Run the batch into --output or stdout (the caller reports what fails)."""
+    # A report is written whole (the file is replaced); JSON Lines are appended.
+    done = _prepare_output(output, resume) if output and fmt == "jsonl" else set()
+    items = ((n, text) for n, text in read_targets(lines) if n not in done)
+    mode = "a" if fmt == "jsonl" else "w"
+    job.sink = open(output, mode, encoding="utf-8") if output else sys.stdout  # noqa: SIM115
+    job.format = batch_format(fmt, locale(job.lang))
+    job.write(job.format.start())
+    job.run(items, workers)
+    job.write(job.format.end())
+    if job.sink is not sys.stdout:
+        job.sink.close()  # inside the guard: some file systems report write errors here
 
 
 @click.command()
@@ -236,6 +316,45 @@ class _BatchRun:
     "clients that collect errors.",
 )
 @click.option(
+    "--cache",
+    "cache_file",
+    metavar="FILE",
+    help="Keep MX-level facts (greeting, extensions, TLS, certificate) in this SQLite file "
+    "and reuse them in later runs for targets that check no recipient.",
+)
+@click.option(
+    "--max-age",
+    type=AsciiDecimal(0, 10 * 365 * 86400),
+    default=DEFAULT_MAX_AGE,
+    show_default=True,
+    help="Seconds a fact in --cache may be reused.",
+)
+@click.option(
+    "--shard",
+    metavar="K/N",
+    help="Probe only the targets of shard K of N, split by MX provider (one MX lookup per "
+    "target decides); merge the shards' outputs with `smtp-probe merge`.",
+)
+@click.option(
+    "--source-address",
+    "sources",
+    metavar="ADDR",
+    multiple=True,
+    help="Connect from this local address; repeat to use several, in turn for each provider.",
+)
+@click.option(
+    "--ray",
+    "ray_address",
+    metavar="[ADDRESS]",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    help="Run on Ray (pip install 'smtp-probe[ray]'): alone, a local Ray started for the run; "
+    "`auto` or ray://HOST:10001, an existing cluster. --workers is then the number of actors "
+    "(default: one per CPU); --per-host and --rate hold for the whole cluster. Put it after "
+    "FILE, or write --ray=ADDRESS.",
+)
+@click.option(
     "--output",
     type=click.Path(dir_okay=False),
     help="Write to this file (JSON Lines are appended).",
@@ -258,6 +377,11 @@ def batch(
     rate: float | None,
     workers: int,
     reuse: int,
+    cache_file: str | None,
+    max_age: float,
+    shard: str | None,
+    sources: tuple[str, ...],
+    ray_address: str | None,
     output: str | None,
     resume: bool,
     fmt: str,
@@ -271,21 +395,15 @@ def batch(
     if resume and fmt != "jsonl":
         fail("--resume reads JSON Lines: it needs --format jsonl")
     limits = BatchLimits(concurrency, per_host, rate, reuse)
-    job = _BatchRun(live.request(), resolve_lang(lang), limits)
+    scale = _scale(cache_file, max_age, shard, sources)
+    job = _BatchRun(live.request(), resolve_lang(lang), limits, scale)
+    if ray_address is not None and shard is not None:
+        fail("--ray and --shard do not go together: a Ray cluster takes the whole input")
+    job.ray = ray_address
     job.redactor = Redactor() if redact else None
     lines, fd = _open_input(source)
     try:
-        # A report is written whole (the file is replaced); JSON Lines are appended.
-        done = _prepare_output(output, resume) if output and fmt == "jsonl" else set()
-        items = ((n, text) for n, text in read_targets(lines) if n not in done)
-        mode = "a" if fmt == "jsonl" else "w"
-        job.sink = open(output, mode, encoding="utf-8") if output else sys.stdout  # noqa: SIM115
-        job.format = batch_format(fmt, locale(job.lang))
-        job.write(job.format.start())
-        job.run(items, workers)
-        job.write(job.format.end())
-        if job.sink is not sys.stdout:
-            job.sink.close()  # inside the guard: some file systems report write errors here
+        _run_into(job, lines, output, resume, fmt, workers)
     except KeyboardInterrupt:
         again = " (rerun with --resume)" if output else ""
         say(f"smtp-probe: interrupted; every record written is complete{again}")
