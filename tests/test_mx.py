@@ -7,6 +7,7 @@ import hashlib
 import json
 import ssl
 import tomllib
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -69,6 +70,29 @@ TA_BAD_CTX, _ = ctx_for(INTER, "wrong.ta.test")
 INTER_SHA = hashlib.sha256(
     x509.load_pem_x509_certificate(INTER.cert_pem.bytes()).public_bytes(Encoding.DER)
 ).hexdigest()
+
+
+def tls_scan_ctx(
+    name: str, lowest: str, highest: str, ciphers: str | None = None
+) -> ssl.SSLContext:
+    """A server context for `--tls-scan`: the versions it takes, and an RSA key (so that a
+    cipher list of RSA key transport suites can be chosen)."""
+    ctx = ctx_for(CA, name, key_type=trustme.KeyType.RSA)[0]
+    if ciphers:
+        ctx.set_ciphers(ciphers)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # naming TLS 1.0 is deprecated
+        ctx.minimum_version = ssl.TLSVersion[lowest]
+        ctx.maximum_version = ssl.TLSVersion[highest]
+    return ctx
+
+
+# TLS 1.0 to 1.2 with RSA key transport only (OpenSSL needs @SECLEVEL=0 for the old versions);
+# and TLS 1.2 and 1.3 only, requiring STARTTLS before MAIL.
+LEGACY_CTX = tls_scan_ctx(
+    "mx.legacy.tls.test", "TLSv1", "TLSv1_2", "AES256-GCM-SHA384:AES256-SHA:@SECLEVEL=0"
+)
+MODERN_CTX = tls_scan_ctx("mx.modern.tls.test", "TLSv1_2", "TLSv1_3")
 
 
 def spki_sha256(pem: bytes) -> str:
@@ -203,6 +227,10 @@ longspf.test. 60 IN MX 10 mx.good.test.
 longspf.test. 60 IN TXT "v=spf1 {LONG_SPF_A}" "{LONG_SPF_B}" "{LONG_SPF_C} ~all"
 bogus.test. 60 IN MX 10 mx.bogus.test.
 mx.bogus.test. 60 IN A 127.0.0.2
+legacy.tls.test. 60 IN MX 10 mx.legacy.tls.test.
+mx.legacy.tls.test. 60 IN A 127.0.0.16
+modern.tls.test. 60 IN MX 10 mx.modern.tls.test.
+mx.modern.tls.test. 60 IN A 127.0.0.17
 """
 )
 SIGNED = {
@@ -349,6 +377,13 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MxLab]:
         add("127.0.0.12", hostname="mx.ta.test", tls_context=TA_CTX)
         add("127.0.0.13", hostname="mx.tabad.test", tls_context=TA_BAD_CTX)
         add("::1", hostname="mixed.v6pool.test", tls_context=GOOD_CTX)
+        add("127.0.0.16", hostname="mx.legacy.tls.test", tls_context=LEGACY_CTX)
+        add(
+            "127.0.0.17",
+            hostname="mx.modern.tls.test",
+            tls_context=MODERN_CTX,
+            require_starttls=True,
+        )
         servers.append(lt.run(start_raw(broken_tls, host="127.0.0.8", port=port)))
         https_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         CA.issue_cert(*STS_NAMES).configure_cert(https_ctx)
@@ -495,6 +530,14 @@ CASES: dict[str, tuple[tuple[str, ...], set[str]]] = {
     "pool.test": (("--allow-private",), {"pool-starttls-inconsistent"}),
     "certpool.test": (("--allow-private",), {"pool-cert-differs"}),
     "v6pool.test": (("--allow-private", "-46"), {"pool-ipv6-differs"}),
+    "legacy.tls.test": (
+        ("--allow-private", "--tls-scan"),
+        {"tls-legacy-versions", "smtp-mail-before-starttls", "tls-no-forward-secrecy"},
+    ),
+    "modern.tls.test": (
+        ("--allow-private", "--tls-scan"),
+        {"tls-versions-ok", "smtp-starttls-required"},
+    ),
     "slow.test": (("--no-connect", "--timeout", "1"), {"dns-timeout"}),
     "odd.test": (("--no-connect",), {"dns-error"}),
     # Truncated over UDP, answered over TCP: a real answer, not a DNS finding.
