@@ -28,13 +28,15 @@ _ENUM = {"TLSv1": "TLSv1", "TLSv1.1": "TLSv1_1", "TLSv1.2": "TLSv1_2", "TLSv1.3"
 _BUILT = {"TLSv1": "HAS_TLSv1", "TLSv1.1": "HAS_TLSv1_1", "TLSv1.2": "HAS_TLSv1_2"}
 
 
-def pinned(version: str, ciphers: str = SCAN_CIPHERS) -> ssl.SSLContext:
-    """A client context that offers `version` and nothing else; no verification (the
-    probe's own session judges the certificate)."""
+def pinned(version: str, ciphers: str | None = SCAN_CIPHERS) -> ssl.SSLContext:
+    """A client context that offers `version` and nothing else (with `ciphers`, or Python's
+    default list if None); no verification (the probe's own session judges the
+    certificate)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
-    ctx.set_ciphers(ciphers)
+    if ciphers is not None:
+        ctx.set_ciphers(ciphers)
     with warnings.catch_warnings():
         # Naming TLS 1.0 or 1.1 is deprecated in Python; asking about them is the point.
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -42,9 +44,11 @@ def pinned(version: str, ciphers: str = SCAN_CIPHERS) -> ssl.SSLContext:
     return ctx
 
 
-def local_problem(version: str, ciphers: str = SCAN_CIPHERS) -> str | None:
+def local_problem(version: str, ciphers: str | None = SCAN_CIPHERS) -> str | None:
     """Why this machine's OpenSSL cannot offer `version` at all (None if it can): the
-    ClientHello is written into memory, nothing is sent."""
+    ClientHello is written into memory, nothing is sent. (A security level that lets the
+    ClientHello out but refuses the server's answer later is not seen here: hence the scan's
+    level 0.)"""
     built = _BUILT.get(version, "HAS_TLSv1_3")
     if not getattr(ssl, built, False):
         return f"this OpenSSL ({ssl.OPENSSL_VERSION}) is built without {version}"
@@ -96,7 +100,7 @@ async def _quit(conn: Connection, t: Timeouts) -> None:
 
 
 async def _version(
-    address: str, port: int, host: str, helo: str, t: Timeouts, version: str, ciphers: str
+    address: str, port: int, host: str, helo: str, t: Timeouts, version: str, ciphers: str | None
 ) -> tuple[VersionProbe, bytes | None, int]:
     """One version: the probe, the leaf certificate it saw, and the connections it took."""
     if (why := local_problem(version, ciphers)) is not None:
@@ -161,7 +165,7 @@ async def scan_address(
     helo: str,
     timeouts: Timeouts,
     tls: TlsInfo,
-    ciphers: str = SCAN_CIPHERS,
+    ciphers: str | None = SCAN_CIPHERS,
 ) -> TlsScan:
     """The scan of one address whose probe session got a greeting and offered STARTTLS
     (`tls` is that session's): four connections for the versions, one for MAIL, one after

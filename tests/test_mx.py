@@ -821,3 +821,97 @@ def test_spf_record_is_shown_whole_and_wrapped(lab: MxLab) -> None:
     assert len(block) > 3
     assert all(len(line) <= 110 for line in block)
     assert " ".join(x.strip() for x in block).count(LONG_SPF) == 1
+
+
+def mx_text(lab: MxLab, domain: str, *extra: str) -> tuple[int, str]:
+    r = CliRunner().invoke(
+        cli,
+        [
+            "mx",
+            domain,
+            "--nameserver",
+            f"127.0.0.1:{lab.dns_port}",
+            "--port",
+            str(lab.smtp_port),
+            "--timeout",
+            "1.5",
+            "--helo",
+            "checker.test",
+            "-4",
+            "--allow-private",
+            *extra,
+        ],
+        env={"NO_COLOR": "1"},
+    )
+    assert "Traceback" not in r.output
+    return r.exit_code, r.stdout
+
+
+def test_tls_scan_facts_per_address_in_json(lab: MxLab) -> None:
+    _, doc = run_mx(lab, "legacy.tls.test", "--allow-private", "--tls-scan")
+    (row,) = doc["tls_scan"]
+    assert (row["host"], row["address"], row["connections"]) == (
+        "mx.legacy.tls.test",
+        "127.0.0.16",
+        5,
+    )
+    states = {v: x["state"] for v, x in row["versions"].items()}
+    assert states == {
+        "TLSv1": "accepted",
+        "TLSv1.1": "accepted",
+        "TLSv1.2": "accepted",
+        "TLSv1.3": "refused",
+    }
+    assert row["versions"]["TLSv1"]["cipher"] == "AES256-SHA"
+    assert row["mail_before_starttls"] == {"accepted": True, "reply": "250 2.1.0 Sender OK"}
+    # The probe's own handshake (at the default security level) does not agree with a
+    # server that offers RSA key transport only: no handshake facts, and the finding names
+    # the suites the server chose when offered everything.
+    assert row["handshake"] is None
+    (weak,) = by_id(doc, "tls-no-forward-secrecy")
+    assert "TLSv1.2 AES256-GCM-SHA384" in weak["params"]["ciphers"]
+    (legacy,) = by_id(doc, "tls-legacy-versions")
+    assert legacy["params"]["versions"] == "TLSv1, TLSv1.1" and legacy["severity"] == "warning"
+    assert legacy["fix"] and legacy["reference"]
+
+    _, modern = run_mx(lab, "modern.tls.test", "--allow-private", "--tls-scan")
+    (row,) = modern["tls_scan"]
+    assert row["versions"]["TLSv1"]["state"] == row["versions"]["TLSv1.1"]["state"] == "refused"
+    assert row["mail_before_starttls"]["accepted"] is False
+    assert row["mail_before_starttls"]["reply"].startswith("530 ")
+    hs = row["handshake"]
+    assert hs["protocol"] == "TLSv1.3" and hs["key_exchange"] == "ECDHE/DHE"
+    assert hs["forward_secrecy"] is True and hs["group"] is None
+    assert "does not expose the negotiated group" in hs["group_note"]
+    assert (hs["certificate_key"], hs["certificate_signature"]) == ("RSA 2048", "ecdsa-with-SHA256")
+    assert by_id(modern, "smtp-starttls-required")[0]["severity"] == "warning"
+    assert not by_id(modern, "tls-legacy-versions") and not by_id(modern, "tls-no-forward-secrecy")
+
+
+def test_tls_scan_is_opt_in(lab: MxLab) -> None:
+    _, doc = run_mx(lab, "legacy.tls.test", "--allow-private")
+    assert doc["tls_scan"] == []
+    assert not [f for f in doc["findings"] if f["id"].startswith("tls-")]
+    r = CliRunner().invoke(cli, ["mx", "legacy.tls.test", "--tls-scan", "--no-connect"])
+    assert r.exit_code == 64
+    assert r.output.strip() == (
+        "smtp-probe: error: --tls-scan needs --connect: it scans the addresses the probe connects to"
+    )
+
+
+def test_tls_scan_facts_in_text(lab: MxLab) -> None:
+    _, out = mx_text(lab, "legacy.tls.test", "--tls-scan")
+    assert "TLS scan (--tls-scan: extra connections to each address)" in out
+    assert "  mx.legacy.tls.test [127.0.0.16]  (5 extra connection(s))" in out
+    assert (
+        "    TLS versions: TLSv1 accepted, TLSv1.1 accepted, TLSv1.2 accepted, TLSv1.3 refused ("
+        in out
+    )
+    assert "    MAIL before STARTTLS: accepted (250 2.1.0 Sender OK)" in out
+    _, out = mx_text(lab, "modern.tls.test", "--tls-scan")
+    assert "    Handshake: TLSv1.3, TLS_AES_256_GCM_SHA384 (key exchange ECDHE/DHE)" in out
+    assert "    Key exchange group: unknown (Python's ssl module" in out
+    assert "    Certificate key: RSA 2048, signed with ecdsa-with-SHA256" in out
+    assert "MAIL before STARTTLS: refused (530 " in out
+    _, de = mx_text(lab, "modern.tls.test", "--tls-scan", "--lang", "de")
+    assert "TLS-Versionen: TLSv1 abgelehnt" in de and "MAIL vor STARTTLS: abgelehnt (530 " in de
