@@ -116,7 +116,7 @@ def mx(
     elif fmt in REPORT_FORMATS:
         from probe.cli.report import mx_report
 
-        echo(mx_report(fmt, facts, findings, loc, status, fail_on))
+        echo(mx_report(fmt, facts, findings, loc, status, fail_on, verdicts))
     else:
         echo(mx_render.to_text(facts, findings, loc, stdout_styler(), verdicts))
     raise SystemExit(status)
