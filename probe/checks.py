@@ -15,6 +15,7 @@ from probe.dane import DaneCheck, DaneStatus, parse_tlsa, rollover_ready, verify
 from probe.mtasts import sts_record_problems, tlsrpt_problems
 from probe.result import Certificate, Dnssec, DnsStatus, Session, TlsInfo
 from probe.target import is_ip
+from probe.tlsfacts import TlsScan
 
 
 class Severity(IntEnum):
@@ -59,6 +60,7 @@ class AddressFacts:
     ptr_forward: tuple[str, ...] = ()  # addresses of the PTR names, for forward confirmation
     session: Session | None = None
     tls_der: bytes | None = None
+    tls_scan: TlsScan | None = None  # only with `mx --tls-scan`
 
 
 @dataclass(frozen=True, slots=True)

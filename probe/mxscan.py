@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
-from probe.checks import AddressFacts, DomainFacts, HostFacts, Records, parse_mx
+from probe.checks import AddressFacts, DomainFacts, HostFacts, Records, greeted, parse_mx
 from probe.config import QuitAfter, SessionOptions
 from probe.context import RunContext
 from probe.resolve import Lookup, Resolver, bad_host_name, lookup, ptr
 from probe.result import Dnssec, DnsStatus
 from probe.session import run_session
 from probe.stsfetch import POLICY_LIMIT, fetch_policy
+from probe.tlsscan import scan_address
 
 __all__ = ["POLICY_LIMIT", "fetch_policy", "scan"]
 
@@ -30,6 +31,7 @@ async def _address(
     port: int,
     opts: SessionOptions,
     run: RunContext,
+    tls_scan: bool = False,
 ) -> AddressFacts:
     rev = await ptr(res, address)
     forward: list[str] = []
@@ -41,6 +43,12 @@ async def _address(
         session = await run_session(host, address, port, opts, run)
         cert = session.tls.certificate
         facts = replace(facts, session=session, tls_der=cert.der if cert else None)
+        if tls_scan and greeted(session):
+            # The scan says EHLO with the name the session used, so the server sees one client.
+            helo = next((st.sent for st in session.steps if st.command in ("EHLO", "HELO")), None)
+            name = helo.split(" ", 1)[1] if helo and " " in helo else opts.helo or host
+            scanned = await scan_address(address, port, host, name, opts.timeouts, session.tls)
+            facts = replace(facts, tls_scan=scanned)
     return facts
 
 
@@ -53,6 +61,7 @@ async def _host(
     opts: SessionOptions,
     family: int | None,
     run: RunContext,
+    tls_scan: bool = False,
 ) -> HostFacts:
     if bad_host_name(host) is not None:
         unusable = Records(DnsStatus.ERROR)
@@ -71,7 +80,9 @@ async def _host(
         if expanded.status is DnsStatus.OK or expanded.dnssec is Dnssec.BOGUS:
             tlsa, base = expanded, alias
     addrs = [x for lk, fam in ((a, 4), (aaaa, 6)) if family in (None, fam) for x in lk.records]
-    facts = await asyncio.gather(*(_address(res, host, x, connect, port, opts, run) for x in addrs))
+    facts = await asyncio.gather(
+        *(_address(res, host, x, connect, port, opts, run, tls_scan) for x in addrs)
+    )
     return HostFacts(
         host,
         pref,
@@ -94,8 +105,11 @@ async def scan(
     allow_private: bool = False,
     https_port: int = 443,
     cafile: str | None = None,
+    tls_scan: bool = False,
 ) -> DomainFacts:
-    """Every fact the checks need, looked up concurrently where that is safe."""
+    """Every fact the checks need, looked up concurrently where that is safe; with
+    `tls_scan`, the deeper TLS facts of each address that offers STARTTLS too (five more
+    connections to it, see `probe.tlsscan`)."""
     opts = opts or SessionOptions(quit_after=QuitAfter.TLS, cafile=cafile)
     run = RunContext()  # the scan's sessions resume each other's TLS sessions
     mx, txt, dmarc, sts, rpt = await asyncio.gather(
@@ -121,7 +135,7 @@ async def scan(
                 best.setdefault(h, p)
         targets = [(p, h) for h, p in best.items()]
     hosts = await asyncio.gather(
-        *(_host(res, p, h, connect, port, opts, family, run) for p, h in targets)
+        *(_host(res, p, h, connect, port, opts, family, run, tls_scan) for p, h in targets)
     )
     policy = None
     if any(t.replace(" ", "").lower().startswith("v=stsv1") for t in sts.records):

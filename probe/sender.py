@@ -22,6 +22,7 @@ from probe.checks import (
 from probe.dane import DaneCheck, DaneStatus
 from probe.mtasts import sts_record_problems
 from probe.result import DnsStatus, TlsInfo
+from probe.tlsfacts import TlsScan, key_exchange
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +181,52 @@ def pool_findings(f: DomainFacts, vs: list[AddressVerdict]) -> list[Finding]:
     return out
 
 
+def _without_forward_secrecy(scan: TlsScan) -> list[str]:
+    """The suites without forward secrecy the server chose: in the probe's own handshake, and
+    in the scan's, where the client offered everything and the choice was the server's."""
+    chosen = [(v.version, v.cipher) for v in scan.versions if v.cipher]
+    if (hs := scan.handshake) is not None:
+        chosen.insert(0, (hs.protocol, hs.cipher))
+    weak = [f"{p} {c}" for p, c in chosen if key_exchange(p, c)[1] is False]
+    return list(dict.fromkeys(weak))
+
+
+def _scan_findings(subject: str, scan: TlsScan) -> list[Finding]:
+    """What `--tls-scan` found at one address that a mail admin may act on."""
+    out: list[Finding] = []
+    accepted = scan.accepted()
+    if legacy := scan.legacy():
+        params = (("versions", ", ".join(legacy)), ("accepted", ", ".join(accepted)))
+        out.append(Finding("tls-legacy-versions", Severity.WARNING, subject, params))
+    elif accepted:
+        out.append(
+            Finding("tls-versions-ok", Severity.OK, subject, (("accepted", ", ".join(accepted)),))
+        )
+    if scan.mail is not None and scan.mail.accepted is not None:
+        # RFC 3207 §4: a publicly referenced MX must not require STARTTLS; taking MAIL in
+        # plaintext is what it should do, told only as a fact.
+        fid = "smtp-mail-before-starttls" if scan.mail.accepted else "smtp-starttls-required"
+        sev = Severity.INFO if scan.mail.accepted else Severity.WARNING
+        out.append(Finding(fid, sev, subject, (("reply", scan.mail.reply),)))
+    if weak := _without_forward_secrecy(scan):
+        suites = (("ciphers", ", ".join(weak)),)
+        out.append(Finding("tls-no-forward-secrecy", Severity.WARNING, subject, suites))
+    return out
+
+
+def scan_findings(f: DomainFacts) -> list[Finding]:
+    """The findings of `mx --tls-scan`, address by address (none without the option)."""
+    return [
+        x
+        for h in f.hosts
+        for a in h.addresses
+        if a.tls_scan is not None
+        for x in _scan_findings(f"{h.host} [{a.address}]", a.tls_scan)
+    ]
+
+
 def assess(f: DomainFacts) -> tuple[list[Finding], list[AddressVerdict]]:
-    """The findings of the checks and of the pool, and the verdict per address."""
+    """The findings of the checks, of the pool and of the TLS scan, and the verdict per
+    address."""
     vs = verdicts(f)
-    return check(f) + pool_findings(f, vs), vs
+    return check(f) + pool_findings(f, vs) + scan_findings(f), vs

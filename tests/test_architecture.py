@@ -33,6 +33,7 @@ CORE_MODULES = {
     "dane",
     "mtasts",
     "sender",
+    "tlsfacts",
     "render",
     "serveconf",
     "metrics",
@@ -57,7 +58,8 @@ ROOMS: dict[str, set[str]] = {
     # The Ray adapter: at the edge like the CLI, but only the batch engine and its limits.
     "cluster": {"batch", "limits"},
     "workers": {"aio", "batch"},
-    "mxscan": {"context", "resolve", "session", "stsfetch", "tls"},
+    "mxscan": {"context", "resolve", "session", "stsfetch", "tls", "tlsscan"},
+    "tlsscan": {"wire"},
     "stsfetch": {"resolve", "tls"},
     "demo": {"lab", "resolve", "runner"},
     "serve": {"context", "limits", "resolve", "runner", "serve"},

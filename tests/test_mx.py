@@ -7,6 +7,7 @@ import hashlib
 import json
 import ssl
 import tomllib
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -70,6 +71,29 @@ TA_BAD_CTX, _ = ctx_for(INTER, "wrong.ta.test")
 INTER_SHA = hashlib.sha256(
     x509.load_pem_x509_certificate(INTER.cert_pem.bytes()).public_bytes(Encoding.DER)
 ).hexdigest()
+
+
+def tls_scan_ctx(
+    name: str, lowest: str, highest: str, ciphers: str | None = None
+) -> ssl.SSLContext:
+    """A server context for `--tls-scan`: the versions it takes, and an RSA key (so that a
+    cipher list of RSA key transport suites can be chosen)."""
+    ctx = ctx_for(CA, name, key_type=trustme.KeyType.RSA)[0]
+    if ciphers:
+        ctx.set_ciphers(ciphers)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # naming TLS 1.0 is deprecated
+        ctx.minimum_version = ssl.TLSVersion[lowest]
+        ctx.maximum_version = ssl.TLSVersion[highest]
+    return ctx
+
+
+# TLS 1.0 to 1.2 with RSA key transport only (OpenSSL needs @SECLEVEL=0 for the old versions);
+# and TLS 1.2 and 1.3 only, requiring STARTTLS before MAIL.
+LEGACY_CTX = tls_scan_ctx(
+    "mx.legacy.tls.test", "TLSv1", "TLSv1_2", "AES256-GCM-SHA384:AES256-SHA:@SECLEVEL=0"
+)
+MODERN_CTX = tls_scan_ctx("mx.modern.tls.test", "TLSv1_2", "TLSv1_3")
 
 
 def spki_sha256(pem: bytes) -> str:
@@ -204,6 +228,10 @@ longspf.test. 60 IN MX 10 mx.good.test.
 longspf.test. 60 IN TXT "v=spf1 {LONG_SPF_A}" "{LONG_SPF_B}" "{LONG_SPF_C} ~all"
 bogus.test. 60 IN MX 10 mx.bogus.test.
 mx.bogus.test. 60 IN A 127.0.0.2
+legacy.tls.test. 60 IN MX 10 mx.legacy.tls.test.
+mx.legacy.tls.test. 60 IN A 127.0.0.16
+modern.tls.test. 60 IN MX 10 mx.modern.tls.test.
+mx.modern.tls.test. 60 IN A 127.0.0.17
 """
 )
 SIGNED = {
@@ -350,6 +378,13 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MxLab]:
         add("127.0.0.12", hostname="mx.ta.test", tls_context=TA_CTX)
         add("127.0.0.13", hostname="mx.tabad.test", tls_context=TA_BAD_CTX)
         add("::1", hostname="mixed.v6pool.test", tls_context=GOOD_CTX)
+        add("127.0.0.16", hostname="mx.legacy.tls.test", tls_context=LEGACY_CTX)
+        add(
+            "127.0.0.17",
+            hostname="mx.modern.tls.test",
+            tls_context=MODERN_CTX,
+            require_starttls=True,
+        )
         servers.append(lt.run(start_raw(broken_tls, host="127.0.0.8", port=port)))
         https_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         CA.issue_cert(*STS_NAMES).configure_cert(https_ctx)
@@ -496,6 +531,14 @@ CASES: dict[str, tuple[tuple[str, ...], set[str]]] = {
     "pool.test": (("--allow-private",), {"pool-starttls-inconsistent"}),
     "certpool.test": (("--allow-private",), {"pool-cert-differs"}),
     "v6pool.test": (("--allow-private", "-46"), {"pool-ipv6-differs"}),
+    "legacy.tls.test": (
+        ("--allow-private", "--tls-scan"),
+        {"tls-legacy-versions", "smtp-mail-before-starttls", "tls-no-forward-secrecy"},
+    ),
+    "modern.tls.test": (
+        ("--allow-private", "--tls-scan"),
+        {"tls-versions-ok", "smtp-starttls-required"},
+    ),
     "slow.test": (("--no-connect", "--timeout", "1"), {"dns-timeout"}),
     "odd.test": (("--no-connect",), {"dns-error"}),
     # Truncated over UDP, answered over TCP: a real answer, not a DNS finding.
@@ -779,3 +822,98 @@ def test_spf_record_is_shown_whole_and_wrapped(lab: MxLab) -> None:
     assert len(block) > 3
     assert all(len(line) <= 110 for line in block)
     assert " ".join(x.strip() for x in block).count(LONG_SPF) == 1
+
+
+def mx_text(lab: MxLab, domain: str, *extra: str) -> tuple[int, str]:
+    r = CliRunner().invoke(
+        cli,
+        [
+            "mx",
+            domain,
+            "--nameserver",
+            f"127.0.0.1:{lab.dns_port}",
+            "--port",
+            str(lab.smtp_port),
+            "--timeout",
+            "1.5",
+            "--helo",
+            "checker.test",
+            "-4",
+            "--allow-private",
+            *extra,
+        ],
+        env={"NO_COLOR": "1"},
+    )
+    assert "Traceback" not in r.output
+    return r.exit_code, r.stdout
+
+
+def test_tls_scan_facts_per_address_in_json(lab: MxLab) -> None:
+    _, doc = run_mx(lab, "legacy.tls.test", "--allow-private", "--tls-scan")
+    (row,) = doc["tls_scan"]
+    assert (row["host"], row["address"], row["connections"]) == (
+        "mx.legacy.tls.test",
+        "127.0.0.16",
+        5,
+    )
+    states = {v: x["state"] for v, x in row["versions"].items()}
+    assert states == {
+        "TLSv1": "accepted",
+        "TLSv1.1": "accepted",
+        "TLSv1.2": "accepted",
+        "TLSv1.3": "refused",
+    }
+    assert row["versions"]["TLSv1"]["cipher"] == "AES256-SHA"
+    assert row["mail_before_starttls"] == {"accepted": True, "reply": "250 2.1.0 Sender OK"}
+    # The probe's own handshake (at the default security level) does not agree with a
+    # server that offers RSA key transport only: no handshake facts, and the finding names
+    # the suites the server chose when offered everything.
+    assert row["handshake"] is None
+    (weak,) = by_id(doc, "tls-no-forward-secrecy")
+    assert "TLSv1.2 AES256-GCM-SHA384" in weak["params"]["ciphers"]
+    (legacy,) = by_id(doc, "tls-legacy-versions")
+    assert legacy["params"]["versions"] == "TLSv1, TLSv1.1" and legacy["severity"] == "warning"
+    assert legacy["fix"] and legacy["reference"]
+
+    _, modern = run_mx(lab, "modern.tls.test", "--allow-private", "--tls-scan")
+    (row,) = modern["tls_scan"]
+    assert row["versions"]["TLSv1"]["state"] == row["versions"]["TLSv1.1"]["state"] == "refused"
+    assert row["mail_before_starttls"]["accepted"] is False
+    assert row["mail_before_starttls"]["reply"].startswith("530 ")
+    hs = row["handshake"]
+    assert hs["protocol"] == "TLSv1.3" and hs["key_exchange"] == "ECDHE/DHE"
+    assert hs["forward_secrecy"] is True and hs["group"] is None
+    assert "does not expose the negotiated group" in hs["group_note"]
+    assert (hs["certificate_key"], hs["certificate_signature"]) == ("RSA 2048", "ecdsa-with-SHA256")
+    assert by_id(modern, "smtp-starttls-required")[0]["severity"] == "warning"
+    assert not by_id(modern, "tls-legacy-versions") and not by_id(modern, "tls-no-forward-secrecy")
+
+
+def test_tls_scan_is_opt_in(lab: MxLab) -> None:
+    _, doc = run_mx(lab, "legacy.tls.test", "--allow-private")
+    assert doc["tls_scan"] == []
+    assert not [f for f in doc["findings"] if f["id"].startswith("tls-")]
+    r = CliRunner().invoke(cli, ["mx", "legacy.tls.test", "--tls-scan", "--no-connect"])
+    assert r.exit_code == 64
+    assert r.output.strip() == (
+        "smtp-probe: error: --tls-scan needs --connect: it scans the addresses the probe connects "
+        "to (see 'smtp-probe mx --help')"
+    )
+
+
+def test_tls_scan_facts_in_text(lab: MxLab) -> None:
+    _, out = mx_text(lab, "legacy.tls.test", "--tls-scan")
+    assert "TLS scan (--tls-scan: extra connections to each address)" in out
+    assert "  mx.legacy.tls.test [127.0.0.16]  (5 extra connection(s))" in out
+    assert (
+        "    TLS versions: TLSv1 accepted, TLSv1.1 accepted, TLSv1.2 accepted, TLSv1.3 refused ("
+        in out
+    )
+    assert "    MAIL before STARTTLS: accepted (250 2.1.0 Sender OK)" in out
+    _, out = mx_text(lab, "modern.tls.test", "--tls-scan")
+    assert "    Handshake: TLSv1.3, TLS_AES_256_GCM_SHA384 (key exchange ECDHE/DHE)" in out
+    assert "    Key exchange group: unknown (Python's ssl module" in out
+    assert "    Certificate key: RSA 2048, signed with ecdsa-with-SHA256" in out
+    assert "MAIL before STARTTLS: refused (530 " in out
+    _, de = mx_text(lab, "modern.tls.test", "--tls-scan", "--lang", "de")
+    assert "TLS-Versionen: TLSv1 abgelehnt" in de and "MAIL vor STARTTLS: abgelehnt (530 " in de

@@ -395,3 +395,58 @@ def test_mx_report_without_connecting(lab: Lab) -> None:
         b.attrs["title"].split(":")[0] for b in dom.find("ul", "tree")[0].find("span", "badge")
     ]
     assert "PTR" in titles and "reachable" not in titles
+
+
+def test_mx_html_has_the_verdict_per_address(lab: Lab) -> None:
+    args = lab.args("mx", "--timeout", "2", "--allow-private", "--cafile", lab.cafile)
+    doc = json.loads(invoke(*args, "--format", "json", "ok.test").stdout)
+    dom = Dom(invoke(*args, "--format", "html", "ok.test").stdout).root
+    table = dom.find("table", "verdicts")[0]
+    heads = [th.all_text() for th in table.find("th")]
+    assert heads == [
+        "MX",
+        "Address",
+        "Opportunistic sender",
+        "DANE-enforcing sender",
+        "MTA-STS-enforcing sender",
+    ]
+    rows = table.find("tr")[1:]
+    assert [(tr.attrs["data-host"], tr.attrs["data-address"]) for tr in rows] == [
+        (a["host"], a["address"]) for a in doc["addresses"]
+    ]
+    want = {True: "ok", False: "bad", None: "na"}
+    for tr, a in zip(rows, doc["addresses"], strict=True):
+        cells = tr.find("td", "answer")
+        assert len(cells) == 3
+        for td, key in zip(
+            cells, ("opportunistic", "dane_enforcing", "mta_sts_enforcing"), strict=True
+        ):
+            assert td.attrs["data-state"] == want[a[key]["delivers"]]
+            assert a[key]["reason_text"] in td.all_text()
+    de = Dom(invoke(*args, "--format", "html", "--lang", "de", "ok.test").stdout).root
+    assert de.find("table", "verdicts")[0].find("th")[2].all_text() == "Opportunistischer Absender"
+
+
+def test_mx_html_verdicts_are_escaped() -> None:
+    from probe.checks import DomainFacts, Records
+    from probe.render.html import mx_page
+    from probe.result import DnsStatus
+    from probe.sender import AddressVerdict, Answer
+
+    evil = '<img src=x onerror="alert(1)">'
+    v = AddressVerdict(
+        "mx.evil.test",
+        "192.0.2.1",
+        True,
+        False,
+        None,
+        "none",
+        None,
+        Answer(True, "plaintext-after-tls-failure", evil),
+        Answer(True, "dane-none", "no TLSA records"),
+        Answer(None, "not-connected"),
+    )
+    page = mx_page(DomainFacts("evil.test", Records(DnsStatus.OK)), [], locale("en"), 0, [v])
+    assert evil not in page and "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in page
+    row = Dom(page).root.find("table", "verdicts")[0].find("tr")[1]
+    assert [td.attrs["data-state"] for td in row.find("td", "answer")] == ["ok", "ok", "na"]

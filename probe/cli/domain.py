@@ -52,6 +52,12 @@ from probe.target import TargetError, check_helo, to_ascii_domain
     "--cafile", type=click.Path(exists=True, dir_okay=False), help="Trust this CA bundle too."
 )
 @click.option("--helo", help="Name sent in EHLO (default: this host's FQDN or an address literal).")
+@click.option(
+    "--tls-scan",
+    is_flag=True,
+    help="Deeper TLS facts per address: the TLS versions accepted, MAIL before STARTTLS, the "
+    "key exchange; five more connections to each address that offers STARTTLS.",
+)
 @click.option("--https-port", type=AsciiInt(1, 65535), default=443, hidden=True)
 @click.option(
     "--format",
@@ -74,6 +80,7 @@ def mx(
     fail_on: str,
     cafile: str | None,
     helo: str | None,
+    tls_scan: bool,
     https_port: int,
     fmt: str,
     redact: bool,
@@ -83,6 +90,8 @@ def mx(
     loc = locale(resolve_lang(lang))
     if ipv4 and ipv6:
         fail("-4 and -6 exclude each other")
+    if tls_scan and not connect:
+        fail("--tls-scan needs --connect: it scans the addresses the probe connects to")
     try:
         name = to_ascii_domain(domain)
         helo_v = check_helo(helo) if helo else None
@@ -101,6 +110,7 @@ def mx(
             allow_private=allow_private,
             https_port=https_port,
             cafile=cafile,
+            tls_scan=tls_scan,
         )
     )
     findings, verdicts = assess(facts)
@@ -112,7 +122,7 @@ def mx(
     elif fmt in REPORT_FORMATS:
         from probe.cli.report import mx_report
 
-        text = mx_report(fmt, facts, findings, loc, status, fail_on)
+        text = mx_report(fmt, facts, findings, loc, status, fail_on, verdicts)
         echo(mask.text(text) if mask else text)
     else:
         text = mx_render.to_text(facts, findings, loc, stdout_styler(), verdicts)

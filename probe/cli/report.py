@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from probe.catalog import Locale
 from probe.checks import DomainFacts, Finding, Severity
 from probe.result import ProbeResult
+from probe.sender import AddressVerdict
 from probe.text import to_json
 
 REPORTS = ("html", "junit", "github")
@@ -67,9 +68,10 @@ def mx_report(
     loc: Locale,
     status: int,
     fail_on: str,
+    verdicts: Sequence[AddressVerdict] = (),
 ) -> str:
     """The report, without its last newline (echo adds one)."""
-    return _mx_report(fmt, facts, findings, loc, status, fail_on).rstrip("\n")
+    return _mx_report(fmt, facts, findings, loc, status, fail_on, verdicts).rstrip("\n")
 
 
 def _mx_report(
@@ -79,11 +81,12 @@ def _mx_report(
     loc: Locale,
     status: int,
     fail_on: str,
+    verdicts: Sequence[AddressVerdict] = (),
 ) -> str:
     if fmt == "html":
         from probe.render.html import mx_page
 
-        return mx_page(facts, findings, loc, status)
+        return mx_page(facts, findings, loc, status, verdicts)
     if fmt == "junit":
         from probe.render.junit import mx_junit
 

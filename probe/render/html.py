@@ -20,6 +20,7 @@ from probe.render import views
 from probe.render.mx import message
 from probe.render.probe import to_json
 from probe.result import ProbeResult, Verdict
+from probe.sender import AddressVerdict
 from probe.text import safe
 from probe.verdict import exit_status
 
@@ -85,7 +86,13 @@ def probe_page(result: ProbeResult, loc: Locale) -> str:
     )
 
 
-def mx_page(facts: DomainFacts, findings: Sequence[Finding], loc: Locale, status: int) -> str:
+def mx_page(
+    facts: DomainFacts,
+    findings: Sequence[Finding],
+    loc: Locale,
+    status: int,
+    verdicts: Sequence[AddressVerdict] = (),
+) -> str:
     errors = sum(f.severity is Severity.ERROR for f in findings)
     warnings = sum(f.severity is Severity.WARNING for f in findings)
     key = "report.mx_sentence_bad" if errors else "report.mx_sentence_ok"
@@ -117,6 +124,7 @@ def mx_page(facts: DomainFacts, findings: Sequence[Finding], loc: Locale, status
             chart=views.chart(sessions, loc, ""),
             sessions=views.session_views(sessions, loc, ""),
             findings=rows,
+            verdicts=views.verdict_rows(verdicts, loc),
         )
     )
 

@@ -10,6 +10,7 @@ from probe.checks import DomainFacts, Finding, Severity
 from probe.render import Styler, plain
 from probe.sender import AddressVerdict, Answer
 from probe.text import safe
+from probe.tlsfacts import Handshake, TlsScan
 
 WIDTH = 100  # long values (a whole SPF record) are wrapped to this for reading
 
@@ -97,6 +98,100 @@ def verdict_table(vs: Sequence[AddressVerdict], loc: Locale, style: Styler = pla
     return out
 
 
+def _scanned(facts: DomainFacts) -> list[tuple[str, str, TlsScan]]:
+    return [
+        (h.host, a.address, a.tls_scan)
+        for h in facts.hosts
+        for a in h.addresses
+        if a.tls_scan is not None
+    ]
+
+
+def _handshake_json(hs: Handshake | None) -> dict[str, object] | None:
+    if hs is None:
+        return None
+    return {
+        "protocol": hs.protocol,
+        "cipher": hs.cipher,
+        "key_exchange": hs.key_exchange,
+        "forward_secrecy": hs.forward_secret,
+        "group": hs.group,
+        "group_note": hs.group_note,
+        "certificate_key": hs.key,
+        "certificate_signature": hs.signature,
+        "signature_note": hs.signature_note,
+    }
+
+
+def tls_scan_json(facts: DomainFacts) -> list[dict[str, object]]:
+    """`--tls-scan`'s facts per address (an empty list without the option)."""
+    return [
+        {
+            "host": host,
+            "address": address,
+            "connections": scan.connections,
+            "skipped": scan.skipped or None,
+            "versions": {
+                v.version: {"state": v.state.value, "detail": v.detail, "cipher": v.cipher}
+                for v in scan.versions
+            },
+            "mail_before_starttls": (
+                {"accepted": scan.mail.accepted, "reply": scan.mail.reply} if scan.mail else None
+            ),
+            "handshake": _handshake_json(scan.handshake),
+        }
+        for host, address, scan in _scanned(facts)
+    ]
+
+
+def _handshake_lines(hs: Handshake, loc: Locale) -> list[str]:
+    fs = {True: "", False: loc.ui("mx.scan_no_fs"), None: ""}[hs.forward_secret]
+    group = hs.group or loc.ui("mx.scan_group_unknown")
+    return [
+        loc.ui("mx.scan_handshake", protocol=hs.protocol, cipher=safe(hs.cipher))
+        + f" ({loc.ui('mx.scan_kx', kx=hs.key_exchange)}{fs})",
+        loc.ui("mx.scan_group", group=group),
+        loc.ui(
+            "mx.scan_certificate",
+            key=hs.key or loc.ui("mx.unknown"),
+            signature=hs.signature or loc.ui("mx.unknown"),
+        ),
+    ]
+
+
+def _scan_lines(scan: TlsScan, loc: Locale) -> list[str]:
+    if scan.skipped:
+        return [loc.ui("mx.scan_skipped", why=safe(scan.skipped))]
+    versions = ", ".join(
+        f"{v.version} {loc.ui(f'mx.scan_{v.state.value}')}"
+        + (f" ({safe(v.detail)})" if v.detail else "")
+        for v in scan.versions
+    )
+    out = [loc.ui("mx.scan_versions", versions=versions)]
+    if scan.mail is not None:
+        said = {True: "mx.scan_mail_accepted", False: "mx.scan_mail_refused", None: "mx.unknown"}
+        word = loc.ui(said[scan.mail.accepted])
+        out.append(loc.ui("mx.scan_mail", answer=word, reply=safe(scan.mail.reply)))
+    if scan.handshake is not None:
+        out += _handshake_lines(scan.handshake, loc)
+    return out
+
+
+def scan_text(facts: DomainFacts, loc: Locale, style: Styler = plain) -> list[str]:
+    """`--tls-scan`'s facts, address by address (nothing without the option)."""
+    scanned = _scanned(facts)
+    if not scanned:
+        return []
+    out = ["", style(loc.ui("mx.scan_title"), None, True)]
+    for host, address, scan in scanned:
+        out.append(
+            f"  {safe(host)} [{address}]"
+            + f"  ({loc.ui('mx.scan_connections', count=scan.connections)})"
+        )
+        out += [f"    {line}" for line in _scan_lines(scan, loc)]
+    return out
+
+
 def _wrapped(text: str, indent: str) -> list[str]:
     """A message wrapped for reading; a long record keeps every character, only split."""
     return textwrap.wrap(
@@ -135,6 +230,7 @@ def to_json(
             for f in sorted(findings, key=lambda f: -f.severity)
         ],
         "addresses": verdicts_json(verdicts, loc),
+        "tls_scan": tls_scan_json(facts),
         "exit_status": status,
     }
 
@@ -179,6 +275,7 @@ def to_text(
                 if ref:
                     out.append(f"      ({ref}; id {f.id})")
     out += verdict_table(verdicts, loc, style)
+    out += scan_text(facts, loc, style)
     errors = sum(f.severity is Severity.ERROR for f in findings)
     warnings = sum(f.severity is Severity.WARNING for f in findings)
     out += ["", loc.ui("mx.summary", errors=errors, warnings=warnings)]

@@ -15,6 +15,7 @@ from probe.catalog import Locale
 from probe.checks import AddressFacts, DomainFacts, Finding, HostFacts
 from probe.render.probe import session_json
 from probe.result import Session
+from probe.sender import AddressVerdict, Answer
 from probe.text import safe
 
 # Narrower bars would vanish; a bar drawn wider than its time is still labelled with its time.
@@ -85,6 +86,37 @@ class Node(NamedTuple):
     detail: str
     badges: tuple[Badge, ...]
     children: tuple[Node, ...] = ()
+
+
+class VerdictCell(NamedTuple):
+    state: str  # ok bad na: the badge's colour
+    word: str  # yes, no, not checked
+    reason: str
+    detail: str
+
+
+class VerdictRow(NamedTuple):
+    host: str
+    address: str
+    cells: tuple[VerdictCell, ...]  # opportunistic, DANE-enforcing, MTA-STS-enforcing
+
+
+def _verdict_cell(a: Answer, loc: Locale) -> VerdictCell:
+    state = {True: "ok", False: "bad", None: "na"}[a.delivers]
+    reason = loc.ui(f"mx.reason_{a.reason}")
+    return VerdictCell(state, loc.ui(f"report.state.{state}"), reason, safe(a.detail))
+
+
+def verdict_rows(vs: Sequence[AddressVerdict], loc: Locale) -> list[VerdictRow]:
+    """The sender's-eye verdict per MX address: would each kind of sender deliver, and why."""
+    return [
+        VerdictRow(
+            safe(v.host),
+            v.address,
+            tuple(_verdict_cell(a, loc) for a in (v.opportunistic, v.dane_sender, v.sts_sender)),
+        )
+        for v in vs
+    ]
 
 
 def reply_class(step: Mapping[str, Any]) -> str:
