@@ -19,6 +19,7 @@ import dns.reversename
 
 from probe.cache import Bounded
 from probe.config import DNS_TRY
+from probe.messages import msg
 from probe.mx import is_null_mx, is_null_target, order_mx
 from probe.result import DnsResult, DnsStatus, MxHost
 from probe.target import TargetError, is_ip, to_ascii_domain
@@ -86,21 +87,21 @@ class Lookup:
 
 def _status(e: BaseException) -> tuple[DnsStatus, str]:
     if isinstance(e, dns.resolver.NXDOMAIN):
-        return DnsStatus.NXDOMAIN, "the name does not exist (NXDOMAIN)"
+        return DnsStatus.NXDOMAIN, msg("dns.nxdomain")
     if isinstance(e, dns.resolver.NoAnswer):
-        return DnsStatus.NODATA, "no records of that type"
+        return DnsStatus.NODATA, msg("dns.nodata")
     if isinstance(e, dns.resolver.NoNameservers):
         errors = " ".join(str(x[3]) for x in e.kwargs.get("errors", ()))
         if "REFUSED" in errors:
-            return DnsStatus.REFUSED, "the name server refused to answer (lame delegation?)"
+            return DnsStatus.REFUSED, msg("dns.refused")
         if "CNAME" in errors:
-            return DnsStatus.ERROR, "a CNAME loop, or a CNAME chain too long to follow"
+            return DnsStatus.ERROR, msg("dns.cname_loop")
         if "SERVFAIL" in errors or not errors.strip():
-            return DnsStatus.SERVFAIL, "every name server failed to answer (SERVFAIL)"
-        return DnsStatus.ERROR, f"the name servers answered with an error ({errors.strip()[:80]})"
+            return DnsStatus.SERVFAIL, msg("dns.servfail")
+        return DnsStatus.ERROR, msg("dns.rcode", errors=errors.strip()[:80])
     if isinstance(e, dns.exception.Timeout):
-        return DnsStatus.TIMEOUT, "no answer from the name servers in time"
-    return DnsStatus.ERROR, f"DNS error: {type(e).__name__}"
+        return DnsStatus.TIMEOUT, msg("dns.timeout")
+    return DnsStatus.ERROR, msg("dns.other", error=type(e).__name__)
 
 
 async def lookup(res: Resolver, name: str, rdtype: str) -> Lookup:
@@ -116,7 +117,7 @@ async def lookup(res: Resolver, name: str, rdtype: str) -> Lookup:
     if ans.rrset is None:
         # NODATA: kept as long as dnspython keeps it (the SOA's negative TTL, RFC 2308). Most
         # MX hosts have no AAAA, so a batch asks this again and again.
-        empty = Lookup(DnsStatus.NODATA, error="no records of that type")
+        empty = Lookup(DnsStatus.NODATA, error=msg("dns.nodata"))
         res.remember(key, empty, ans.expiration)
         return empty
     canonical = ans.canonical_name.to_text().rstrip(".")
@@ -148,10 +149,7 @@ def bad_host_name(name: str) -> str | None:
     try:
         to_ascii_domain(name)
     except TargetError:
-        return (
-            "not a valid host name: letters, digits and hyphens in labels of 1 to 63 "
-            "characters (RFC 5321 §2.3.5)"
-        )
+        return msg("dns.bad_host")
     return None
 
 
@@ -169,7 +167,7 @@ async def addresses(
     found = tuple(a for r in results for a in r.records)
     cname = next((r.canonical for r in results if r.canonical), None)
     if cname is not None and (why := bad_host_name(cname)) is not None:
-        return DnsStatus.ERROR, (), cname, f"the host is an alias (CNAME) of a name that is {why}"
+        return DnsStatus.ERROR, (), cname, msg("dns.bad_alias", why=why)
     if found:
         return DnsStatus.OK, found, cname, None
     statuses = [r.status for r in results]
@@ -183,7 +181,7 @@ async def addresses(
         if s in statuses:
             err = next(r.error for r in results if r.status is s)
             return s, (), cname, err
-    return DnsStatus.NODATA, (), cname, "the host has no A or AAAA records"
+    return DnsStatus.NODATA, (), cname, msg("dns.no_address")
 
 
 async def resolve_domain(
