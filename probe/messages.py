@@ -102,3 +102,8 @@ def _load(doc: object) -> Message | None:
             params.append((str(k), value))
     p = tuple(params)
     return Message(doc["id"], p, render(locale("en"), doc["id"], p))
+
+
+def said(loc: Locale, doc: Mapping[str, object], key: str = "detail", mkey: str = "message") -> str:
+    """The text `doc[key]` of a JSON document in `loc`'s language, by its id in `doc[mkey]`."""
+    return say(loc, from_json(doc.get(key), doc.get(mkey)))
