@@ -67,6 +67,10 @@ def say(loc: Locale, text: str) -> str:
     return render(loc, text.id, text.params)
 
 
+# The name for modules that have a `say` of their own (the CLI's stderr writer).
+said_in = say
+
+
 def say_or(loc: Locale, text: str | None, default: str) -> str:
     return default if text is None else say(loc, text)
 

@@ -27,7 +27,7 @@ from probe.batch import (
     stream_targets,
     torn_tail,
 )
-from probe.catalog import locale
+from probe.catalog import Locale, locale
 from probe.cli.common import (
     REPORT_FORMATS,
     AsciiDecimal,
@@ -41,6 +41,7 @@ from probe.cli.common import (
 from probe.cli.options import LiveArgs, live_options
 from probe.cli.report import JsonLines, RecordFormat, batch_format
 from probe.config import BatchLimits, ProbeRequest
+from probe.messages import msg, said_in
 from probe.workers import WorkerConfig, plan, run_workers, spawn
 
 
@@ -88,7 +89,8 @@ def _prepare_output(path: str, resume: bool) -> set[int]:
 class _Progress:
     """A progress line on a terminal's stderr (rich is imported only when one is there)."""
 
-    def __init__(self) -> None:
+    def __init__(self, loc: Locale) -> None:
+        self.loc = loc
         from rich.console import Console
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -99,17 +101,22 @@ class _Progress:
             console=Console(stderr=True),
             transient=True,
         )
-        self._task = self._p.add_task("starting")
+        self._task = self._p.add_task(said_in(self.loc, msg("batch.starting")))
         self._p.start()
 
     def update(self, stats: Stats) -> None:
         rate = stats.done / max(time.monotonic() - stats.started, 1e-6)
-        self._p.update(
-            self._task, description=f"{stats.done} done, {stats.errors} errors, {rate:.1f}/s"
-        )
+        line = msg("batch.progress", done=stats.done, errors=stats.errors, rate=rate)
+        self._p.update(self._task, description=said_in(self.loc, line))
 
     def close(self) -> None:
         self._p.stop()
+
+
+def _word(loc: Locale, path: str, key: str) -> str:
+    """A verdict's or category's name; the id itself for one the catalog does not know."""
+    word = loc.ui(path)
+    return key if word == path else word
 
 
 class _BatchRun:
@@ -136,7 +143,7 @@ class _BatchRun:
                 limits = self.limits
                 pool = spawn(plan(workers, limits.concurrency, limits.per_host))
             if sys.stderr.isatty():
-                self.progress = _Progress()
+                self.progress = _Progress(locale(self.lang))
             if pool:
                 cfg = WorkerConfig(self.template, self.lang, self.limits)
                 run_workers(items, cfg, pool, self._on_record)
@@ -169,18 +176,25 @@ class _BatchRun:
 
     def summary(self) -> str:
         stats = self.stats
-        verdicts = ", ".join(f"{k} {v}" for k, v in stats.by_verdict.most_common())
-        cats = ", ".join(f"{k} {v}" for k, v in stats.by_category.most_common())
+        loc = locale(self.lang)
+        verdicts = ", ".join(
+            f"{_word(loc, f'verdict.{k}', k)} {v}" for k, v in stats.by_verdict.most_common()
+        )
+        cats = ", ".join(
+            f"{_word(loc, f'category.{k}.title', k)} {v}"
+            for k, v in stats.by_category.most_common()
+        )
         elapsed = time.monotonic() - stats.started
-        kept = (
-            f"; {stats.reused} of {stats.sessions} sessions on kept connections"
-            if stats.reused
-            else ""
+        line = msg(
+            "batch.summary",
+            records=stats.done,
+            seconds=elapsed,
+            verdicts=verdicts or "-",
+            categories=cats or "-",
         )
-        return (
-            f"smtp-probe: {stats.done} records in {elapsed:.1f} s; verdicts: {verdicts or '-'}; "
-            f"categories: {cats or '-'}{kept}"
-        )
+        if stats.reused:
+            line = msg("batch.kept", summary=line, reused=stats.reused, sessions=stats.sessions)
+        return said_in(loc, line)
 
 
 @click.command()
@@ -268,8 +282,8 @@ def batch(
         if job.sink is not sys.stdout:
             job.sink.close()  # inside the guard: some file systems report write errors here
     except KeyboardInterrupt:
-        again = " (rerun with --resume)" if output else ""
-        say(f"smtp-probe: interrupted; every record written is complete{again}")
+        stop = msg("batch.interrupted_resume" if output else "batch.interrupted")
+        say(said_in(locale(job.lang), stop))
         raise SystemExit(exitcodes.INTERRUPTED) from None
     except BrokenPipeError:
         raise  # the reader of our output went away: handled once, for every command
