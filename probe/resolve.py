@@ -205,7 +205,7 @@ async def resolve_domain(
                 DnsStatus.OK,
                 (),
                 implicit=True,
-                error="no MX records and no A/AAAA records: no mail host",
+                error=msg("dns.no_mail_host"),
             )
         host = MxHost(domain, None, addrs, status, True, cname, err)
         return DnsResult(domain, DnsStatus.OK, (host,), implicit=True)
@@ -229,10 +229,10 @@ async def resolve_domain(
                 pref,
                 (),
                 DnsStatus.ERROR,
-                error="the MX target is an IP address, but an MX must name a host (RFC 5321 §5.1)",
+                error=msg("dns.mx_is_ip"),
             )
         if (why := bad_host_name(host)) is not None:
-            return MxHost(host, pref, (), DnsStatus.ERROR, error=f"the MX target is {why}")
+            return MxHost(host, pref, (), DnsStatus.ERROR, error=msg("dns.bad_mx", why=why))
         status, addrs, cname, err = await addresses(res, host, family)
         return MxHost(host, pref, addrs, status, False, cname, err)
 

@@ -105,7 +105,7 @@ def _expect_tls_trusted(e: Expectation, session: Session) -> ExpectationResult:
     if not tls.ok:
         detail = tls.error or msg("expect.no_tls")
     elif not tls.trusted:
-        detail = msg("expect.untrusted", why=str(tls.verify_error))
+        detail = msg("expect.untrusted", why=tls.verify_error or "None")
     else:
         detail = msg("expect.wrong_name", host=session.host)
     return ExpectationResult(e.text, False, detail)
@@ -211,7 +211,7 @@ def _dns_verdict(dns: DnsResult) -> tuple[Verdict, str] | None:
     if dns.status is DnsStatus.NXDOMAIN:
         return Verdict.NO_DOMAIN, msg("verdict.nxdomain", domain=dns.domain)
     if dns.status in _DNS_FAILED:
-        return Verdict.DNS_FAILURE, msg("verdict.mx_failed", error=str(dns.error))
+        return Verdict.DNS_FAILURE, msg("verdict.mx_failed", error=dns.error or "")
     if dns.null_mx:
         return (
             Verdict.NULL_MX,
