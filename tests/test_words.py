@@ -23,7 +23,7 @@ from probe.cli import cli
 from probe.lab.dns import Behaviour, LoopThread, ZoneDNS
 from probe.lab.smtp import Scripted, port_of, start_raw, start_smtp
 from probe.messages import from_json, message_json, msg, say
-from probe.render import width
+from probe.render import width, wrap_cells
 
 FOREIGN = [lang for lang in LANGUAGES if lang != "en"]
 
@@ -224,3 +224,58 @@ def test_batch_and_demo_speak_the_language(lab: Lab, lang: str) -> None:
     assert reasons["mx.ok.test [127.0.0.2] accepted the session"] == "verdict.accepted"
     demo = run("demo", "--lang", lang)
     assert not english_in(demo), demo
+
+
+# --- columns by display width --------------------------------------------------------------
+
+
+def _starts(line: str) -> list[int]:
+    """The display columns where each column of a table row starts (columns are separated by
+    two or more spaces)."""
+    return [width(line[: m.start()]) for m in re.finditer(r"(?:^|(?<=\s\s))\S", line)]
+
+
+def _label_block(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("  ")]
+
+
+@pytest.mark.parametrize("lang", ["en", "zh", "ko"])
+def test_explain_labels_and_wrapped_values_line_up(lang: str) -> None:
+    lines = _label_block(run("explain", "550 5.1.1", "--lang", lang))
+    assert len(lines) >= 8
+    value_at = {_starts(line)[1] for line in lines if not line.startswith("    ")}
+    assert len(value_at) == 1, lines
+    (col,) = value_at
+    for line in lines:
+        assert width(line) <= 100, line  # wrapped by display width
+        if line.startswith(" " * col):  # a wrapped value continues under itself
+            assert _starts(line)[0] == col, line
+    assert any(line.startswith(" " * col) for line in lines), "a long value wraps"
+
+
+@pytest.mark.parametrize("lang", ["en", "zh", "ko"])
+def test_codes_and_summary_tables_line_up(lang: str) -> None:
+    rows = run("codes", "--class", "4", "--lang", lang).splitlines()
+    assert {tuple(_starts(r)[:3]) for r in rows if r.strip()} == {(0, 5, 19)}, rows[:5]
+    log = "550 5.1.1 User unknown\n421 4.7.0 Try later\n"
+    summary = run("explain", "--summary", "-", "--lang", lang, input=log).splitlines()
+    head = summary[1:4]
+    assert len({_starts(r)[1] for r in head}) == 1, head
+
+
+@pytest.mark.parametrize("lang", ["zh", "ko", "de"])
+def test_the_demo_summary_lines_up(lang: str) -> None:
+    out = run("demo", "--lang", lang).splitlines()
+    rows = out[-5:]  # the summary table: target, verdict, exit status
+    assert len({tuple(_starts(r)) for r in rows}) == 1, rows
+
+
+def test_wrapping_counts_cells() -> None:
+    text = "该域接收邮件，但 @ 之前的部分在那里没有对应的邮箱：用户不存在。" * 4
+    lines = wrap_cells(text, 30)
+    assert all(width(line) <= 30 for line in lines), lines
+    assert "".join(lines).replace(" ", "") == text.replace(" ", "")
+    assert not any(line[0] in "，。：" for line in lines)
+    korean = "도메인은 메일을 받지만 @ 앞 부분에 해당하는 메일함이 없습니다. " * 3
+    assert all(width(line) <= 30 for line in wrap_cells(korean, 30))
+    assert " ".join(wrap_cells(korean, 30)) == korean.strip()
