@@ -185,6 +185,14 @@ def _matrix(lab: Lab) -> dict[str, list[str]]:
         "DNS failure": lab.probe("frank@broken.test"),
         "no domain": lab.probe("gina@nowhere.test"),
         "mx": ["mx", "ok.test", "--nameserver", f"127.0.0.1:{lab.dns_port}", "--no-connect"],
+        "mx connect": [
+            *("mx", "ok.test", "--nameserver", f"127.0.0.1:{lab.dns_port}"),
+            *("--port", str(lab.port), "--timeout", "1"),
+        ],
+        "mx silent": [
+            *("mx", "mute.test", "--nameserver", f"127.0.0.1:{lab.dns_port}"),
+            *("--port", str(lab.port), "--timeout", "1"),
+        ],
         "explain": ["explain", "550 5.1.1", "421 4.7.0", "252"],
         "codes": ["codes", "--class", "4"],
         "compare": ["compare", "421", "521"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from probe.catalog import Locale
 from probe.checks import DomainFacts, Finding, Severity
+from probe.messages import message_json, say
 from probe.render import Styler, plain
 from probe.text import safe
 
@@ -19,7 +20,7 @@ COLOURS = {
 def message(f: Finding, loc: Locale, field: str) -> str:
     template = loc.field("findings", f.id, field) or f.id
     try:
-        return template.format(**f.kwargs())
+        return template.format(**{k: say(loc, v) for k, v in f.kwargs().items()})
     except (KeyError, IndexError, ValueError):
         return template
 
@@ -53,6 +54,7 @@ def to_json(
                 "id": f.id,
                 "severity": f.severity.label,
                 "subject": f.subject,
+                "params": {k: message_json(v) or v for k, v in f.params},
                 "message": message(f, loc, "message"),
                 "fix": message(f, loc, "fix"),
                 "reference": loc.field("findings", f.id, "ref"),
