@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 from probe.dane import DaneCheck, DaneStatus, parse_tlsa, rollover_ready, verify
+from probe.messages import msg
 from probe.mtasts import sts_record_problems, tlsrpt_problems
 from probe.result import Certificate, Dnssec, DnsStatus, Session, TlsInfo
 from probe.target import is_ip
@@ -167,7 +168,8 @@ def parse_mx(records: tuple[str, ...]) -> list[tuple[int, str]]:
 
 
 def _p(**kw: object) -> tuple[tuple[str, str], ...]:
-    return tuple((k, str(v)) for k, v in kw.items())
+    # A message stays one (probe.messages): the renderer says it in the reader's language.
+    return tuple((k, v if isinstance(v, str) else str(v)) for k, v in kw.items())
 
 
 def _special(address: str) -> bool:
@@ -284,7 +286,7 @@ def _session_findings(a: AddressFacts, h: HostFacts, secure: bool) -> list[Findi
     subj = f"{h.host} [{a.address}]"
     greeting = next((st for st in s.steps if st.command == "CONNECT"), None)
     if greeting is None or greeting.reply is None:
-        detail = greeting.error.detail if greeting and greeting.error else "no reply"
+        detail = greeting.error.detail if greeting and greeting.error else msg("verdict.no_reply")
         return [Finding("smtp-unreachable", Severity.ERROR, subj, _p(port=s.port, detail=detail))]
     lines = greeting.reply.lines
     if greeting.reply.code != 220:
@@ -327,7 +329,7 @@ def _tls_findings(
     if not t.offered:
         return [Finding("starttls-missing", Severity.ERROR, subj)]
     if not t.ok:
-        detail = t.error or "handshake failed"
+        detail = t.error or msg("checks.handshake_failed")
         return [Finding("starttls-failed", Severity.ERROR, subj, _p(detail=detail))]
     out = [Finding("starttls-ok", Severity.OK, subj, _p(protocol=t.protocol or "?"))]
     # A certificate DANE authenticates needs no PKIX trust, and under DANE-EE neither its

@@ -23,10 +23,11 @@ from probe.aio import cancel_all
 from probe.config import BatchLimits, SessionOptions
 from probe.context import RunContext
 from probe.limits import Address, Limits
+from probe.messages import msg
 from probe.result import Session
 from probe.session import KeptConnection, open_session, release, reuse_session
 
-FRESH_NOTE = "a kept connection failed before answering for this target; this is a new one"
+FRESH_NOTE = msg("pool.fresh")
 PoolKey = tuple[str, str, int, SessionOptions]
 
 
@@ -232,5 +233,5 @@ def _noted(session: Session, note: str) -> Session:
     first, *rest = session.steps or (None,)
     if first is None:
         return session
-    text = f"{first.note}; {note}" if first.note else note
+    text = msg("join.two", first=first.note, second=note) if first.note else note
     return session._replace(steps=(first._replace(note=text), *rest))

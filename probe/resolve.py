@@ -20,6 +20,7 @@ import dns.reversename
 
 from probe.cache import Bounded
 from probe.config import DNS_TRY
+from probe.messages import msg
 from probe.mx import is_null_mx, is_null_target, order_mx
 from probe.result import DnsResult, Dnssec, DnsStatus, MxHost
 from probe.target import TargetError, is_ip, to_ascii_domain
@@ -89,23 +90,23 @@ class Lookup:
 
 def _status(e: BaseException) -> tuple[DnsStatus, str]:
     if isinstance(e, dns.resolver.NXDOMAIN):
-        return DnsStatus.NXDOMAIN, "the name does not exist (NXDOMAIN)"
+        return DnsStatus.NXDOMAIN, msg("dns.nxdomain")
     if isinstance(e, dns.resolver.NoAnswer):
-        return DnsStatus.NODATA, "no records of that type"
+        return DnsStatus.NODATA, msg("dns.nodata")
     if isinstance(e, dns.resolver.NoNameservers):
         errors = " ".join(str(x[3]) for x in e.kwargs.get("errors", ()))
         if "REFUSED" in errors:
             # REFUSED is a policy answer (an ACL, a server that is not open to this client),
             # not proof of a lame delegation: a lame server answers with a referral.
-            return DnsStatus.REFUSED, "the name server refused the query (REFUSED)"
+            return DnsStatus.REFUSED, msg("dns.refused")
         if "CNAME" in errors:
-            return DnsStatus.ERROR, "a CNAME loop, or a CNAME chain too long to follow"
+            return DnsStatus.ERROR, msg("dns.cname_loop")
         if "SERVFAIL" in errors or not errors.strip():
-            return DnsStatus.SERVFAIL, "every name server failed to answer (SERVFAIL)"
-        return DnsStatus.ERROR, f"the name servers answered with an error ({errors.strip()[:80]})"
+            return DnsStatus.SERVFAIL, msg("dns.servfail")
+        return DnsStatus.ERROR, msg("dns.rcode", errors=errors.strip()[:80])
     if isinstance(e, dns.exception.Timeout):
-        return DnsStatus.TIMEOUT, "no answer from the name servers in time"
-    return DnsStatus.ERROR, f"DNS error: {type(e).__name__}"
+        return DnsStatus.TIMEOUT, msg("dns.timeout")
+    return DnsStatus.ERROR, msg("dns.other", error=type(e).__name__)
 
 
 def _extended_errors(e: BaseException) -> str:
@@ -147,9 +148,10 @@ async def _failed(res: Resolver, name: str, rdtype: str, e: BaseException) -> Lo
         return Lookup(status, error=detail)
     ede = _extended_errors(e)
     if await _answered_unchecked(res, name, rdtype):
-        why = "DNSSEC validation failed (bogus): answered only with checking disabled"
-        return Lookup(status, error=f"{why}{f' ({ede})' if ede else ''}", dnssec=Dnssec.BOGUS)
-    return Lookup(status, error=f"{detail}{f' ({ede})' if ede else ''}")
+        why = msg("dns.bogus")
+        bogus = msg("dns.with_extended", detail=why, ede=ede) if ede else why
+        return Lookup(status, error=bogus, dnssec=Dnssec.BOGUS)
+    return Lookup(status, error=msg("dns.with_extended", detail=detail, ede=ede) if ede else detail)
 
 
 def _level(ad: bool) -> Dnssec:
@@ -182,7 +184,7 @@ async def lookup(res: Resolver, name: str, rdtype: str) -> Lookup:
         # NODATA: kept as long as dnspython keeps it (the SOA's negative TTL, RFC 2308). Most
         # MX hosts have no AAAA, so a batch asks this again and again.
         empty = Lookup(
-            DnsStatus.NODATA, error="no records of that type", authenticated=ad, dnssec=_level(ad)
+            DnsStatus.NODATA, error=msg("dns.nodata"), authenticated=ad, dnssec=_level(ad)
         )
         res.remember(key, empty, ans.expiration)
         return empty
@@ -214,10 +216,7 @@ def bad_host_name(name: str) -> str | None:
     try:
         to_ascii_domain(name)
     except TargetError:
-        return (
-            "not a valid host name: letters, digits and hyphens in labels of 1 to 63 "
-            "characters (RFC 5321 §2.3.5)"
-        )
+        return msg("dns.bad_host")
     return None
 
 
@@ -235,7 +234,7 @@ async def addresses(
     found = tuple(a for r in results for a in r.records)
     cname = next((r.canonical for r in results if r.canonical), None)
     if cname is not None and (why := bad_host_name(cname)) is not None:
-        return DnsStatus.ERROR, (), cname, f"the host is an alias (CNAME) of a name that is {why}"
+        return DnsStatus.ERROR, (), cname, msg("dns.bad_alias", why=why)
     if found:
         return DnsStatus.OK, found, cname, None
     statuses = [r.status for r in results]
@@ -249,7 +248,7 @@ async def addresses(
         if s in statuses:
             err = next(r.error for r in results if r.status is s)
             return s, (), cname, err
-    return DnsStatus.NODATA, (), cname, "the host has no A or AAAA records"
+    return DnsStatus.NODATA, (), cname, msg("dns.no_address")
 
 
 async def resolve_domain(
@@ -273,7 +272,7 @@ async def resolve_domain(
                 DnsStatus.OK,
                 (),
                 implicit=True,
-                error="no MX records and no A/AAAA records: no mail host",
+                error=msg("dns.no_mail_host"),
             )
         host = MxHost(domain, None, addrs, status, True, cname, err)
         return DnsResult(domain, DnsStatus.OK, (host,), implicit=True)
@@ -297,10 +296,10 @@ async def resolve_domain(
                 pref,
                 (),
                 DnsStatus.ERROR,
-                error="the MX target is an IP address, but an MX must name a host (RFC 5321 §5.1)",
+                error=msg("dns.mx_is_ip"),
             )
         if (why := bad_host_name(host)) is not None:
-            return MxHost(host, pref, (), DnsStatus.ERROR, error=f"the MX target is {why}")
+            return MxHost(host, pref, (), DnsStatus.ERROR, error=msg("dns.bad_mx", why=why))
         status, addrs, cname, err = await addresses(res, host, family)
         return MxHost(host, pref, addrs, status, False, cname, err)
 

@@ -16,15 +16,16 @@ import ssl
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
+from probe.messages import msg
 from probe.result import ErrorKind
 
 WIRE_LIMIT = 64 * 1024  # bytes of unsolicited data kept per connection; the rest is counted
 MAX_LINE = 8192  # bytes in one reply line (RFC 5321 asks servers for 512; some send more)
 MAX_REPLY = 4 * MAX_LINE  # bytes in one reply, continuation lines included
 MAX_LINES = 1000  # lines in one reply
-NOT_A_REPLY = "the server sent something that is not an SMTP reply"
-CLOSED_BY_SERVER = "the server closed the connection"
-TOO_LONG = "reply too long"
+NOT_A_REPLY = msg("wire.not_a_reply")
+CLOSED_BY_SERVER = msg("wire.closed_by_server")
+TOO_LONG = msg("wire.too_long")
 
 
 class Raw(NamedTuple):
@@ -188,22 +189,22 @@ class ReplyProtocol(asyncio.Protocol):
 
 def _time_out(waiter: asyncio.Future[Raw | Failure], timeout: float) -> None:
     if not waiter.done():
-        waiter.set_result(Failure(ErrorKind.TIMEOUT, f"no reply within {timeout:g} s"))
+        waiter.set_result(Failure(ErrorKind.TIMEOUT, msg("wire.no_reply", seconds=timeout)))
 
 
 def ssl_detail(e: BaseException, timeout: float) -> str:
     if isinstance(e, ssl.SSLError):
-        return f"TLS handshake failed: {e.reason or e}"
+        return msg("wire.tls_failed", reason=str(e.reason or e))
     if isinstance(e, TimeoutError | ConnectionAbortedError):
-        return f"TLS handshake failed: no handshake within {timeout:g} s"
-    return f"TLS handshake failed: {e or type(e).__name__}"
+        return msg("wire.tls_timeout", seconds=timeout)
+    return msg("wire.tls_failed", reason=str(e or type(e).__name__))
 
 
 def _connect_failure(e: OSError, connect_timeout: float) -> Failure:
     if isinstance(e, TimeoutError):
-        return Failure(ErrorKind.TIMEOUT, f"no TCP connection within {connect_timeout:g} s")
+        return Failure(ErrorKind.TIMEOUT, msg("wire.connect_timeout", seconds=connect_timeout))
     if isinstance(e, ConnectionRefusedError):
-        return Failure(ErrorKind.REFUSED, "connection refused")
+        return Failure(ErrorKind.REFUSED, msg("wire.connection_refused"))
     if isinstance(e, ssl.SSLError):
         return Failure(ErrorKind.TLS_FAILED, ssl_detail(e, connect_timeout))
     return Failure(ErrorKind.UNREACHABLE, e.strerror or str(e))
@@ -277,7 +278,7 @@ class Connection:
         if isinstance(got, Failure):
             await conn.close()
             if got.kind is ErrorKind.TIMEOUT:
-                detail = f"connected, but no greeting within {greeting_timeout:g} s"
+                detail = msg("wire.no_greeting", seconds=greeting_timeout)
                 return None, Failure(ErrorKind.NO_GREETING, detail)
             return None, got
         return conn, got
@@ -310,7 +311,7 @@ class Connection:
             raise ValueError("a command must not hold CR or LF")  # callers check wire values
         proto = self._proto
         if proto is None or not proto.is_connected:
-            return Failure(ErrorKind.DISCONNECTED, "the connection is already closed")
+            return Failure(ErrorKind.DISCONNECTED, msg("wire.already_closed"))
         got = await proto.send(line.encode("utf-8") + b"\r\n", timeout)
         if isinstance(got, Failure):
             await self.close()
@@ -322,7 +323,7 @@ class Connection:
         """STARTTLS and the handshake; a failed handshake closes the connection."""
         proto = self._proto
         if proto is None or not proto.is_connected:
-            return TlsStart(None, Failure(ErrorKind.DISCONNECTED, "the connection is closed"))
+            return TlsStart(None, Failure(ErrorKind.DISCONNECTED, msg("wire.closed")))
         got = await proto.send(b"STARTTLS\r\n", timeout)
         if isinstance(got, Failure):
             await self.close()

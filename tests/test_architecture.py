@@ -17,6 +17,7 @@ NETWORK = {"asyncio", "ssl", "socket", "dns", "aiosmtplib", "aiosmtpd", "selecto
 # renderers. No I/O, no network library, no click or rich.
 CORE_MODULES = {
     "model",
+    "messages",
     "reply",
     "interpret",
     "catalog",
@@ -167,6 +168,7 @@ IMMUTABLE_FACTORIES = {
     "click.IntRange",
     "TlsInfo",  # frozen dataclasses
     "Failure",
+    "msg",  # a probe.messages.Message: a str that cannot be changed
 }
 
 

@@ -492,6 +492,7 @@ def test_the_caps_limit_how_many_hosts_and_addresses_are_tried(many_mx: Any) -> 
         {
             "kind": "max_mx",
             "detail": "only the first 10 of 15 MX hosts were looked up and tried (--max-mx)",
+            "message": {"id": "runner.max_mx", "params": {"tried": 10, "total": 15}},
         }
     ]
     raised = valid(json.loads(invoke(*common, "--max-mx", "12", "--format", "json").stdout))

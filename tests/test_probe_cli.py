@@ -201,6 +201,7 @@ def test_json_schema(lab: Lab) -> None:
             "implicit": False,
             "cname": None,
             "error": None,
+            "error_message": None,
         }
     ]
     s = doc["sessions"][0]

@@ -29,7 +29,7 @@ from probe.batch import (
     stream_targets,
     torn_tail,
 )
-from probe.catalog import locale
+from probe.catalog import Locale, locale
 from probe.cli.common import (
     REPORT_FORMATS,
     AsciiDecimal,
@@ -44,6 +44,7 @@ from probe.cli.common import (
 from probe.cli.options import LiveArgs, live_options
 from probe.cli.report import JsonLines, RecordFormat, batch_format
 from probe.config import BatchLimits, ProbeRequest
+from probe.messages import msg, said_in
 from probe.mxcache import DEFAULT_MAX_AGE, CacheFileError, MxStore
 from probe.redact import Redactor
 from probe.shard import ShardError, parse_shard
@@ -94,7 +95,8 @@ def _prepare_output(path: str, resume: bool) -> set[int]:
 class _Progress:
     """A progress line on a terminal's stderr (rich is imported only when one is there)."""
 
-    def __init__(self) -> None:
+    def __init__(self, loc: Locale) -> None:
+        self.loc = loc
         from rich.console import Console
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -105,17 +107,22 @@ class _Progress:
             console=Console(stderr=True),
             transient=True,
         )
-        self._task = self._p.add_task("starting")
+        self._task = self._p.add_task(said_in(self.loc, msg("batch.starting")))
         self._p.start()
 
     def update(self, stats: Stats) -> None:
         rate = stats.done / max(time.monotonic() - stats.started, 1e-6)
-        self._p.update(
-            self._task, description=f"{stats.done} done, {stats.errors} errors, {rate:.1f}/s"
-        )
+        line = msg("batch.progress", done=stats.done, errors=stats.errors, rate=rate)
+        self._p.update(self._task, description=said_in(self.loc, line))
 
     def close(self) -> None:
         self._p.stop()
+
+
+def _word(loc: Locale, path: str, key: str) -> str:
+    """A verdict's or category's name; the id itself for one the catalog does not know."""
+    word = loc.ui(path)
+    return key if word == path else word
 
 
 class _BatchRun:
@@ -150,7 +157,7 @@ class _BatchRun:
                 limits = self.limits
                 pool = spawn(plan(workers, limits.concurrency, limits.per_host))
             if sys.stderr.isatty():
-                self.progress = _Progress()
+                self.progress = _Progress(locale(self.lang))
             if pool:
                 cfg = WorkerConfig(self.template, self.lang, self.limits, self.scale)
                 run_workers(items, cfg, pool, self._on_record)
@@ -174,7 +181,7 @@ class _BatchRun:
             actors=workers if workers > 1 else 0,
         )
         if sys.stderr.isatty():
-            self.progress = _Progress()
+            self.progress = _Progress(locale(self.lang))
         try:
             run_on_ray(items, cfg, self._on_record)
         except RayMissing as e:
@@ -217,22 +224,29 @@ class _BatchRun:
 
     def summary(self) -> str:
         stats = self.stats
-        verdicts = ", ".join(f"{k} {v}" for k, v in stats.by_verdict.most_common())
-        cats = ", ".join(f"{k} {v}" for k, v in stats.by_category.most_common())
+        loc = locale(self.lang)
+        verdicts = ", ".join(
+            f"{_word(loc, f'verdict.{k}', k)} {v}" for k, v in stats.by_verdict.most_common()
+        )
+        cats = ", ".join(
+            f"{_word(loc, f'category.{k}.title', k)} {v}"
+            for k, v in stats.by_category.most_common()
+        )
         elapsed = time.monotonic() - stats.started
-        kept = (
-            f"; {stats.reused} of {stats.sessions} sessions on kept connections"
-            if stats.reused
-            else ""
+        line = msg(
+            "batch.summary",
+            records=stats.done,
+            seconds=elapsed,
+            verdicts=verdicts or "-",
+            categories=cats or "-",
         )
+        if stats.reused:
+            line = msg("batch.kept", summary=line, reused=stats.reused, sessions=stats.sessions)
         if stats.cached:
-            kept += f"; {stats.cached} of {stats.sessions} sessions from the MX cache"
+            line = msg("batch.cached", summary=line, cached=stats.cached, sessions=stats.sessions)
         if stats.skipped:
-            kept += f"; {stats.skipped} targets left to other shards"
-        return (
-            f"smtp-probe: {stats.done} records in {elapsed:.1f} s; verdicts: {verdicts or '-'}; "
-            f"categories: {cats or '-'}{kept}"
-        )
+            line = msg("batch.skipped", summary=line, skipped=stats.skipped)
+        return said_in(loc, line)
 
 
 def _scale(
@@ -405,8 +419,8 @@ def batch(
     try:
         _run_into(job, lines, output, resume, fmt, workers)
     except KeyboardInterrupt:
-        again = " (rerun with --resume)" if output else ""
-        say(f"smtp-probe: interrupted; every record written is complete{again}")
+        stop = msg("batch.interrupted_resume" if output else "batch.interrupted")
+        say(said_in(locale(job.lang), stop))
         raise SystemExit(exitcodes.INTERRUPTED) from None
     except BrokenPipeError:
         raise  # the reader of our output went away: handled once, for every command

@@ -14,6 +14,7 @@ from typing import Any
 
 from probe.catalog import Locale
 from probe.checks import DomainFacts, Finding, Severity
+from probe.messages import said
 from probe.render import views
 from probe.render.mx import message
 from probe.render.probe import to_json
@@ -50,7 +51,9 @@ def probe_commands(doc: Mapping[str, Any], loc: Locale, notice: bool = True) -> 
         if e.get("met"):
             continue
         detail = str(e.get("detail"))
-        text = loc.ui("report.expectation_failed", expectation=e.get("expectation"), detail=detail)
+        text = loc.ui(
+            "report.expectation_failed", expectation=e.get("expectation"), detail=said(loc, e)
+        )
         step = views.quoted_step(doc, detail)
         body = views.tip(step, loc) if step is not None else ""
         out.append(

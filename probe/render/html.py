@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from probe.catalog import Locale
 from probe.checks import DomainFacts, Finding, Severity
+from probe.messages import said
 from probe.render import views
 from probe.render.mx import message
 from probe.render.probe import to_json
@@ -71,7 +72,7 @@ def probe_context(doc: Mapping[str, Any], loc: Locale, prefix: str = "") -> dict
         "sessions": views.session_views(sessions, loc, prefix),
         "tree": views.probe_tree(doc, loc, _verdict_badge(doc, loc)),
         "expectations": [
-            (safe(str(e.get("expectation"))), bool(e.get("met")), safe(str(e.get("detail"))))
+            (safe(str(e.get("expectation"))), bool(e.get("met")), safe(said(loc, e)))
             for e in doc.get("expectations") or ()
         ],
     }

@@ -15,6 +15,7 @@ from typing import Any
 
 from probe.catalog import Locale
 from probe.checks import DomainFacts, Finding, Severity
+from probe.messages import said
 from probe.render import views
 from probe.render.mx import message
 from probe.render.probe import to_json
@@ -79,8 +80,8 @@ def _session_cases(suite: ET.Element, sessions: Sequence[Mapping[str, Any]], loc
         bad = views.failed(s)
         failure = None
         if bad is not None:
-            shown = " | ".join((bad.get("reply") or {}).get("lines") or ()) or str(
-                (bad.get("error") or {}).get("detail")
+            shown = " | ".join((bad.get("reply") or {}).get("lines") or ()) or said(
+                loc, bad.get("error") or {}
             )
             msg = loc.ui(
                 "report.session_failed",
@@ -115,7 +116,7 @@ def probe_suite(doc: Mapping[str, Any], loc: Locale, index: int, timestamp: str 
         if not e.get("met"):
             detail = str(e.get("detail"))
             msg = loc.ui(
-                "report.expectation_failed", expectation=e.get("expectation"), detail=detail
+                "report.expectation_failed", expectation=e.get("expectation"), detail=said(loc, e)
             )
             step = views.quoted_step(doc, detail)
             body = explained(step, loc) if step is not None else safe(detail)

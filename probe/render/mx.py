@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from probe.catalog import Locale
 from probe.checks import DomainFacts, Finding, Severity
+from probe.messages import message_json, say
 from probe.render import Styler, plain
 from probe.sender import AddressVerdict, Answer
 from probe.text import safe
@@ -26,7 +27,7 @@ COLOURS = {
 def message(f: Finding, loc: Locale, field: str) -> str:
     template = loc.field("findings", f.id, field) or f.id
     try:
-        return template.format(**f.kwargs())
+        return template.format(**{k: say(loc, v) for k, v in f.kwargs().items()})
     except (KeyError, IndexError, ValueError):
         return template
 
@@ -222,7 +223,7 @@ def to_json(
                 "id": f.id,
                 "severity": f.severity.label,
                 "subject": f.subject,
-                "params": dict(f.params),
+                "params": {k: message_json(v) or v for k, v in f.params},
                 "message": message(f, loc, "message"),
                 "fix": message(f, loc, "fix"),
                 "reference": loc.field("findings", f.id, "ref"),

@@ -6,6 +6,7 @@ from typing import Any
 
 from probe.cache import Bounded
 from probe.catalog import Locale
+from probe.messages import message_json, say, say_or
 from probe.render import CLASS_COLOURS, Styler, flag_messages, plain, retry_advice, texts
 from probe.render.interp import interpretation_json
 from probe.result import DnsResult, ProbeResult, Session, Step, TlsInfo, WireReply
@@ -36,8 +37,10 @@ def _tls_json(t: TlsInfo) -> dict[str, Any]:
         "cipher": t.cipher,
         "trusted": t.trusted,
         "verify_error": t.verify_error,
+        "verify_error_message": message_json(t.verify_error),
         "name_matches": t.name_matches,
         "error": t.error,
+        "error_message": message_json(t.error),
         "injected_plaintext_bytes": t.injected_plaintext,
         "resumed": t.resumed,
         "certificate": None
@@ -85,10 +88,17 @@ def _step_json(s: Step, out: ProbeJson) -> dict[str, Any]:
         "command": s.command,
         "sent": s.sent,
         "reply": out.reply(s.reply) if s.reply else None,
-        "error": {"kind": s.error.kind.value, "detail": s.error.detail} if s.error else None,
+        "error": {
+            "kind": s.error.kind.value,
+            "detail": s.error.detail,
+            "message": message_json(s.error.detail),
+        }
+        if s.error
+        else None,
         "elapsed_ms": s.elapsed_ms,
         "tls": s.tls,
         "note": s.note,
+        "note_message": message_json(s.note),
     }
 
 
@@ -137,6 +147,7 @@ def _document(r: ProbeResult, out: ProbeJson) -> dict[str, Any]:
             "null_mx": dns.null_mx,
             "implicit_mx": dns.implicit,
             "error": dns.error,
+            "error_message": message_json(dns.error),
         },
         "mx": []
         if dns is None
@@ -149,19 +160,29 @@ def _document(r: ProbeResult, out: ProbeJson) -> dict[str, Any]:
                 "implicit": h.implicit,
                 "cname": h.cname,
                 "error": h.error,
+                "error_message": message_json(h.error),
             }
             for h in dns.mx
         ],
         "sessions": [_session_json(s, out) for s in r.sessions],
         "verdict": r.verdict.value,
         "reason": r.reason,
+        "reason_message": message_json(r.reason),
         "exit_status": exit_status(r.verdict),
         "expectations": [
-            {"expectation": e.expectation, "met": e.met, "detail": e.detail} for e in r.expectations
+            {
+                "expectation": e.expectation,
+                "met": e.met,
+                "detail": e.detail,
+                "message": message_json(e.detail),
+            }
+            for e in r.expectations
         ],
         "started_at": r.started_at,
         "elapsed_ms": r.elapsed_ms,
-        "notes": [{"kind": n.kind, "detail": n.detail} for n in r.notes],
+        "notes": [
+            {"kind": n.kind, "detail": n.detail, "message": message_json(n.detail)} for n in r.notes
+        ],
     }
 
 
@@ -189,7 +210,7 @@ def _annotation(r: WireReply, loc: Locale, style: Styler) -> list[str]:
 def _tls_lines(t: TlsInfo, host: str, loc: Locale) -> list[str]:
     yes, no = loc.ui("probe.yes"), loc.ui("probe.no")
     if not t.ok:
-        return [f"=== {loc.ui('probe.tls')}: {safe(t.error or '-')}"]
+        return [f"=== {loc.ui('probe.tls')}: {safe(say_or(loc, t.error, '-'))}"]
     out = [f"=== {loc.ui('probe.tls')} {t.protocol} {t.cipher}"]
     if t.resumed:
         out[0] += f" ({loc.ui('probe.resumed')})"
@@ -203,7 +224,7 @@ def _tls_lines(t: TlsInfo, host: str, loc: Locale) -> list[str]:
             f"({loc.ui('probe.days_left', days=c.days_left)})"
         )
         out.append(f"    {loc.ui('probe.fingerprint')}: {c.sha256}")
-    trusted = yes if t.trusted else f"{no} ({safe(t.verify_error or '')})"
+    trusted = yes if t.trusted else f"{no} ({safe(say_or(loc, t.verify_error, ''))})"
     out.append(f"    {loc.ui('probe.trusted')}: {trusted}")
     # None: no certificate, or one whose names cannot be read; the trust line says which.
     matches = "-" if t.name_matches is None else yes if t.name_matches else no
@@ -237,11 +258,11 @@ class Transcript:
             out.append("    " + loc.ui("probe.implicit_mx"))
         for h in () if dns.null_mx else dns.mx:
             pref = "-" if h.preference is None else str(h.preference)
-            addrs = ", ".join(h.addresses) or f"({safe(h.error or h.status.value)})"
+            addrs = ", ".join(h.addresses) or f"({safe(say_or(loc, h.error, h.status.value))})"
             cname = f" -> CNAME {safe(h.cname)}" if h.cname else ""
             out.append(f"    {pref:>5}  {safe(h.host)}{cname}  {addrs}")
         if dns.error and not dns.mx:
-            out.append(f"    {safe(dns.error)}")
+            out.append(f"    {safe(say(loc, dns.error))}")
         return [*out, ""]
 
     def start(self, host: str, address: str, port: int, implicit: bool) -> list[str]:
@@ -266,10 +287,10 @@ class Transcript:
         if st.reply is not None:
             out.extend(self._reply(st, marker_in))
         if st.error is not None:
-            err = self.style(f"*** {safe(st.error.detail)}", "red", False)
+            err = self.style(f"*** {safe(say(self.loc, st.error.detail))}", "red", False)
             out.append(err + f"   ({st.elapsed_ms:.0f} ms)")
         if st.note:
-            out.append(f"*** {safe(st.note)}")
+            out.append(f"*** {safe(say(self.loc, st.note))}")
         return out
 
     def _reply(self, st: Step, marker: str) -> list[str]:
@@ -300,7 +321,7 @@ class Transcript:
     def verdict(self, r: ProbeResult) -> list[str]:
         loc, style = self.loc, self.style
         out = [] if r.sessions else [loc.ui("probe.no_sessions")]
-        out += [style(f"*** {safe(n.detail)}", "yellow", False) for n in r.notes]
+        out += [style(f"*** {safe(say(loc, n.detail))}", "yellow", False) for n in r.notes]
         for e in r.expectations:
             mark = (
                 style(loc.ui("probe.met"), "green", False)
@@ -308,14 +329,14 @@ class Transcript:
                 else style(loc.ui("probe.not_met"), "red", True)
             )
             out.append(
-                f"{loc.ui('probe.expectations')}: {safe(e.expectation)} {mark} ({safe(e.detail)})"
+                f"{loc.ui('probe.expectations')}: {safe(e.expectation)} {mark} ({safe(say(loc, e.detail))})"
             )
         status = exit_status(r.verdict)
         colour = "green" if status == 0 else ("yellow" if status == 75 else "red")
         head = style(
             f"{loc.ui('probe.verdict')}: {loc.ui(f'verdict.{r.verdict.value}')}", colour, True
         )
-        out.append(head + f" - {safe(r.reason)} ({loc.ui('probe.exit', status=status)})")
+        out.append(head + f" - {safe(say(loc, r.reason))} ({loc.ui('probe.exit', status=status)})")
         return out
 
 

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 from probe.catalog import Locale
 from probe.checks import AddressFacts, DomainFacts, Finding, HostFacts
+from probe.messages import said
 from probe.render.probe import session_json
 from probe.result import Session
 from probe.sender import AddressVerdict, Answer
@@ -147,7 +148,7 @@ def tip(step: Mapping[str, Any], loc: Locale) -> str:
             out.append(f"{loc.ui('report.retry')}: {advice}")
     err = step.get("error")
     if isinstance(err, dict):
-        out.append(f"{loc.ui('report.no_reply')}: {safe(str(err.get('detail')))}")
+        out.append(f"{loc.ui('report.no_reply')}: {safe(said(loc, err))}")
     return "\n".join(out)
 
 
@@ -250,8 +251,8 @@ def _step_view(st: Mapping[str, Any], anchor: str, loc: Locale) -> StepView:
         str(reply.get("when") or ""),
         str(reply.get("fix") or ""),
         str((reply.get("retry") or {}).get("advice") or ""),
-        safe(str(err.get("detail"))) if err else "",
-        safe(str(st.get("note") or "")),
+        safe(said(loc, err)) if err else "",
+        safe(said(loc, st, "note", "note_message")),
     )
 
 
@@ -270,7 +271,7 @@ def _tls_rows(t: Mapping[str, Any], loc: Locale) -> tuple[tuple[str, str], ...]:
     if not t.get("attempted"):
         return ()
     if not t.get("ok"):
-        return ((loc.ui("probe.tls"), safe(str(t.get("error") or "-"))),)
+        return ((loc.ui("probe.tls"), safe(said(loc, t, "error", "error_message") or "-")),)
     yes, no = loc.ui("probe.yes"), loc.ui("probe.no")
     rows = [(loc.ui("probe.tls"), f"{t.get('protocol')} {t.get('cipher')}")]
     cert = t.get("certificate")
@@ -281,7 +282,11 @@ def _tls_rows(t: Mapping[str, Any], loc: Locale) -> tuple[tuple[str, str], ...]:
             (loc.ui("probe.names"), safe(", ".join(cert.get("sans") or ()) or "-")),
             (loc.ui("probe.expires"), str(cert.get("not_after"))[:10]),
         ]
-    trusted = yes if t.get("trusted") else f"{no} ({safe(str(t.get('verify_error') or ''))})"
+    trusted = (
+        yes
+        if t.get("trusted")
+        else f"{no} ({safe(said(loc, t, 'verify_error', 'verify_error_message'))})"
+    )
     rows.append((loc.ui("probe.trusted"), trusted))
     rows.append((loc.ui("probe.name_matches"), yes if t.get("name_matches") else no))
     return tuple(rows)
@@ -435,7 +440,7 @@ def probe_sentence(doc: Mapping[str, Any], loc: Locale) -> str:
         "report.probe_sentence",
         target=safe(str(target.get("input") or doc.get("input"))),
         verdict=loc.ui(f"verdict.{doc.get('verdict')}"),
-        reason=safe(str(doc.get("reason") or "")),
+        reason=safe(said(loc, doc, "reason", "reason_message")),
     )
 
 
