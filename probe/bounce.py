@@ -19,7 +19,8 @@ from dataclasses import replace
 from email.message import EmailMessage, Message
 from typing import NamedTuple
 
-from probe.model import EnhancedCode, Form, Reply
+from probe.interpret import interpret_reply
+from probe.model import EnhancedCode, Form, Interpretation, Reply
 from probe.pasted import parse_pasted
 
 # Bounces put their news first; reading a megabyte is plenty and bounds the work.
@@ -29,6 +30,8 @@ _MAX_PARTS = 64
 _MAX_RECIPIENTS = 200
 _ENH = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 _ADDR = re.compile(r"[A-Za-z0-9._%+=/!#$&'*?^`{|}~-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8}")
+# The sender named in a transcript or an Exim error is never the failed recipient.
+_SENDER = re.compile(r"(?:MAIL FROM|envelope-from|Return-Path|From)[ \t]{0,5}:?[ \t]{0,5}<[^<>\n]{0,300}>", re.I)
 _FIELD = re.compile(r"([A-Za-z][A-Za-z0-9-]{0,40})[ \t]*:[ \t]*(.*)")
 # Where the copy of the original message starts inside a plain-text bounce.
 _ORIGINAL = re.compile(
@@ -39,6 +42,26 @@ _ORIGINAL = re.compile(
 )
 _SKIP_TYPES = frozenset({"message/rfc822", "text/rfc822-headers", "message/global-headers"})
 _DSN_TYPES = frozenset({"message/delivery-status", "message/global-delivery-status"})
+
+
+# What codeless bounces say, and the RFC 3463 code that says the same; first match wins.
+_WORDS: tuple[tuple[re.Pattern[str], EnhancedCode], ...] = tuple(
+    (re.compile(pattern, re.IGNORECASE), EnhancedCode(*code))
+    for pattern, code in (
+        (r"retry time ?out exceeded|message (?:has )?expired|delivery time expired"
+         r"|too long (?:in|on) (?:the )?queue|could not be delivered within|giving up on", (4, 4, 7)),
+        (r"mailbox (?:is )?full|over (?:the )?quota|quota exceeded|mailbox is over", (5, 2, 2)),
+        (r"host unknown|unknown host|domain (?:not found|does not exist|is not reachable)"
+         r"|unrouteable|no such domain|bad destination system", (5, 1, 2)),
+        (r"mailbox (?:is )?(?:disabled|suspended|inactive|frozen)|account (?:is )?(?:disabled|suspended)", (5, 2, 1)),
+        (r"user ?unknown|unknown (?:user|recipient)|no such (?:user|mailbox|recipient|address)"
+         r"|not recognized|does not exist|address (?:rejected|not found)|recipient not found"
+         r"|no mailbox|invalid (?:recipient|address)|not a valid", (5, 1, 1)),
+        (r"too (?:big|large)|size limit|exceeds? (?:the )?(?:maximum )?(?:message )?size", (5, 3, 4)),
+        (r"connection (?:refused|timed out|reset)|could not connect|network (?:is )?unreachable", (4, 4, 1)),
+        (r"permission to post|not allowed to (?:post|send)|spam|denied|blocked|rejected|refused", (5, 7, 1)),
+    )
+)
 
 
 class Failure(NamedTuple):
@@ -231,19 +254,34 @@ def human_failures(text: str) -> list[Failure]:
     found: dict[str | None, Failure] = {}
     recipient: str | None = None
     for line in logical_lines(text):
-        addrs = _ADDR.findall(line)
+        addrs = _ADDR.findall(_SENDER.sub(" ", line))
         r = parse_pasted(line)
         if r is not None and r.code is None and r.form is not Form.DSN:
             r = None
-        if addrs and (r is None or recipient is None):
+        if addrs:
             recipient = addrs[0]
+        if r is None:
+            r = _from_words(line) if recipient is not None else None
         if r is None:
             continue
         key = recipient
         old = found.get(key)
-        if old is None or (old.reply.code is None and r.code is not None):
+        if old is None or _rank(r) > _rank(old.reply):
             found[key] = Failure(recipient, r, None, line)
     return list(found.values())
+
+
+def _from_words(line: str) -> Reply | None:
+    """A bounce's words without a code, read as the code they describe."""
+    for pattern, code in _WORDS:
+        if pattern.search(line[:MAX_LINE]):
+            return Reply(None, code, line, (line,), Form.BOUNCE_TEXT)
+    return None
+
+
+def _rank(r: Reply) -> int:
+    """How much a reply says: a code beats a bare status, a status beats inferred words."""
+    return 0 if r.form is Form.BOUNCE_TEXT else 2 if r.code is not None else 1
 
 
 def _merge(records: list[DsnRecord], human: list[Failure]) -> list[Failure]:
@@ -262,3 +300,11 @@ def _merge(records: list[DsnRecord], human: list[Failure]) -> list[Failure]:
     if out:
         return out
     return human
+
+
+def explain_email(data: bytes) -> list[Interpretation]:
+    """One interpretation per recipient of a bounce email, the recipient named in each."""
+    return [
+        interpret_reply(f.reply, f.source)._replace(recipient=f.recipient)
+        for f in read_email(data)
+    ]
