@@ -32,6 +32,7 @@ _ENH = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 _ADDR = re.compile(r"[A-Za-z0-9._%+=/!#$&'*?^`{|}~-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8}")
 # The sender named in a transcript or an Exim error is never the failed recipient.
 _SENDER = re.compile(r"(?:MAIL FROM|envelope-from|Return-Path|From)[ \t]{0,5}:?[ \t]{0,5}<[^<>\n]{0,300}>", re.I)
+_REPLY_START = re.compile(r"[2-5]\d\d[ -]")
 _FIELD = re.compile(r"([A-Za-z][A-Za-z0-9-]{0,40})[ \t]*:[ \t]*(.*)")
 # Where the copy of the original message starts inside a plain-text bounce.
 _ORIGINAL = re.compile(
@@ -239,7 +240,9 @@ def logical_lines(text: str) -> Iterator[str]:
         if _ORIGINAL.match(stripped):
             break
         depth = len(line) - len(stripped)
-        if stripped and current and depth > indent >= 0 and depth > 0:
+        # A reply that starts a line runs on to the paragraph's end, unless a new one starts.
+        in_reply = _REPLY_START.match(current) and not _REPLY_START.match(stripped)
+        if stripped and current and (in_reply or depth > indent >= 0 and depth > 0):
             current = f"{current} {stripped}"[: MAX_LINE * 2]
             continue
         if current:
@@ -281,7 +284,9 @@ def _from_words(line: str) -> Reply | None:
 
 def _rank(r: Reply) -> int:
     """How much a reply says: a code beats a bare status, a status beats inferred words."""
-    return 0 if r.form is Form.BOUNCE_TEXT else 2 if r.code is not None else 1
+    if r.form is Form.BOUNCE_TEXT:
+        return 0
+    return (2 if r.code is not None else 1) + (r.enhanced is not None)
 
 
 def _merge(records: list[DsnRecord], human: list[Failure]) -> list[Failure]:
