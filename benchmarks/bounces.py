@@ -103,7 +103,13 @@ class Tally:
 MEASURES = ("found", "status", "permtemp", "category", "nonbounce")
 
 
-def judge(rows: list[dict[str, str]], items: list[tuple[str, str | None, int, str]], t: Tally, log: list[str], name: str) -> None:
+def judge(
+    rows: list[dict[str, str]],
+    items: list[tuple[str, str | None, int, str]],
+    t: Tally,
+    log: list[str],
+    name: str,
+) -> None:
     """Compare our items (enhanced, class, category) with the expected rows of one email."""
     if rows[0]["reason"] in NON_BOUNCE:
         t.add("nonbounce", not items)
@@ -133,12 +139,21 @@ def explain_file(path: Path) -> list[tuple[str, str | None, int, str]]:
     out = []
     for f in read_email(path.read_bytes()):
         i = interpret_reply(f.reply, f.source)
-        out.append((str(f.reply.enhanced) if f.reply.enhanced else "", f.reply.text[:80], i.reply_class, i.category))
+        out.append(
+            (
+                str(f.reply.enhanced) if f.reply.enhanced else "",
+                f.reply.text[:80],
+                i.reply_class,
+                i.category,
+            )
+        )
     return out
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--corpus", type=Path, default=Path("/work/shared/corpus/bounces"))
     ap.add_argument("--split", type=int, default=3, help="hold out 1/N of the emails (0: none)")
     ap.add_argument("--seed", type=int, default=14)
@@ -165,7 +180,9 @@ def main() -> None:
     print()
     for label, t in (("all", total), ("developed on", seen), ("held out", unseen)):
         print(f"{label:<24}" + "".join(f"{t.cell(m):>15}" for m in MEASURES))
-    print(f"\n{len(names)} emails, {1000 * cpu / len(names):.2f} ms CPU per email (read + interpret)")
+    print(
+        f"\n{len(names)} emails, {1000 * cpu / len(names):.2f} ms CPU per email (read + interpret)"
+    )
     if a.verbose:
         print("\n".join(log))
 

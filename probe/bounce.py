@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-import email
-import email.policy
 import quopri
 import re
 from collections.abc import Iterator
 from dataclasses import replace
-from email.message import EmailMessage, Message
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from probe.interpret import interpret_reply
 from probe.model import EnhancedCode, Form, Interpretation, Reply
 from probe.pasted import parse_pasted
+
+if TYPE_CHECKING:
+    from email.message import Message
 
 # Bounces put their news first; reading a megabyte is plenty and bounds the work.
 MAX_EMAIL = 1024 * 1024
@@ -29,15 +29,19 @@ MAX_LINE = 2000
 _MAX_PARTS = 64
 _MAX_RECIPIENTS = 200
 _ENH = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
-_ADDR = re.compile(r"[A-Za-z0-9._%+=/!#$&'*?^`{|}~-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8}")
+_ADDR = re.compile(
+    r"(?<![A-Za-z0-9._%+=/!#$&'*?^`{|}~-])[A-Za-z0-9._%+=/!#$&'*?^`{|}~-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8}"
+)
 # The sender named in a transcript or an Exim error is never the failed recipient.
-_SENDER = re.compile(r"(?:MAIL FROM|envelope-from|Return-Path|From)[ \t]{0,5}:?[ \t]{0,5}<[^<>\n]{0,300}>", re.I)
+_SENDER = re.compile(
+    r"(?:MAIL FROM|envelope-from|Return-Path|From)[ \t]{0,5}:?[ \t]{0,5}<[^<>\n]{0,300}>", re.I
+)
 _REPLY_START = re.compile(r"[2-5]\d\d[ -]")
-_FIELD = re.compile(r"([A-Za-z][A-Za-z0-9-]{0,40})[ \t]*:[ \t]*(.*)")
+_FIELD = re.compile(r"(?<![A-Za-z0-9-])([A-Za-z][A-Za-z0-9-]{0,40})[ \t]{0,40}:[ \t]{0,40}(.*)")
 # Where the copy of the original message starts inside a plain-text bounce.
 _ORIGINAL = re.compile(
     r"(?:received|return-path|dkim-signature|x-original-to|delivered-to)[ \t]*:"
-    r"|-{2,} ?(?:this is a copy|below this line|original message|the header)"
+    r"|(?<!-)-{2,40} ?(?:this is a copy|below this line|original message|the header)"
     r"|(?:original message|unsent message|message headers) follows",
     re.IGNORECASE,
 )
@@ -49,18 +53,39 @@ _DSN_TYPES = frozenset({"message/delivery-status", "message/global-delivery-stat
 _WORDS: tuple[tuple[re.Pattern[str], EnhancedCode], ...] = tuple(
     (re.compile(pattern, re.IGNORECASE), EnhancedCode(*code))
     for pattern, code in (
-        (r"retry time ?out exceeded|message (?:has )?expired|delivery time expired"
-         r"|too long (?:in|on) (?:the )?queue|could not be delivered within|giving up on", (4, 4, 7)),
+        (
+            r"retry time ?out exceeded|message (?:has )?expired|delivery time expired"
+            r"|too long (?:in|on) (?:the )?queue|could not be delivered within|giving up on",
+            (4, 4, 7),
+        ),
         (r"mailbox (?:is )?full|over (?:the )?quota|quota exceeded|mailbox is over", (5, 2, 2)),
-        (r"host unknown|unknown host|domain (?:not found|does not exist|is not reachable)"
-         r"|unrouteable|no such domain|bad destination system", (5, 1, 2)),
-        (r"mailbox (?:is )?(?:disabled|suspended|inactive|frozen)|account (?:is )?(?:disabled|suspended)", (5, 2, 1)),
-        (r"user ?unknown|unknown (?:user|recipient)|no such (?:user|mailbox|recipient|address)"
-         r"|not recognized|does not exist|address (?:rejected|not found)|recipient not found"
-         r"|no mailbox|invalid (?:recipient|address)|not a valid", (5, 1, 1)),
-        (r"too (?:big|large)|size limit|exceeds? (?:the )?(?:maximum )?(?:message )?size", (5, 3, 4)),
-        (r"connection (?:refused|timed out|reset)|could not connect|network (?:is )?unreachable", (4, 4, 1)),
-        (r"permission to post|not allowed to (?:post|send)|spam|denied|blocked|rejected|refused", (5, 7, 1)),
+        (
+            r"host unknown|unknown host|domain (?:not found|does not exist|is not reachable)"
+            r"|unrouteable|no such domain|bad destination system",
+            (5, 1, 2),
+        ),
+        (
+            r"mailbox (?:is )?(?:disabled|suspended|inactive|frozen)|account (?:is )?(?:disabled|suspended)",
+            (5, 2, 1),
+        ),
+        (
+            r"user ?unknown|unknown (?:user|recipient)|no such (?:user|mailbox|recipient|address)"
+            r"|not recognized|does not exist|address (?:rejected|not found)|recipient not found"
+            r"|no mailbox|invalid (?:recipient|address)|not a valid",
+            (5, 1, 1),
+        ),
+        (
+            r"too (?:big|large)|size limit|exceeds? (?:the )?(?:maximum )?(?:message )?size",
+            (5, 3, 4),
+        ),
+        (
+            r"connection (?:refused|timed out|reset)|could not connect|network (?:is )?unreachable",
+            (4, 4, 1),
+        ),
+        (
+            r"permission to post|not allowed to (?:post|send)|spam|denied|blocked|rejected|refused",
+            (5, 7, 1),
+        ),
     )
 )
 
@@ -81,11 +106,15 @@ def normalise(data: bytes) -> bytes:
 
 def read_email(data: bytes) -> list[Failure]:
     """Every failed (or reported) recipient of a bounce, in the order the email names them."""
+    # The email package pulls in socket; offline commands that read no email must not.
+    import email
+    import email.policy
+
     raw = normalise(data)
     try:
         msg = email.message_from_bytes(raw, policy=email.policy.default)
         dsn_texts, human = _split_parts(msg)
-    except Exception:  # noqa: BLE001 - the email package can fail on any malformed input
+    except Exception:
         dsn_texts, human = [], [raw.decode("utf-8", "replace")]
     records = [rec for text in dsn_texts for rec in dsn_records(text)]
     from_human = human_failures("\n".join(human))
@@ -108,6 +137,8 @@ def _split_parts(msg: Message) -> tuple[list[str], list[str]]:
 
 def _leaf_parts(part: Message, depth: int) -> Iterator[Message]:
     """Parts that carry content, not descending into the returned original message."""
+    from email.message import Message
+
     if depth > 8:
         return
     ctype = part.get_content_type()
@@ -123,6 +154,8 @@ def _leaf_parts(part: Message, depth: int) -> Iterator[Message]:
 
 def _dsn_body(part: Message) -> str:
     """The raw fields of a delivery-status part, decoded from base64 or quoted-printable."""
+    import email.policy
+
     text = part.as_string(policy=email.policy.compat32.clone(linesep="\n"))
     body = text.split("\n\n", 1)[1] if "\n\n" in text else ""
     cte = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
@@ -138,20 +171,28 @@ def _dsn_body(part: Message) -> str:
 
 def _text_of(part: Message) -> str:
     """A text part decoded (transfer encoding and charset), leniently."""
+    from email.message import EmailMessage
+
     if isinstance(part, EmailMessage):
         try:
             content = part.get_content()
             if isinstance(content, str):
                 return content
-        except Exception:  # noqa: BLE001, S110 - unknown charsets and broken encodings
+        except Exception:
             pass
     payload = part.get_payload(decode=True)
     return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
 
 
 def _strip_html(text: str) -> str:
-    out = re.sub(r"<(?:br|/p|/div|/tr|p|div)\b[^>]{0,200}>", "\n", text[:MAX_EMAIL], flags=re.I)
-    return re.sub(r"<[^<>]{0,500}>", " ", out).replace("&nbsp;", " ").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    out = re.sub(r"<(?:br|/p|/div|/tr|p|div)\b[^<>]{0,200}>", "\n", text[:MAX_EMAIL], flags=re.I)
+    return (
+        re.sub(r"<[^<>]{0,500}>", " ", out)
+        .replace("&nbsp;", " ")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+    )
 
 
 # ---------------------------------------------------------------- RFC 3464 delivery-status
@@ -177,7 +218,7 @@ def dsn_fields(text: str) -> Iterator[list[tuple[str, str]]]:
             block = []
         elif line[0] in " \t" and block:
             name, value = block[-1]
-            block[-1] = (name, f"{value} {line.strip()}"[:MAX_LINE * 4])
+            block[-1] = (name, f"{value} {line.strip()}"[: MAX_LINE * 4])
         else:
             m = _FIELD.match(line[:MAX_LINE])
             if m:
@@ -217,10 +258,14 @@ def _record_reply(rec: DsnRecord) -> Reply | None:
         return None
     if r is None:
         assert rec.status is not None
-        return Reply(None, rec.status, rec.diagnostic, (rec.diagnostic,) if rec.diagnostic else (), Form.DSN)
+        return Reply(
+            None, rec.status, rec.diagnostic, (rec.diagnostic,) if rec.diagnostic else (), Form.DSN
+        )
     status = rec.status
     # A generic x.0.0 Status says less than the code the remote server itself gave.
-    if r.enhanced is None or (status is not None and status.subject != 0 and r.enhanced.subject == 0):
+    if r.enhanced is None or (
+        status is not None and status.subject != 0 and r.enhanced.subject == 0
+    ):
         r = replace(r, enhanced=status)
     if r.code is None and r.enhanced is None:
         return None
@@ -242,7 +287,7 @@ def logical_lines(text: str) -> Iterator[str]:
         depth = len(line) - len(stripped)
         # A reply that starts a line runs on to the paragraph's end, unless a new one starts.
         in_reply = _REPLY_START.match(current) and not _REPLY_START.match(stripped)
-        if stripped and current and (in_reply or depth > indent >= 0 and depth > 0):
+        if stripped and current and (in_reply or (depth > indent >= 0 and depth > 0)):
             current = f"{current} {stripped}"[: MAX_LINE * 2]
             continue
         if current:
@@ -299,7 +344,11 @@ def _merge(records: list[DsnRecord], human: list[Failure]) -> list[Failure]:
         if h is None and len(human) == 1 and len(records) == 1:
             h = human[0]
         if h is not None and (r is None or (r.code is None and h.reply.code is not None)):
-            r = h.reply if r is None or r.enhanced is None else replace(h.reply, enhanced=h.reply.enhanced or r.enhanced)
+            r = (
+                h.reply
+                if r is None or r.enhanced is None
+                else replace(h.reply, enhanced=h.reply.enhanced or r.enhanced)
+            )
         if r is not None:
             out.append(Failure(rec.recipient, r, rec.action, rec.source))
     if out:
@@ -310,6 +359,5 @@ def _merge(records: list[DsnRecord], human: list[Failure]) -> list[Failure]:
 def explain_email(data: bytes) -> list[Interpretation]:
     """One interpretation per recipient of a bounce email, the recipient named in each."""
     return [
-        interpret_reply(f.reply, f.source)._replace(recipient=f.recipient)
-        for f in read_email(data)
+        interpret_reply(f.reply, f.source)._replace(recipient=f.recipient) for f in read_email(data)
     ]

@@ -69,7 +69,7 @@ def _sendmail_stat(s: str) -> Reply | None:
     stat = m.group(1).strip()
     d = _DSN.search(s)
     enh = EnhancedCode(int(d.group(1)), int(d.group(2)), int(d.group(3))) if d else None
-    word, _, rest = stat.partition(":")
+    _, _, rest = stat.partition(":")
     inner = parse(rest) if rest.strip() else None
     if inner is not None and inner.code is not None:
         return inner if inner.enhanced is not None or enh is None else replace(inner, enhanced=enh)

@@ -10,6 +10,7 @@ from typing import IO
 import click
 
 from probe import catalog, exitcodes
+from probe.bounce import MAX_EMAIL, explain_email
 from probe.catalog import Locale, locale
 from probe.cli.common import (
     FORMATS,
@@ -23,7 +24,6 @@ from probe.cli.common import (
     stdout_styler,
     styler,
 )
-from probe.bounce import MAX_EMAIL, explain_email
 from probe.interpret import explain as explain_one
 from probe.interpret import interpret_reply
 from probe.model import CATEGORIES, Interpretation, NotAReply

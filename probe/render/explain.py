@@ -71,7 +71,9 @@ def to_text(e: Explained, loc: Locale, style: Styler = plain) -> str:
     r = i.reply
     colour = CLASS_COLOURS.get(i.reply_class)
     description, when, fix = texts(i, loc)
-    rows: list[tuple[str, str]] = [(loc.ui("heading.recipient"), safe(e.recipient))] if e.recipient else []
+    rows: list[tuple[str, str]] = (
+        [(loc.ui("heading.recipient"), safe(e.recipient))] if e.recipient else []
+    )
     rows += [
         (loc.ui("heading.class"), f"{i.reply_class}xx {class_name(loc, i.reply_class)}"),
         (
