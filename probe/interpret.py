@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 from probe import catalog
 from probe.model import Explained, Flag, Interpretation, NotAReply, Reply, RuleRef
-from probe.reply import parse
+from probe.pasted import parse_pasted
 
 # Suggested first waits when no entry says otherwise (RFC 5321 §4.5.4.1 favours >= 30 min;
 # real MTAs start at 5-15 min).
@@ -140,7 +140,7 @@ def _refs(basic: catalog.BasicEntry | None, enh: catalog.EnhancedEntry | None) -
 
 def explain(item: str) -> Explained:
     """Parse and interpret one input item; input without a reply gives `NotAReply`."""
-    reply = parse(item)
+    reply = parse_pasted(item)
     if reply is None:
         return NotAReply(item)
     return interpret_reply(reply, item)

@@ -41,6 +41,8 @@ CORE_MODULES = {
     "nagios",
     "redact",
     "shard",
+    "bounce",
+    "pasted",
 }
 # Every other room, and the rooms of this package it may import besides the core.
 # Anything not listed is forbidden; a new module must be placed here to exist.

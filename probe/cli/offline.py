@@ -10,6 +10,7 @@ from typing import IO
 import click
 
 from probe import catalog, exitcodes
+from probe.bounce import MAX_EMAIL, explain_email
 from probe.catalog import Locale, locale
 from probe.cli.common import (
     FORMATS,
@@ -98,26 +99,45 @@ class _Explained:
 
 
 @click.command()
-@click.argument("items", nargs=-1, required=True)
+@click.argument("items", nargs=-1)
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True)
 @click.option(
     "--summary", is_flag=True, help="With '-': counts by category and code, one example each."
 )
+@click.option(
+    "--email",
+    "emails",
+    multiple=True,
+    metavar="FILE|-",
+    help="A whole bounce email (RFC 3464 or an MTA's text bounce): one item per failed "
+    "recipient. '-' reads it from standard input. Repeatable.",
+)
 @redact_option
 @lang_option
 def explain(
-    items: tuple[str, ...], fmt: str, summary: bool, redact: bool, lang: str | None
+    items: tuple[str, ...],
+    fmt: str,
+    summary: bool,
+    emails: tuple[str, ...],
+    redact: bool,
+    lang: str | None,
 ) -> None:
     """Explain SMTP replies: codes, reply lines, bounces, MTA log lines, DSN fields.
 
-    ITEM is a code (550, 5.7.26), a reply or a log line. '-' reads standard input line by
-    line (a whole mail log): lines without a reply are counted, not shown.
+    ITEM is a code (550, 5.7.26), a reply, a log line (Postfix, Exim, Sendmail), a swaks
+    transcript line or a pasted Microsoft 365 or Gmail bounce text. '-' reads standard input
+    line by line (a whole mail log): lines without a reply are counted, not shown.
     """
     loc = locale(resolve_lang(lang))
-    if summary and "-" not in items:
+    if not items and not emails:
+        fail("give an ITEM, '-' or --email FILE")
+    if summary and "-" not in items and not emails:
         fail("--summary needs '-' (standard input) among the items")
     out = _Explained(fmt, summary, loc, styler(fmt == "text" and colour_enabled(sys.stdout)))
     out.redactor = Redactor() if redact else None
+    for path in emails:
+        for interpretation in explain_email(_email_bytes(path)):
+            out.add(interpretation)
     for item in items:
         if item == "-":
             out.read(sys.stdin.buffer)
@@ -131,6 +151,18 @@ def explain(
     if out.missing:
         click.echo(f"smtp-probe: {out.missing} item(s) held no SMTP reply", err=True)
         raise SystemExit(exitcodes.DATAERR)
+
+
+def _email_bytes(path: str) -> bytes:
+    """The bytes of one email, at most what bounce.py reads; a file that cannot be read is a
+    one-line error."""
+    try:
+        if path == "-":
+            return sys.stdin.buffer.read(MAX_EMAIL)
+        with open(path, "rb") as f:
+            return f.read(MAX_EMAIL)
+    except OSError as e:
+        fail(f"cannot read {path}: {e.strerror or e}", exitcodes.NOINPUT, hint=False)
 
 
 def _code_item(value: str) -> Interpretation:

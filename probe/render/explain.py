@@ -40,6 +40,7 @@ def to_json(e: Explained, loc: Locale) -> dict[str, object]:
         "text": r.text,
         "lines": list(r.lines),
         **interpretation_json(e, loc),
+        **({"recipient": e.recipient} if e.recipient is not None else {}),
     }
 
 
@@ -70,7 +71,10 @@ def to_text(e: Explained, loc: Locale, style: Styler = plain) -> str:
     r = i.reply
     colour = CLASS_COLOURS.get(i.reply_class)
     description, when, fix = texts(i, loc)
-    rows: list[tuple[str, str]] = [
+    rows: list[tuple[str, str]] = (
+        [(loc.ui("heading.recipient"), safe(e.recipient))] if e.recipient else []
+    )
+    rows += [
         (loc.ui("heading.class"), f"{i.reply_class}xx {class_name(loc, i.reply_class)}"),
         (
             loc.ui("heading.category"),
