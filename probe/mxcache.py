@@ -223,6 +223,7 @@ def _step_out(st: Step) -> dict[str, Any]:
         "error": [st.error.kind.value, st.error.detail] if st.error else None,
         "tls": st.tls,
         "note": st.note,
+        "setup_ms": st.setup_ms,
     }
 
 
@@ -243,7 +244,12 @@ def _step_in(d: dict[str, Any]) -> Step:
         error,
         bool(d["tls"]),
         _opt(d["note"]),
+        _num(d.get("setup_ms")),
     )
+
+
+def _num(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _tls_out(t: TlsInfo) -> dict[str, Any]:

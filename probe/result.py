@@ -73,6 +73,9 @@ class Step(NamedTuple):
     error: StepError | None = None
     tls: bool = False
     note: str | None = None
+    # The part of elapsed_ms before the reply was awaited: the TCP connect (and TLS with
+    # --tls) for CONNECT, the TLS handshake after 220 for STARTTLS; None for other steps.
+    setup_ms: float | None = None
 
 
 class Certificate(NamedTuple):

@@ -235,7 +235,7 @@ class _Dialogue:
             self.tls = self.tls_facts(offered=False, injected=0)
             note = _joined(note, self._untrusted_note())
         reply = self.run.replies.get(got, "CONNECT")
-        self.add(Step("CONNECT", None, reply, _ms(start), None, conn.tls, note))
+        self.add(Step("CONNECT", None, reply, _ms(start), None, conn.tls, note, conn.connect_ms))
         return reply
 
     async def command(self, name: str, *args: str) -> WireReply | None:
@@ -273,7 +273,8 @@ class _Dialogue:
         reply = self.run.replies.get(got.reply, "STARTTLS") if got.reply else None
         if reply is None or reply.code != 220 or got.failure is not None:
             error = StepError(got.failure.kind, got.failure.detail) if got.failure else None
-            self.add(Step("STARTTLS", "STARTTLS", reply, _ms(start), error))
+            shook = conn.handshake_ms if reply is not None and reply.code == 220 else None
+            self.add(Step("STARTTLS", "STARTTLS", reply, _ms(start), error, False, None, shook))
             why = (
                 error.detail
                 if error
@@ -285,7 +286,8 @@ class _Dialogue:
             return False
         self.tls = self.tls_facts(offered, conn.unsolicited_total - before)
         note = self._untrusted_note()
-        self.add(Step("STARTTLS", "STARTTLS", reply, _ms(start), None, False, note))
+        shake = conn.handshake_ms
+        self.add(Step("STARTTLS", "STARTTLS", reply, _ms(start), None, False, note, shake))
         return True
 
     def tls_facts(self, offered: bool, injected: int) -> TlsInfo:

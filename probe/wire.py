@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import socket
 import ssl
+import time
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -237,6 +238,9 @@ class Connection:
         # Called before a polite close, whoever closes: TLS 1.3 tickets arrive after the
         # handshake, so the last moment to keep one for resumption is just before closing.
         self.before_close: Callable[[Connection], None] | None = None
+        # How long the connection took to set up, and the last STARTTLS handshake (ms).
+        self.connect_ms = 0.0
+        self.handshake_ms = 0.0
 
     @classmethod
     async def open(
@@ -252,6 +256,7 @@ class Connection:
     ) -> tuple[Connection | None, Raw | Failure]:
         """Connect (with a TLS handshake when `tls` is given) and read the greeting."""
         loop = asyncio.get_running_loop()
+        start = time.perf_counter()  # uvloop's loop.time() counts whole milliseconds
         try:
             # asyncio.timeout rather than wait_for: no extra task per connection.
             async with asyncio.timeout(connect_timeout):
@@ -268,6 +273,7 @@ class Connection:
             return None, _connect_failure(e, connect_timeout)
         conn = cls(proto, transport.get_extra_info("sockname"))
         conn.tls = tls is not None
+        conn.connect_ms = round((time.perf_counter() - start) * 1000, 1)
         try:
             got = await proto.reply(greeting_timeout)
         except BaseException:
@@ -330,7 +336,9 @@ class Connection:
             return TlsStart(None, got)
         if got.code != 220:  # refused with a reply; the connection stays in plaintext
             return TlsStart(got, None)
+        start = time.perf_counter()
         failed = await self._handshake(proto, ctx, server_hostname, timeout)
+        self.handshake_ms = round((time.perf_counter() - start) * 1000, 1)
         if failed is not None:
             await self.close()
             return TlsStart(got, failed)

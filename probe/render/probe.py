@@ -96,6 +96,7 @@ def _step_json(s: Step, out: ProbeJson) -> dict[str, Any]:
         if s.error
         else None,
         "elapsed_ms": s.elapsed_ms,
+        "setup_ms": s.setup_ms,
         "tls": s.tls,
         "note": s.note,
         "note_message": message_json(s.note),

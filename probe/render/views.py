@@ -37,6 +37,7 @@ class Bar(NamedTuple):
     inside: bool
     below: int  # which line under the bar holds a label that does not fit on it
     tip: str  # the hover text: reply lines as received, meaning, fix, retry
+    setup_w: float = 0.0  # percent of the width: the TCP connect, or the TLS handshake
 
 
 class Row(NamedTuple):
@@ -138,6 +139,12 @@ def step_label(step: Mapping[str, Any]) -> str:
 def tip(step: Mapping[str, Any], loc: Locale) -> str:
     """Hover text: the command, the reply lines exactly as received, then what they mean."""
     out = [f"{step.get('command')} · {ms(loc, float(step.get('elapsed_ms') or 0))}"]
+    setup = step.get("setup_ms")
+    if isinstance(setup, int | float) and setup > 0:
+        key = (
+            "report.setup_connect" if step.get("command") == "CONNECT" else "report.setup_handshake"
+        )
+        out.append(loc.ui(key, time=ms(loc, float(setup))))
     reply = step.get("reply")
     if isinstance(reply, dict):
         out += [safe(str(line)) for line in reply.get("lines", ())]
@@ -204,6 +211,7 @@ def chart(sessions: Sequence[Mapping[str, Any]], loc: Locale, prefix: str) -> Ch
                     w >= LABEL_INSIDE_PCT,
                     k % 2,
                     tip(st, loc),
+                    round(min(100 * float(st.get("setup_ms") or 0) / scale, w), 3),
                 )
             )
             start += ms
