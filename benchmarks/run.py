@@ -216,11 +216,30 @@ def bench_session(runs: int) -> list[tuple[str, str]]:
     return rows
 
 
-def _farm(listeners: int, domains: int, error_limit: int = 0) -> tuple[subprocess.Popen[str], dict]:  # type: ignore[type-arg]
+def _pinned(cpu: int) -> list[str]:
+    """A command prefix that keeps a process on one CPU, where the machine has two or more:
+    the farm on one and the client measured on the other, so that neither steals the
+    other's core and runs compare like for like (the raw client is pinned the same way)."""
+    if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
+        return ["taskset", "-c", str(cpu)]
+    return []
+
+
+def _farm(
+    listeners: int, domains: int, error_limit: int = 0, pin: bool = False
+) -> tuple[subprocess.Popen[str], dict]:  # type: ignore[type-arg]
     import json
 
     farm = subprocess.Popen(
-        [sys.executable, "-m", "probe.lab.farm", str(listeners), str(domains), str(error_limit)],
+        [
+            *(_pinned(0) if pin else []),
+            sys.executable,
+            "-m",
+            "probe.lab.farm",
+            str(listeners),
+            str(domains),
+            str(error_limit),
+        ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -253,13 +272,16 @@ def bench_like_for_like(quick: bool) -> list[tuple[str, str]]:
     # 2,000 sessions: batch reports its time to a tenth of a second, a few percent of this.
     n = 300 if quick else 2000
     runs = 1 if quick else 3
-    farm, info = _farm(5, 10)
+    farm, info = _farm(5, 10, pin=True)
     hosts = info["hosts"]
     rows: list[tuple[str, str]] = []
+    if _pinned(1):
+        rows.append(("pinning", "farm on CPU 0; the raw client and batch on CPU 1"))
     with tempfile.TemporaryDirectory() as tmp:
         literals = Path(tmp) / "literals.txt"
         literals.write_text("".join(f"[{hosts[i % len(hosts)]}]\n" for i in range(n)))
         base = [
+            *_pinned(1),
             *CLI,
             "batch",
             "-",
@@ -274,7 +296,7 @@ def bench_like_for_like(quick: bool) -> list[tuple[str, str]]:
             "--per-host",
             "50",
         ]
-        raw = [sys.executable, str(ROOT / "benchmarks" / "raw_client.py"), str(n)]
+        raw = [*_pinned(1), sys.executable, str(ROOT / "benchmarks" / "raw_client.py"), str(n)]
         for c in (10, 50):
             like = [*base, "--concurrency", str(c), "--reuse", "1", "--no-tls-resume"]
             usual = [*base, "--concurrency", str(c)]

@@ -8,6 +8,7 @@ an address already probed is shared rather than repeated.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
 import stat
@@ -24,16 +25,18 @@ from probe.catalog import Locale
 from probe.config import BatchLimits, ProbeRequest, SessionOptions
 from probe.context import RunContext
 from probe.limits import Limited, Limits
+from probe.mxcache import DEFAULT_MAX_AGE, Hit, MxStore, cacheable, fact_key
 from probe.pool import Pool
 from probe.render.probe import ProbeJson
-from probe.resolve import Resolver, make_resolver
-from probe.result import ProbeResult, Session
+from probe.resolve import Resolver, lookup, make_resolver
+from probe.result import DnsStatus, ProbeResult, Session, Target
 from probe.runner import probe
 from probe.session import SessionRunner
+from probe.shard import best_mx, registrable, shard_of
 from probe.target import TargetError, parse_target
 from probe.verdict import exit_status
 
-SCHEMA = "smtp-probe/batch/1"
+SCHEMA = "smtp-probe/batch/2"
 Record = dict[str, object]  # one output line: a probe's JSON document, or an error
 ProbeFn = Callable[[ProbeRequest], Awaitable[ProbeResult]]
 # Bytes in one input line, its newline not counted. The longest target the grammar allows (a
@@ -174,34 +177,82 @@ def read_targets(lines: Iterable[str | Refused]) -> Iterator[Item]:
             yield n, text
 
 
+Shared = tuple[Session, str, float]  # a session, where it came from, when (time.time())
+
+
 @dataclass
 class SessionCache:
     """Shares sessions that check no recipient: many domains often point at one provider's MX.
 
     Sessions with recipients, and the first of each kind without, go to `runner` (the pool
-    when connections are kept, so the per-host limit covers kept connections too)."""
+    when connections are kept, so the per-host limit covers kept connections too). With a
+    `store` (--cache FILE), a session kept there from an earlier run, younger than `max_age`,
+    stands in for the first one too, and every new one that completed is kept for the next.
+    `lookup` says where each session's facts came from."""
 
     runner: SessionRunner
-    _done: dict[tuple[str, str, int, SessionOptions], asyncio.Future[Session]] = field(
+    store: MxStore | None = None
+    max_age: float = DEFAULT_MAX_AGE
+    _done: dict[tuple[str, str, int, SessionOptions], asyncio.Future[Shared]] = field(
         default_factory=dict
     )
 
     async def session(self, host: str, address: str, port: int, opts: SessionOptions) -> Session:
+        return (await self.lookup(host, address, port, opts))[0]
+
+    async def lookup(
+        self, host: str, address: str, port: int, opts: SessionOptions
+    ) -> tuple[Session, Hit | None]:
         if opts.rcpts:
-            return await self.runner.session(host, address, port, opts)
-        key = (host, address, port, opts)
+            if isinstance(self.runner, Pool):
+                s, age = await self.runner.serve(host, address, port, opts)
+                return s, None if age is None else Hit("connection", age)
+            return await self.runner.session(host, address, port, opts), None
+        # Which local address a session leaves from changes none of its facts.
+        key = (host, address, port, replace(opts, source_address=None))
         fut = self._done.get(key)
         if fut is None:
             fut = asyncio.get_running_loop().create_future()
             self._done[key] = fut
             try:
-                fut.set_result(await self.runner.session(host, address, port, opts))
+                shared = await self._first(host, address, port, opts)
             except BaseException as e:
                 fut.set_exception(e)
                 fut.exception()  # retrieved: the caller below re-raises it
                 del self._done[key]
                 raise
-        return await asyncio.shield(fut)
+            fut.set_result(shared)
+            if shared[1] == "new":
+                return shared[0], None
+        s, source, born = await asyncio.shield(fut)
+        return s, Hit("file" if source == "file" else "run", max(0.0, time.time() - born))
+
+    async def _first(self, host: str, address: str, port: int, opts: SessionOptions) -> Shared:
+        """The first session of its kind in this run: from the file, or a new one."""
+        key = fact_key(host, address, port, opts) if self.store is not None else ""
+        if self.store is not None and (got := self.store.get(key, self.max_age)) is not None:
+            return got[0], "file", time.time() - got[1]
+        s = await self.runner.session(host, address, port, opts)
+        if self.store is not None and cacheable(s):
+            self.store.put(key, s)
+        return s, "new", time.time()
+
+
+@dataclass
+class Tracked:
+    """One target's view of the run's `SessionCache`: notes, in the order its sessions ran,
+    where each one's facts came from (None: this session's own)."""
+
+    cache: SessionCache
+    picker: SourcePicker | None = None
+    hits: list[Hit | None] = field(default_factory=list)
+
+    async def session(self, host: str, address: str, port: int, opts: SessionOptions) -> Session:
+        if self.picker is not None:
+            opts = self.picker.pick(host, address, opts)
+        s, hit = await self.cache.lookup(host, address, port, opts)
+        self.hits.append(hit)
+        return s
 
 
 @dataclass
@@ -212,6 +263,10 @@ class Stats:
     by_category: Counter[str] = field(default_factory=Counter)
     sessions: int = 0
     reused: int = 0  # sessions run on a connection kept from an earlier target
+    # Records that did not meet every --expect (an error record meets none).
+    unmet: int = 0
+    cached: int = 0  # sessions whose facts came from the run's or the file's cache
+    skipped: int = 0  # targets of other shards (--shard)
     started: float = field(default_factory=time.monotonic)
 
     def add(self, rec: Mapping[str, object]) -> None:
@@ -219,12 +274,15 @@ class Stats:
         self.done += 1
         if "error" in rec:
             self.errors += 1
+            self.unmet += 1
             self.by_verdict["error"] += 1
             return
         self.by_verdict[str(rec.get("verdict"))] += 1
+        self.unmet += any(e.get("met") is not True for e in _dicts(rec.get("expectations")))
         for s in _dicts(rec.get("sessions")):
             self.sessions += 1
             self.reused += bool(s.get("reused"))
+            self.cached += isinstance(s.get("cache"), dict) and not s.get("reused")
             for st in _dicts(s.get("steps")):
                 reply = st.get("reply")
                 category = reply.get("category") if isinstance(reply, dict) else None
@@ -257,11 +315,107 @@ def refused_record(n: int, item: Refused) -> dict[str, object]:
     return error_record(n, item.text, "bad_input", item.detail, exitcodes.USAGE)
 
 
-def runner_for(limits: Limits, run: RunContext) -> tuple[SessionRunner, Pool | None]:
+@dataclass(frozen=True, slots=True)
+class Scale:
+    """How a run spreads beyond one process: the MX facts file (--cache, --max-age), the
+    shard it is (--shard K/N: K counted from 1) and the local addresses it leaves from."""
+
+    cache_file: str | None = None
+    max_age: float = DEFAULT_MAX_AGE
+    shard: tuple[int, int] | None = None
+    sources: tuple[str, ...] = ()
+
+
+@dataclass
+class SourcePicker:
+    """--source-address: each provider's sessions leave from the addresses in turn (those of
+    the MX address's family), so that every address carries a share of every provider."""
+
+    addresses: tuple[str, ...]
+    _next: dict[str, int] = field(default_factory=dict)
+
+    def pick(self, host: str, address: str, opts: SessionOptions) -> SessionOptions:
+        version = ipaddress.ip_address(address).version
+        same = [a for a in self.addresses if ipaddress.ip_address(a).version == version]
+        if not same:
+            return opts
+        provider = registrable(host)
+        turn = self._next.get(provider, 0)
+        self._next[provider] = turn + 1
+        return replace(opts, source_address=same[turn % len(same)])
+
+
+def runner_for(
+    limits: Limits, run: RunContext, store: MxStore | None = None, max_age: float = DEFAULT_MAX_AGE
+) -> tuple[SessionCache, Pool | None]:
     """Sessions within the limits: through a pool when connections serve several targets."""
     pool = Pool(limits, run) if limits.config.reuse > 1 else None
     inner: SessionRunner = pool if pool is not None else Limited(limits, run)
-    return SessionCache(inner), pool
+    return SessionCache(inner, store, max_age), pool
+
+
+async def shard_key(res: Resolver, target: Target, text: str) -> str:
+    """The provider a target belongs to (`probe.shard`): its best MX host's registrable
+    domain; the domain's own when it has no usable MX or DNS fails."""
+    if target.kind in ("domain", "address") and target.domain:
+        found = await lookup(res, target.domain, "MX")
+        if found.status is DnsStatus.OK:
+            hosts = []
+            for rec in found.records:
+                pref, _, exch = rec.partition(" ")
+                if exch.rstrip("."):
+                    hosts.append((int(pref), exch.rstrip(".")))
+            if (best := best_mx(hosts)) is not None:
+                return registrable(best)
+        return registrable(target.domain)
+    return registrable(target.host or text)
+
+
+@dataclass
+class _Targets:
+    """What one run does with each input line: parse it, keep it to its shard, probe it."""
+
+    template: ProbeRequest
+    scale: Scale
+    res: Resolver
+    cache: SessionCache
+    render: ProbeJson
+    probe_fn: ProbeFn | None
+    run: RunContext = field(default_factory=RunContext)
+    picker: SourcePicker | None = None
+
+    async def one(self, n: int, item: str | Refused) -> Record | None:
+        """The line's record; None for a line of another shard."""
+        mine = _mine(self.scale, item.text if isinstance(item, Refused) else item)
+        if isinstance(item, Refused):
+            return refused_record(n, item) if mine else None
+        try:
+            t = parse_target(item)
+        except TargetError as e:
+            rec = error_record(n, item, "bad_target", str(e), exitcodes.USAGE)
+            return rec if mine else None
+        except Exception as e:  # a bug in the parser costs this line its probe, not the run
+            return internal_record(n, item, e) if mine else None
+        tracked = Tracked(self.cache, self.picker)
+        try:
+            if not await self._in_shard(t, item):
+                return None
+            req = replace(self.template, target=t)
+            if self.probe_fn is not None:
+                result = await self.probe_fn(req)
+            else:
+                result = await probe(req, resolver=self.res, runner=tracked, run=self.run)
+        except Exception as e:  # one broken probe must never cost the others their records
+            return internal_record(n, item, e)
+        doc = self.render.document(result)
+        doc.pop("schema", None)
+        _mark_hits(doc, tracked.hits)
+        head = {"schema": SCHEMA, "line": n, "input": item}
+        return {**head, **doc, "exit_status": exit_status(result.verdict)}
+
+    async def _in_shard(self, t: Target, text: str) -> bool:
+        shard = self.scale.shard
+        return not shard or shard_of(await shard_key(self.res, t, text), shard[1]) == shard[0]
 
 
 async def run_batch(
@@ -274,56 +428,65 @@ async def run_batch(
     resolver: Resolver | None = None,
     probe_fn: ProbeFn | None = None,
     on_progress: Callable[[Stats], None] | None = None,
+    scale: Scale | None = None,
+    on_skip: Callable[[int], None] | None = None,
+    shared: Limits | None = None,
 ) -> Stats:
-    """Probe every target; exactly one record per target reaches `emit`, failures included."""
-    config = limits or BatchLimits()
+    """Probe every target; exactly one record per target reaches `emit`, failures included.
+
+    With `scale.shard`, targets of other shards get no record: `on_skip(line)` hears of them.
+    `shared`: limits held outside this run (a cluster's governor) instead of its own.
+    """
+    config, scale = limits or BatchLimits(), scale or Scale()
     run = RunContext()
     res = resolver or make_resolver(template.nameservers or None, lifetime=template.dns_timeout)
-    runner, pool = runner_for(Limits(config), run)
+    store = MxStore.open(scale.cache_file) if scale.cache_file else None
+    cache, pool = runner_for(shared or Limits(config), run, store, scale.max_age)
+    picker = SourcePicker(scale.sources) if scale.sources else None
     render = ProbeJson(loc, remember=4096)
-
-    async def default_probe(req: ProbeRequest) -> ProbeResult:
-        return await probe(req, resolver=res, runner=runner, run=run)
-
-    run_one = probe_fn or default_probe
+    lines = _Targets(template, scale, res, cache, render, probe_fn, run, picker)
     stats = Stats()
 
-    async def one(n: int, item: str | Refused) -> Record:
-        if isinstance(item, Refused):
-            return refused_record(n, item)
-        try:
-            t = parse_target(item)
-        except TargetError as e:
-            return error_record(n, item, "bad_target", str(e), exitcodes.USAGE)
-        except Exception as e:  # a bug in the parser costs this line its probe, not the run
-            return internal_record(n, item, e)
-        try:
-            result = await run_one(replace(template, target=t))
-        except Exception as e:  # one broken probe must never cost the others their records
-            return internal_record(n, item, e)
-        doc = render.document(result)
-        doc.pop("schema", None)
-        head = {"schema": SCHEMA, "line": n, "input": item}
-        return {**head, **doc, "exit_status": exit_status(result.verdict)}
-
-    def record(rec: Record) -> None:
+    def record(n: int, rec: Record | None) -> None:
+        if rec is None:
+            stats.skipped += 1
+            if on_skip is not None:
+                on_skip(n)
+            return
         stats.add(rec)
         emit(rec)
         if on_progress is not None:
             on_progress(stats)
 
     try:
-        await _drive(targets, one, record, config.concurrency)
+        await _drive(targets, lines.one, record, config.concurrency)
     finally:
         if pool is not None:
             await pool.close()
+        if store is not None:
+            store.close()
     return stats
+
+
+def _mine(scale: Scale, text: str) -> bool:
+    """Whether a line with no target to look up belongs to this shard (by its text)."""
+    return not scale.shard or shard_of(text, scale.shard[1]) == scale.shard[0]
+
+
+def _mark_hits(doc: dict[str, object], hits: list[Hit | None]) -> None:
+    """Each session's record says where its facts came from (null: its own)."""
+    sessions = doc.get("sessions")
+    if isinstance(sessions, list):
+        for i, s in enumerate(sessions):
+            if isinstance(s, dict):
+                hit = hits[i] if i < len(hits) else None
+                s["cache"] = hit.json() if hit is not None else None
 
 
 async def _drive(
     targets: AsyncIterator[Item],
-    one: Callable[[int, str | Refused], Awaitable[Record]],
-    record: Callable[[Record], None],
+    one: Callable[[int, str | Refused], Awaitable[Record | None]],
+    record: Callable[[int, Record | None], None],
     concurrency: int,
 ) -> None:
     """`concurrency` workers take targets from a bounded queue, in completion order."""
@@ -331,7 +494,7 @@ async def _drive(
 
     async def worker() -> None:
         while (item := await queue.get()) is not None:
-            record(await one(*item))
+            record(item[0], await one(*item))
 
     async def feed() -> None:
         try:

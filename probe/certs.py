@@ -19,6 +19,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509 import verification as xv
 
+from probe.messages import msg
 from probe.result import Certificate
 
 # What cryptography raises on a certificate it cannot read, besides ValueError (its parse
@@ -78,7 +79,7 @@ def _sans(cert: x509.Certificate) -> tuple[list[str], str | None]:
     except x509.ExtensionNotFound:
         return [], None
     except UNREADABLE as e:
-        return [], f"the certificate's names cannot be read: {_why(e)}"
+        return [], msg("cert.unreadable_names", why=_why(e))
 
 
 def facts(cert: x509.Certificate, der: bytes, now: datetime | None = None) -> Certificate:
@@ -177,7 +178,7 @@ def _chain_error(
     """None when the chain leads to a root in `store` at `now`, else OpenSSL-like words."""
     subject = _own_name(leaf)
     if subject is None:
-        return "the certificate names no host (no subjectAltName)"
+        return msg("cert.no_host")
     try:
         _verifier(store, subject, now).verify(leaf, list(rest))
         return None
@@ -191,11 +192,11 @@ def _chain_error(
     except xv.VerificationError:
         pass
     else:
-        return "certificate has expired" if now > end else "certificate is not yet valid"
+        return msg("cert.expired") if now > end else msg("cert.not_yet_valid")
     if leaf.issuer == leaf.subject and not rest:
-        return "self-signed certificate"
+        return msg("cert.self_signed")
     if "candidates exhausted" in first:
-        return "unable to get local issuer certificate"
+        return msg("cert.unknown_issuer")
     return first.split(" (encountered", 1)[0].removeprefix("validation failed: ")
 
 
@@ -203,12 +204,12 @@ def judge(store: xv.Store, chain: Sequence[bytes], now: datetime | None = None) 
     """The leaf's facts and whether the chain the server sent leads to a trusted root."""
     now = now or datetime.now(UTC)
     if not chain:
-        return Judgement(None, False, "the server sent no certificate", names_known=False)
+        return Judgement(None, False, msg("cert.none_sent"), names_known=False)
     try:
         leaf = load(chain[0])
         cert = facts(leaf, chain[0], now)
     except UNREADABLE as e:
-        why = f"the server's certificate cannot be parsed: {_why(e)}"
+        why = msg("cert.unparsable", why=_why(e))
         return Judgement(None, False, why, names_known=False)
     unreadable_names = _sans(leaf)[1]
     if unreadable_names is not None:
@@ -216,10 +217,24 @@ def judge(store: xv.Store, chain: Sequence[bytes], now: datetime | None = None) 
     try:
         rest = [load(der) for der in chain[1:]]
     except UNREADABLE as e:
-        return Judgement(cert, False, f"a certificate of the chain cannot be parsed: {_why(e)}")
+        return Judgement(cert, False, msg("cert.chain_unparsable", why=_why(e)))
     try:
         with _quiet():
             error = _chain_error(store, leaf, rest, now)
     except UNREADABLE as e:  # a certificate the verifier cannot read at all
-        error = f"the certificate cannot be verified: {_why(e)}"
+        error = msg("cert.unverifiable", why=_why(e))
     return Judgement(cert, error is None, error)
+
+
+def anchored_error(
+    anchor: bytes, chain: Sequence[bytes], now: datetime | None = None
+) -> str | None:
+    """None when the chain leads to `anchor` (a DANE-TA trust anchor, RFC 7671 §5.2.2) with
+    valid signatures and dates, else why not; the leaf's names are checked apart."""
+    try:
+        store = xv.Store([load(anchor)])
+        leaf, rest = load(chain[0]), [load(der) for der in chain[1:]]
+        with _quiet():
+            return _chain_error(store, leaf, rest, now or datetime.now(UTC))
+    except UNREADABLE as e:
+        return f"the chain cannot be verified: {_why(e)}"

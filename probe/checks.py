@@ -6,14 +6,17 @@ Every finding has a stable id; its message, fix and reference live in the locale
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from probe.result import Certificate, DnsStatus, Session, TlsInfo
+from probe.dane import DaneCheck, DaneStatus, parse_tlsa, rollover_ready, verify
+from probe.messages import msg
+from probe.mtasts import sts_record_problems, tlsrpt_problems
+from probe.result import Certificate, Dnssec, DnsStatus, Session, TlsInfo
 from probe.target import is_ip
+from probe.tlsfacts import TlsScan
 
 
 class Severity(IntEnum):
@@ -46,6 +49,9 @@ class Records:
     records: tuple[str, ...] = ()
     canonical: str | None = None
     authenticated: bool = False
+    dnssec: Dnssec = Dnssec.INDETERMINATE
+    error: str | None = None
+    lame: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +61,7 @@ class AddressFacts:
     ptr_forward: tuple[str, ...] = ()  # addresses of the PTR names, for forward confirmation
     session: Session | None = None
     tls_der: bytes | None = None
+    tls_scan: TlsScan | None = None  # only with `mx --tls-scan`
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +72,7 @@ class HostFacts:
     aaaa: Records
     addresses: tuple[AddressFacts, ...] = ()
     tlsa: Records | None = None
+    tlsa_base: str | None = None  # where the TLSA records were found (RFC 7672 §2.2.2)
     # The name (the host itself, or what it is an alias of) that is not a valid host name:
     # nothing more is looked up or connected to.
     invalid: str | None = None
@@ -78,6 +86,9 @@ class PolicyFacts:
     error: str | None = None
     mode: str | None = None
     mx_patterns: tuple[str, ...] = ()
+    version: str | None = None
+    max_age: int | None = None
+    problems: tuple[str, ...] = ()  # why a sender would not use the policy it read
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,9 +119,43 @@ WANTED_EXTENSIONS = (
 _DNS_FAILURE_IDS = {
     DnsStatus.SERVFAIL: "dns-servfail",
     DnsStatus.TIMEOUT: "dns-timeout",
-    DnsStatus.REFUSED: "dns-lame",
+    DnsStatus.REFUSED: "dns-refused",
     DnsStatus.ERROR: "dns-error",
 }
+# One cause met by many lookups (40 MX hosts behind one broken server) is one finding.
+_GROUPED = {*_DNS_FAILURE_IDS.values(), "dns-lame", "dnssec-bogus"}
+
+
+def _dns_failure(rec: Records, query: str, subject: str) -> Finding | None:
+    """The finding for a failed lookup (None if it did not fail), its cause told apart:
+    a validation failure, a lame delegation, SERVFAIL, REFUSED, a timeout."""
+    if rec.status not in _DNS_FAILURE_IDS:
+        return None
+    fid = _DNS_FAILURE_IDS[rec.status]
+    if rec.dnssec is Dnssec.BOGUS:
+        fid = "dnssec-bogus"
+    elif rec.lame:
+        fid = "dns-lame"
+    detail = rec.error or rec.status.value
+    return Finding(fid, Severity.ERROR, subject, _p(query=query, detail=detail))
+
+
+def group_findings(findings: list[Finding], domain: str) -> list[Finding]:
+    """Findings of one id and cause for several subjects become one finding naming them."""
+    keyed: dict[tuple[str, str], list[Finding]] = {}
+    for f in findings:
+        if f.id in _GROUPED:
+            keyed.setdefault((f.id, dict(f.params).get("detail", "")), []).append(f)
+    out: list[Finding] = []
+    for f in findings:
+        same = keyed.get((f.id, dict(f.params).get("detail", "")), [f])
+        if len(same) < 2:
+            out.append(f)
+        elif f is same[0]:
+            queries = [dict(x.params).get("query", x.subject) for x in same]
+            params = {**dict(f.params), "query": ", ".join(queries), "count": str(len(same))}
+            out.append(Finding(f.id, f.severity, domain, tuple(params.items())))
+    return out
 
 
 def parse_mx(records: tuple[str, ...]) -> list[tuple[int, str]]:
@@ -123,7 +168,8 @@ def parse_mx(records: tuple[str, ...]) -> list[tuple[int, str]]:
 
 
 def _p(**kw: object) -> tuple[tuple[str, str], ...]:
-    return tuple((k, str(v)) for k, v in kw.items())
+    # A message stays one (probe.messages): the renderer says it in the reader's language.
+    return tuple((k, v if isinstance(v, str) else str(v)) for k, v in kw.items())
 
 
 def _special(address: str) -> bool:
@@ -144,8 +190,8 @@ def check(f: DomainFacts) -> list[Finding]:
     d = f.domain
     if f.mx.status is DnsStatus.NXDOMAIN:
         return [Finding("domain-nxdomain", Severity.ERROR, d)]
-    if f.mx.status in _DNS_FAILURE_IDS:
-        out.append(Finding(_DNS_FAILURE_IDS[f.mx.status], Severity.ERROR, d, _p(query=f"{d} MX")))
+    if (failed := _dns_failure(f.mx, f"{d} MX", d)) is not None:
+        out.append(failed)
     records = parse_mx(f.mx.records)
     nulls = [(p, h) for p, h in records if h in ("", ".")]
     if f.mx.status is DnsStatus.NODATA:
@@ -178,8 +224,9 @@ def check(f: DomainFacts) -> list[Finding]:
             if n > 1
         ]
     null_only = bool(nulls) and len(records) == 1 and nulls[0][0] == 0
+    secure = mx_secure(f)
     for h in f.hosts:
-        out += _host_findings(h, f.allow_private)
+        out += _host_findings(h, f.allow_private, secure)
     usable = [h for h in f.hosts if h.addresses]
     if usable and not null_only:
         if any(h.aaaa.records for h in usable):
@@ -187,10 +234,19 @@ def check(f: DomainFacts) -> list[Finding]:
         else:
             out.append(Finding("mx-no-ipv6", Severity.INFO, d))
     out += _policy_findings(f, null_only)
-    return out
+    return group_findings(out, d)
 
 
-def _host_findings(h: HostFacts, allow_private: bool) -> list[Finding]:
+def mx_secure(f: DomainFacts) -> bool:
+    """Whether the MX RRset (or, without one, the domain's own addresses) is DNSSEC-signed:
+    without that a sender cannot trust the host names, and DANE does not apply (RFC 7672
+    §2.2.1)."""
+    if f.mx.status is DnsStatus.NODATA and f.implicit is not None:
+        return f.mx.dnssec is Dnssec.SECURE and f.implicit.dnssec is Dnssec.SECURE
+    return f.mx.dnssec is Dnssec.SECURE
+
+
+def _host_findings(h: HostFacts, allow_private: bool, secure: bool) -> list[Finding]:
     out: list[Finding] = []
     if is_ip(h.host):
         return [Finding("mx-target-ip", Severity.ERROR, h.host)]
@@ -198,10 +254,8 @@ def _host_findings(h: HostFacts, allow_private: bool) -> list[Finding]:
         return [Finding("mx-target-invalid", Severity.ERROR, h.host, _p(name=h.invalid))]
     if h.a.status is DnsStatus.NXDOMAIN:
         return [Finding("mx-target-nxdomain", Severity.ERROR, h.host)]
-    if h.a.status in _DNS_FAILURE_IDS:
-        out.append(
-            Finding(_DNS_FAILURE_IDS[h.a.status], Severity.ERROR, h.host, _p(query=f"{h.host} A"))
-        )
+    if (failed := _dns_failure(h.a, f"{h.host} A", h.host)) is not None:
+        out.append(failed)
     canonical = h.a.canonical or h.aaaa.canonical
     if canonical:
         out.append(Finding("mx-target-cname", Severity.ERROR, h.host, _p(target=canonical)))
@@ -213,8 +267,8 @@ def _host_findings(h: HostFacts, allow_private: bool) -> list[Finding]:
             out.append(Finding("mx-private-address", sev, a.address, _p(host=h.host)))
         out += _ptr_findings(a, h.host)
         if a.session is not None:
-            out += _session_findings(a, h)
-    return out
+            out += _session_findings(a, h, secure)
+    return out + _tlsa_findings(h, secure)
 
 
 def _ptr_findings(a: AddressFacts, host: str) -> list[Finding]:
@@ -226,13 +280,13 @@ def _ptr_findings(a: AddressFacts, host: str) -> list[Finding]:
     return [Finding("ptr-ok", Severity.OK, a.address, _p(ptr=", ".join(names)))]
 
 
-def _session_findings(a: AddressFacts, h: HostFacts) -> list[Finding]:
+def _session_findings(a: AddressFacts, h: HostFacts, secure: bool) -> list[Finding]:
     s = a.session
     assert s is not None
     subj = f"{h.host} [{a.address}]"
     greeting = next((st for st in s.steps if st.command == "CONNECT"), None)
     if greeting is None or greeting.reply is None:
-        detail = greeting.error.detail if greeting and greeting.error else "no reply"
+        detail = greeting.error.detail if greeting and greeting.error else msg("verdict.no_reply")
         return [Finding("smtp-unreachable", Severity.ERROR, subj, _p(port=s.port, detail=detail))]
     lines = greeting.reply.lines
     if greeting.reply.code != 220:
@@ -241,7 +295,7 @@ def _session_findings(a: AddressFacts, h: HostFacts) -> list[Finding]:
     return [
         *_greeting_findings(round(greeting.elapsed_ms), lines, a, h, subj),
         *_extension_findings(s, subj),
-        *_tls_findings(s.tls, a, h, subj),
+        *_tls_findings(s.tls, a, h, subj, secure),
     ]
 
 
@@ -269,18 +323,23 @@ def _extension_findings(s: Session, subj: str) -> list[Finding]:
     return [Finding("smtp-extensions-missing", Severity.INFO, subj, _p(missing=", ".join(missing)))]
 
 
-def _tls_findings(t: TlsInfo, a: AddressFacts, h: HostFacts, subj: str) -> list[Finding]:
+def _tls_findings(
+    t: TlsInfo, a: AddressFacts, h: HostFacts, subj: str, secure: bool
+) -> list[Finding]:
     if not t.offered:
         return [Finding("starttls-missing", Severity.ERROR, subj)]
     if not t.ok:
-        detail = t.error or "handshake failed"
+        detail = t.error or msg("checks.handshake_failed")
         return [Finding("starttls-failed", Severity.ERROR, subj, _p(detail=detail))]
     out = [Finding("starttls-ok", Severity.OK, subj, _p(protocol=t.protocol or "?"))]
+    # A certificate DANE authenticates needs no PKIX trust, and under DANE-EE neither its
+    # names nor its dates matter (RFC 7672 §3.1.1): no certificate errors then.
     if t.certificate is not None:
-        out += _cert_findings(t, t.certificate, subj)
-    if h.tlsa is not None and h.tlsa.records and a.tls_der is not None:
-        out += _dane(h, a, subj)
-    return out
+        certs = _cert_findings(t, t.certificate, subj)
+        if dane_of(h, a, secure).status is DaneStatus.VALIDATED:
+            certs = [c for c in certs if c.severity is Severity.OK]
+        out += certs
+    return out + _dane_findings(h, a, subj)
 
 
 def _cert_findings(t: TlsInfo, cert: Certificate, subj: str) -> list[Finding]:
@@ -305,37 +364,82 @@ def _cert_findings(t: TlsInfo, cert: Certificate, subj: str) -> list[Finding]:
 
 def tlsa_matches(record: str, der: bytes) -> bool:
     """Whether a TLSA record ("usage selector mtype data") matches a leaf certificate."""
-    parts = record.split()
-    if len(parts) < 4:
-        return False
-    selector, mtype = parts[1], parts[2]
-    data = "".join(parts[3:]).lower()
-    content: bytes | None = der
-    if selector == "1":
-        from probe.certs import spki
+    from probe.dane import matches
 
-        content = spki(der)
-    if content is None:  # a certificate whose key cannot be read matches nothing
-        return False
-    if mtype == "0":
-        return content.hex() == data
-    if mtype == "1":
-        return hashlib.sha256(content).hexdigest() == data
-    if mtype == "2":
-        return hashlib.sha512(content).hexdigest() == data
-    return False
+    rec = parse_tlsa(record)
+    return rec is not None and matches(rec, der)
 
 
-def _dane(h: HostFacts, a: AddressFacts, subj: str) -> list[Finding]:
-    assert h.tlsa is not None and a.tls_der is not None
+def _chain(a: AddressFacts | None) -> tuple[bytes, ...]:
+    if a is None or a.session is None or not a.session.tls.ok:
+        return ()
+    t = a.session.tls
+    return t.chain or ((a.tls_der,) if a.tls_der else ())
+
+
+def _names(h: HostFacts) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(n for n in (h.tlsa_base, h.host) if n))
+
+
+def dane_of(h: HostFacts, a: AddressFacts | None, secure: bool) -> DaneCheck:
+    """What a DANE-enforcing sender makes of this host (and address): whether TLSA records
+    apply at all, and whether the chain the address sent satisfies them."""
+    t = h.tlsa
+    if t is None:
+        return DaneCheck(DaneStatus.NONE, "TLSA records not looked up")
+    if t.dnssec is Dnssec.BOGUS:
+        return DaneCheck(DaneStatus.BOGUS, t.error or "DNSSEC validation failed")
+    if t.status in (DnsStatus.NXDOMAIN, DnsStatus.NODATA) or (
+        t.status is DnsStatus.OK and not t.records
+    ):
+        return DaneCheck(DaneStatus.NONE, "no TLSA records")
+    if t.status is not DnsStatus.OK:
+        return DaneCheck(DaneStatus.INDETERMINATE, t.error or t.status.value)
+    if t.dnssec is not Dnssec.SECURE:
+        return DaneCheck(DaneStatus.NONE, "the TLSA records are not DNSSEC-validated")
+    if not secure:
+        return DaneCheck(DaneStatus.NONE, "the MX records are not DNSSEC-signed")
+    return verify(t.records, _chain(a), _names(h))
+
+
+def _dane_findings(h: HostFacts, a: AddressFacts, subj: str) -> list[Finding]:
+    """Whether the chain this address sent satisfies the published records, signed or not
+    (whether a sender would use them is the host's finding)."""
+    t = h.tlsa
+    chain = _chain(a)
+    if t is None or t.status is not DnsStatus.OK or not t.records or not chain:
+        return []
+    got = verify(t.records, chain, _names(h))
+    if got.status is DaneStatus.VALIDATED:
+        return [Finding("dane-match", Severity.OK, subj, _p(usage=got.detail, record=got.record))]
+    if got.status is DaneStatus.FAILED:
+        return [Finding("dane-mismatch", Severity.ERROR, subj, _p(detail=got.detail))]
+    return []
+
+
+def _tlsa_findings(h: HostFacts, secure: bool) -> list[Finding]:
+    """The host's TLSA RRset: validated or not, usable or not, ready for a key change."""
+    t = h.tlsa
+    if t is None:
+        return []
+    query = f"_25._tcp.{h.tlsa_base or h.host} TLSA"
+    if (failed := _dns_failure(t, query, h.host)) is not None:
+        return [failed]
+    if t.status is not DnsStatus.OK or not t.records:
+        return []
+    if t.dnssec is not Dnssec.SECURE:
+        return [Finding("dane-unauthenticated", Severity.WARNING, h.host)]
     out: list[Finding] = []
-    if not h.tlsa.authenticated:
-        out.append(Finding("dane-unauthenticated", Severity.WARNING, h.host))
-    ee = [r for r in h.tlsa.records if r.split()[:1] in (["3"], ["1"])]
-    if ee and any(tlsa_matches(r, a.tls_der) for r in ee):
-        out.append(Finding("dane-match", Severity.OK, subj))
-    elif ee:
-        out.append(Finding("dane-mismatch", Severity.ERROR, subj))
+    if not secure:
+        out.append(Finding("dane-mx-unsigned", Severity.WARNING, h.host))
+    recs = [r for r in map(parse_tlsa, t.records) if r is not None]
+    unusable = [r.text()[:60] for r in recs if not r.usable]
+    if unusable:
+        params = _p(records="; ".join(unusable))
+        out.append(Finding("dane-unusable", Severity.WARNING, h.host, params))
+    chains = [c for c in map(_chain, h.addresses) if c]
+    if chains and any(r.usable for r in recs) and not rollover_ready(t.records, chains[0]):
+        out.append(Finding("dane-rollover", Severity.INFO, h.host))
     return out
 
 
@@ -351,30 +455,37 @@ def _policy_findings(f: DomainFacts, null_only: bool) -> list[Finding]:
         return out
     if (sts := _answered(f.mta_sts)) is not None:
         if _tagged(sts, "v=stsv1"):
+            if problems := sts_record_problems(sts):
+                params = _p(detail="; ".join(problems))
+                out.append(Finding("mta-sts-record-invalid", Severity.ERROR, d, params))
             out += _mta_sts_policy(f)
         else:
             out.append(Finding("mta-sts-missing", Severity.INFO, d))
     if (rpt := _answered(f.tlsrpt)) is not None:
-        if _tagged(rpt, "v=tlsrptv1"):
-            out.append(Finding("tlsrpt-ok", Severity.OK, d))
-        else:
-            out.append(Finding("tlsrpt-missing", Severity.INFO, d))
+        out.append(_tlsrpt_finding(rpt, d))
     return out
+
+
+def _tlsrpt_finding(rpt: tuple[str, ...], d: str) -> Finding:
+    if not _tagged(rpt, "v=tlsrptv1"):
+        return Finding("tlsrpt-missing", Severity.INFO, d)
+    uris, problems = tlsrpt_problems(rpt)
+    if problems:
+        return Finding("tlsrpt-invalid", Severity.ERROR, d, _p(detail="; ".join(problems)))
+    return Finding("tlsrpt-ok", Severity.OK, d, _p(rua=", ".join(uris)))
 
 
 def _policy_lookup_failures(f: DomainFacts) -> list[Finding]:
     """A failed lookup is not a missing record: say which query failed instead."""
     d = f.domain
-    return [
-        Finding(_DNS_FAILURE_IDS[rec.status], Severity.ERROR, d, _p(query=query))
-        for rec, query in (
-            (f.txt, f"{d} TXT"),
-            (f.dmarc, f"_dmarc.{d} TXT"),
-            (f.mta_sts, f"_mta-sts.{d} TXT"),
-            (f.tlsrpt, f"_smtp._tls.{d} TXT"),
-        )
-        if rec is not None and rec.status in _DNS_FAILURE_IDS
-    ]
+    looked = (
+        (f.txt, f"{d} TXT"),
+        (f.dmarc, f"_dmarc.{d} TXT"),
+        (f.mta_sts, f"_mta-sts.{d} TXT"),
+        (f.tlsrpt, f"_smtp._tls.{d} TXT"),
+    )
+    found = [_dns_failure(rec, query, d) for rec, query in looked if rec is not None]
+    return [x for x in found if x is not None]
 
 
 def _answered(rec: Records | None) -> tuple[str, ...] | None:
@@ -396,7 +507,8 @@ def _spf_finding(records: tuple[str, ...], d: str) -> Finding:
         return Finding("spf-multiple", Severity.ERROR, d, _p(count=len(spf)))
     if not spf:
         return Finding("spf-missing", Severity.WARNING, d)
-    return Finding("spf-ok", Severity.OK, d, _p(record=spf[0][:200]))
+    # Whole: the strings of a TXT record are joined at lookup, and a record is read in full.
+    return Finding("spf-ok", Severity.OK, d, _p(record=spf[0]))
 
 
 def _dmarc_finding(records: tuple[str, ...], d: str) -> Finding:
@@ -434,14 +546,55 @@ def _mta_sts_policy(f: DomainFacts) -> list[Finding]:
                 _p(detail=p.error if p else "not fetched"),
             )
         ]
-    if p.mode not in ("enforce", "testing", "none") or not p.mx_patterns:
-        return [Finding("mta-sts-policy-invalid", Severity.ERROR, d, _p(mode=p.mode or "-"))]
-    uncovered = [
-        h.host for h in f.hosts if not any(mx_pattern_matches(m, h.host) for m in p.mx_patterns)
+    if p.problems or p.mode not in ("enforce", "testing", "none"):
+        detail = "; ".join(p.problems) or f"mode {p.mode!r}"
+        params = _p(mode=p.mode or "-", detail=detail)
+        return [Finding("mta-sts-policy-invalid", Severity.ERROR, d, params)]
+    out: list[Finding] = []
+    uncovered = [h.host for h in f.hosts if not sts_covers(p, h.host)]
+    if uncovered and p.mode != "none":
+        out.append(
+            Finding("mta-sts-mx-mismatch", Severity.ERROR, d, _p(hosts=", ".join(uncovered)))
+        )
+    if (bad := _pkix_failures(f)) and p.mode != "none":
+        sev = Severity.ERROR if p.mode == "enforce" else Severity.WARNING
+        out.append(Finding("mta-sts-cert-invalid", sev, d, _p(mode=p.mode, hosts="; ".join(bad))))
+    return out or [Finding("mta-sts-ok", Severity.OK, d, _p(mode=p.mode))]
+
+
+def sts_covers(p: PolicyFacts, host: str) -> bool:
+    return any(mx_pattern_matches(m, host) for m in p.mx_patterns)
+
+
+def pkix_problem(t: TlsInfo) -> str | None:
+    """Why an MTA-STS sender would refuse this TLS session (RFC 8461 §4.2): no STARTTLS, a
+    failed handshake, a certificate not trusted or not naming the host; None if none."""
+    if not t.offered:
+        return "no STARTTLS"
+    if not t.ok:
+        return f"TLS failed: {t.error or 'handshake failed'}"
+    if t.trusted is False:
+        return f"certificate not trusted: {t.verify_error or 'no reason given'}"
+    if t.name_matches is False:
+        return "certificate does not name the host"
+    return None
+
+
+def greeted(s: Session | None) -> bool:
+    """Whether the session got the server's 220 greeting (else TLS facts say nothing)."""
+    step = next((st for st in s.steps if st.command == "CONNECT"), None) if s else None
+    return step is not None and step.reply is not None and step.reply.code == 220
+
+
+def _pkix_failures(f: DomainFacts) -> list[str]:
+    return [
+        f"{h.host} [{a.address}]: {why}"
+        for h in f.hosts
+        for a in h.addresses
+        if a.session is not None
+        and greeted(a.session)
+        and (why := pkix_problem(a.session.tls)) is not None
     ]
-    if uncovered:
-        return [Finding("mta-sts-mx-mismatch", Severity.ERROR, d, _p(hosts=", ".join(uncovered)))]
-    return [Finding("mta-sts-ok", Severity.OK, d, _p(mode=p.mode))]
 
 
 def worst(findings: list[Finding]) -> Severity:

@@ -100,6 +100,7 @@ class SessionOptions:
     quit_after: QuitAfter | None = None
     timeouts: Timeouts = field(default_factory=Timeouts)
     resume_tls: bool = True  # offer a TLS session saved from this run's last visit
+    source_address: str | None = None  # the local address to connect from (batch --source-address)
     # When the target's budget runs out (time.monotonic()); a session ends by then whatever
     # its own budget says. Not part of what makes two sessions' options alike: a kept
     # connection or a shared session serves targets whose deadlines differ.

@@ -10,6 +10,7 @@ from pathlib import Path
 from probe.config import ProbeRequest, SessionOptions, Timeouts
 from probe.lab.dns import ZoneDNS
 from probe.lab.smtp import Scripted, port_of, start_smtp
+from probe.messages import msg
 from probe.resolve import make_resolver
 from probe.result import ProbeResult, Verdict
 from probe.runner import probe
@@ -42,23 +43,21 @@ class Scenario:
 
 SCENARIOS = (
     Scenario(
-        "A normal MX: STARTTLS with a certificate made just now, recipient accepted",
+        msg("demo.normal"),
         "alice@demo.test",
         "normal",
         Verdict.ACCEPTED,
     ),
+    Scenario(msg("demo.unknown_user"), "nobody@demo.test", "normal", Verdict.PERMANENT),
     Scenario(
-        "The same MX rejects an unknown user", "nobody@demo.test", "normal", Verdict.PERMANENT
-    ),
-    Scenario(
-        "A greylisting MX defers the first attempt",
+        msg("demo.greylisting"),
         "carol@grey.demo.test",
         "grey",
         Verdict.TRANSIENT,
     ),
-    Scenario("An MX that greets with 421 (busy)", "dave@busy.demo.test", "busy", Verdict.TRANSIENT),
+    Scenario(msg("demo.busy"), "dave@busy.demo.test", "busy", Verdict.TRANSIENT),
     Scenario(
-        "A domain with a null MX (RFC 7505): nothing is contacted",
+        msg("demo.null_mx"),
         "erin@nomail.demo.test",
         "none",
         Verdict.NULL_MX,

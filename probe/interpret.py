@@ -7,7 +7,7 @@ from typing import NamedTuple
 from probe import catalog
 from probe.cache import Bounded
 from probe.model import Explained, Flag, Interpretation, NotAReply, Reply, RuleRef
-from probe.reply import parse
+from probe.pasted import parse_pasted
 
 # Suggested first waits when no entry says otherwise (RFC 5321 §4.5.4.1 favours >= 30 min;
 # real MTAs start at 5-15 min).
@@ -171,7 +171,7 @@ class Interpreter:
 
 def explain(item: str) -> Explained:
     """Parse and interpret one input item; input without a reply gives `NotAReply`."""
-    reply = parse(item)
+    reply = parse_pasted(item)
     if reply is None:
         return NotAReply(item)
     return interpret_reply(reply, item)

@@ -29,6 +29,7 @@ from probe.verdict import deciding_session
 
 PHASES: tuple[str, ...] = (
     "resolve",
+    "connect",
     "greeting",
     "ehlo",
     "starttls",
@@ -270,8 +271,15 @@ def phase_totals(s: Session | None) -> dict[str, float]:
     totals: dict[str, float] = {}
     for st in s.steps if s is not None else ():
         phase = phase_of(st, s.tls.implicit) if s is not None else None
-        if phase is not None:
-            totals[phase] = totals.get(phase, 0.0) + st.elapsed_ms / 1000
+        if phase is None:
+            continue
+        ms = st.elapsed_ms
+        if phase == "greeting" and st.setup_ms is not None:
+            # The TCP connect (and TLS with --tls) is its own phase; the rest is the wait
+            # for the greeting.
+            totals["connect"] = totals.get("connect", 0.0) + st.setup_ms / 1000
+            ms = max(ms - st.setup_ms, 0.0)
+        totals[phase] = totals.get(phase, 0.0) + ms / 1000
     return totals
 
 

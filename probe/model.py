@@ -76,6 +76,8 @@ class Form(StrEnum):
     DSN = "dsn"
     SWAKS = "swaks"
     LOG = "log"
+    # A bounce's own words with no code: the enhanced code is inferred from them.
+    BOUNCE_TEXT = "bounce_text"
 
 
 class EnhancedCode(NamedTuple):
@@ -152,6 +154,8 @@ class Interpretation(NamedTuple):
     enhanced_known: bool
     flags: tuple[Flag, ...] = ()
     refs: tuple[str, ...] = ()
+    # The failed recipient, when the reply came from a bounce email.
+    recipient: str | None = None
 
     @property
     def text_keys(self) -> tuple[tuple[str, str], ...]:

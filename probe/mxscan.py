@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ssl
 from dataclasses import replace
 
-from probe.checks import AddressFacts, DomainFacts, HostFacts, PolicyFacts, Records, parse_mx
+from probe.checks import AddressFacts, DomainFacts, HostFacts, Records, greeted, parse_mx
 from probe.config import QuitAfter, SessionOptions
 from probe.context import RunContext
 from probe.resolve import Lookup, Resolver, bad_host_name, lookup, ptr
-from probe.result import DnsStatus
+from probe.result import Dnssec, DnsStatus
 from probe.session import run_session
-from probe.tls import trust_context
+from probe.stsfetch import POLICY_LIMIT, fetch_policy
+from probe.tlsscan import scan_address
 
-POLICY_LIMIT = 64 * 1024  # RFC 8461 §3.2: policies are small; refuse to read more
-POLICY_PATH = "/.well-known/mta-sts.txt"
+__all__ = ["POLICY_LIMIT", "fetch_policy", "scan"]
 
 
 def _rec(lk: Lookup) -> Records:
-    return Records(lk.status, lk.records, lk.canonical, lk.authenticated)
+    return Records(
+        lk.status, lk.records, lk.canonical, lk.authenticated, lk.dnssec, lk.error, lk.lame
+    )
 
 
 async def _address(
@@ -31,6 +31,7 @@ async def _address(
     port: int,
     opts: SessionOptions,
     run: RunContext,
+    tls_scan: bool = False,
 ) -> AddressFacts:
     rev = await ptr(res, address)
     forward: list[str] = []
@@ -42,6 +43,12 @@ async def _address(
         session = await run_session(host, address, port, opts, run)
         cert = session.tls.certificate
         facts = replace(facts, session=session, tls_der=cert.der if cert else None)
+        if tls_scan and greeted(session):
+            # The scan says EHLO with the name the session used, so the server sees one client.
+            helo = next((st.sent for st in session.steps if st.command in ("EHLO", "HELO")), None)
+            name = helo.split(" ", 1)[1] if helo and " " in helo else opts.helo or host
+            scanned = await scan_address(address, port, host, name, opts.timeouts, session.tls)
+            facts = replace(facts, tls_scan=scanned)
     return facts
 
 
@@ -54,6 +61,7 @@ async def _host(
     opts: SessionOptions,
     family: int | None,
     run: RunContext,
+    tls_scan: bool = False,
 ) -> HostFacts:
     if bad_host_name(host) is not None:
         unusable = Records(DnsStatus.ERROR)
@@ -64,114 +72,26 @@ async def _host(
     alias = a.canonical or aaaa.canonical
     if alias is not None and bad_host_name(alias) is not None:
         return HostFacts(host, pref, _rec(a), _rec(aaaa), invalid=alias)
+    base = host
+    if alias is not None and a.dnssec is Dnssec.SECURE:
+        # A securely aliased host: TLSA records at the expanded name first, then at the
+        # name the MX gave (RFC 7672 §2.2.2).
+        expanded = await lookup(res, f"_25._tcp.{alias}", "TLSA")
+        if expanded.status is DnsStatus.OK or expanded.dnssec is Dnssec.BOGUS:
+            tlsa, base = expanded, alias
     addrs = [x for lk, fam in ((a, 4), (aaaa, 6)) if family in (None, fam) for x in lk.records]
-    facts = await asyncio.gather(*(_address(res, host, x, connect, port, opts, run) for x in addrs))
+    facts = await asyncio.gather(
+        *(_address(res, host, x, connect, port, opts, run, tls_scan) for x in addrs)
+    )
     return HostFacts(
         host,
         pref,
         _rec(a),
         _rec(aaaa),
         tuple(facts),
-        _rec(tlsa) if tlsa.status is DnsStatus.OK else None,
+        _rec(tlsa),
+        base,
     )
-
-
-def _content_length(head: bytes) -> int | None:
-    """The Content-Length a response announces (None if it announces none); ASCII digits
-    only, and a number too long to be a policy's counts as too long."""
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            value = value.strip()
-            if value.isascii() and value.isdigit():
-                return int(value) if len(value) < 10 else POLICY_LIMIT + 1
-    return None
-
-
-async def _read_all(reader: asyncio.StreamReader, limit: int) -> bytes | None:
-    """Everything until the server closes; None once more than `limit` bytes came."""
-    data = bytearray()
-    while chunk := await reader.read(limit + 1 - len(data)):
-        data += chunk
-        if len(data) > limit:
-            return None
-    return bytes(data)
-
-
-async def _response(reader: asyncio.StreamReader, url: str) -> tuple[bytes, bytes] | str:
-    """The head and body of the response, read whole however many reads the network makes
-    of it (to its Content-Length, or to the end of the connection); or why they cannot be."""
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = _content_length(head)
-        if length is None:
-            body = await _read_all(reader, POLICY_LIMIT)
-        else:
-            body = await reader.readexactly(length) if length <= POLICY_LIMIT else None
-    except asyncio.IncompleteReadError:
-        return f"{url} closed the connection before the whole response came"
-    except asyncio.LimitOverrunError:
-        return f"{url} sent response headers over 64 KB"
-    if body is None:
-        return f"the policy at {url} is larger than 64 KB"
-    return head, body
-
-
-def _policy(body: bytes) -> PolicyFacts:
-    mode = None
-    mx: list[str] = []
-    for line in body.decode("utf-8", "replace").splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "mode":
-            mode = value.strip()
-        elif key.strip() == "mx":
-            mx.append(value.strip())
-    return PolicyFacts(True, None, mode, tuple(mx))
-
-
-async def fetch_policy(
-    res: Resolver,
-    domain: str,
-    *,
-    port: int = 443,
-    cafile: str | None = None,
-    timeout: float = 10.0,
-) -> PolicyFacts:
-    """GET https://mta-sts.<domain>/.well-known/mta-sts.txt (RFC 8461 §3.3), via our resolver."""
-    host = f"mta-sts.{domain}"
-    a = await lookup(res, host, "A")
-    if not a.records:
-        return PolicyFacts(False, f"{host} has no address ({a.error or a.status.value})")
-    ctx = trust_context(cafile)
-    try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(a.records[0], port, ssl=ctx, server_hostname=host), timeout
-        )
-    except (OSError, TimeoutError, ssl.SSLError) as e:
-        return PolicyFacts(False, f"cannot reach https://{host}/: {e}")
-    url = f"https://{host}{POLICY_PATH}"
-    try:
-        writer.write(
-            f"GET {POLICY_PATH} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n"
-            "User-Agent: smtp-probe\r\n\r\n".encode()
-        )
-        await writer.drain()
-        async with asyncio.timeout(timeout):
-            got = await _response(reader, url)
-    except TimeoutError:
-        return PolicyFacts(False, f"{url} sent no whole response within {timeout:g} s")
-    except (OSError, ssl.SSLError) as e:
-        return PolicyFacts(False, f"https://{host}/ failed: {e}")
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):
-            await asyncio.wait_for(writer.wait_closed(), 2)
-    if isinstance(got, str):
-        return PolicyFacts(False, got)
-    status = got[0].split(b"\r\n", 1)[0].split()
-    if len(status) < 2 or status[1] != b"200":
-        return PolicyFacts(False, f"{url} answered {status[1:2]!r}")
-    return _policy(got[1])
 
 
 async def scan(
@@ -185,8 +105,11 @@ async def scan(
     allow_private: bool = False,
     https_port: int = 443,
     cafile: str | None = None,
+    tls_scan: bool = False,
 ) -> DomainFacts:
-    """Every fact the checks need, looked up concurrently where that is safe."""
+    """Every fact the checks need, looked up concurrently where that is safe; with
+    `tls_scan`, the deeper TLS facts of each address that offers STARTTLS too (five more
+    connections to it, see `probe.tlsscan`)."""
     opts = opts or SessionOptions(quit_after=QuitAfter.TLS, cafile=cafile)
     run = RunContext()  # the scan's sessions resume each other's TLS sessions
     mx, txt, dmarc, sts, rpt = await asyncio.gather(
@@ -212,7 +135,7 @@ async def scan(
                 best.setdefault(h, p)
         targets = [(p, h) for h, p in best.items()]
     hosts = await asyncio.gather(
-        *(_host(res, p, h, connect, port, opts, family, run) for p, h in targets)
+        *(_host(res, p, h, connect, port, opts, family, run, tls_scan) for p, h in targets)
     )
     policy = None
     if any(t.replace(" ", "").lower().startswith("v=stsv1") for t in sts.records):

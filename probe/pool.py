@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
@@ -23,10 +23,11 @@ from probe.aio import cancel_all
 from probe.config import BatchLimits, SessionOptions
 from probe.context import RunContext
 from probe.limits import Address, Limits
+from probe.messages import msg
 from probe.result import Session
 from probe.session import KeptConnection, open_session, release, reuse_session
 
-FRESH_NOTE = "a kept connection failed before answering for this target; this is a new one"
+FRESH_NOTE = msg("pool.fresh")
 PoolKey = tuple[str, str, int, SessionOptions]
 
 
@@ -44,6 +45,7 @@ class _Conn:
     busy: bool = True
     idle_since: float = 0.0
     timer: asyncio.TimerHandle | None = None
+    opened: float = field(default_factory=time.time)  # when its greeting, EHLO, TLS were had
 
     def state(self, limits: BatchLimits, now: float) -> State:
         if self.busy:
@@ -85,6 +87,12 @@ class Pool:
         return conns
 
     async def session(self, host: str, address: str, port: int, opts: SessionOptions) -> Session:
+        return (await self.serve(host, address, port, opts))[0]
+
+    async def serve(
+        self, host: str, address: str, port: int, opts: SessionOptions
+    ) -> tuple[Session, float | None]:
+        """A session, and how old its connection's facts are when it ran on a kept one."""
         addr = (address, port)
         key = (host, address, port, replace(opts, rcpts=()))
         await self.limits.acquire(addr)
@@ -98,7 +106,7 @@ class Pool:
                 session = await self._reuse(conn, _until(opts, deadline))
                 if session is not None:
                     handed_on = self._settle(addr, conn)
-                    return session
+                    return session, max(0.0, time.time() - conn.opened)
                 failed = True
             await self._make_room(addr)
             # Time spent making room is not the new session's; a failed kept one's time is.
@@ -108,7 +116,7 @@ class Pool:
                 conn, host, addr, _until(opts, deadline) if failed else opts
             )
             handed_on = self._settle(addr, conn)
-            return _noted(session, FRESH_NOTE) if failed else session
+            return (_noted(session, FRESH_NOTE) if failed else session), None
         finally:
             if not handed_on:
                 self.limits.release(addr)
@@ -225,5 +233,5 @@ def _noted(session: Session, note: str) -> Session:
     first, *rest = session.steps or (None,)
     if first is None:
         return session
-    text = f"{first.note}; {note}" if first.note else note
+    text = msg("join.two", first=first.note, second=note) if first.note else note
     return session._replace(steps=(first._replace(note=text), *rest))

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import dns.asyncresolver
 import dns.exception
 import dns.flags
+import dns.message
 import dns.name
 import dns.nameserver
 import dns.rdatatype
@@ -19,8 +20,9 @@ import dns.reversename
 
 from probe.cache import Bounded
 from probe.config import DNS_TRY
+from probe.messages import msg
 from probe.mx import is_null_mx, is_null_target, order_mx
-from probe.result import DnsResult, DnsStatus, MxHost
+from probe.result import DnsResult, Dnssec, DnsStatus, MxHost
 from probe.target import TargetError, is_ip, to_ascii_domain
 
 
@@ -82,25 +84,87 @@ class Lookup:
     canonical: str | None = None
     error: str | None = None
     authenticated: bool = False  # the resolver set the AD bit (RFC 4035 §3.2.3)
+    dnssec: Dnssec = Dnssec.INDETERMINATE
+    lame: bool = False  # a referral instead of an answer: the server asked does not hold it
 
 
 def _status(e: BaseException) -> tuple[DnsStatus, str]:
     if isinstance(e, dns.resolver.NXDOMAIN):
-        return DnsStatus.NXDOMAIN, "the name does not exist (NXDOMAIN)"
+        return DnsStatus.NXDOMAIN, msg("dns.nxdomain")
     if isinstance(e, dns.resolver.NoAnswer):
-        return DnsStatus.NODATA, "no records of that type"
+        return DnsStatus.NODATA, msg("dns.nodata")
     if isinstance(e, dns.resolver.NoNameservers):
         errors = " ".join(str(x[3]) for x in e.kwargs.get("errors", ()))
         if "REFUSED" in errors:
-            return DnsStatus.REFUSED, "the name server refused to answer (lame delegation?)"
+            # REFUSED is a policy answer (an ACL, a server that is not open to this client),
+            # not proof of a lame delegation: a lame server answers with a referral.
+            return DnsStatus.REFUSED, msg("dns.refused")
         if "CNAME" in errors:
-            return DnsStatus.ERROR, "a CNAME loop, or a CNAME chain too long to follow"
+            return DnsStatus.ERROR, msg("dns.cname_loop")
         if "SERVFAIL" in errors or not errors.strip():
-            return DnsStatus.SERVFAIL, "every name server failed to answer (SERVFAIL)"
-        return DnsStatus.ERROR, f"the name servers answered with an error ({errors.strip()[:80]})"
+            return DnsStatus.SERVFAIL, msg("dns.servfail")
+        return DnsStatus.ERROR, msg("dns.rcode", errors=errors.strip()[:80])
     if isinstance(e, dns.exception.Timeout):
-        return DnsStatus.TIMEOUT, "no answer from the name servers in time"
-    return DnsStatus.ERROR, f"DNS error: {type(e).__name__}"
+        return DnsStatus.TIMEOUT, msg("dns.timeout")
+    return DnsStatus.ERROR, msg("dns.other", error=type(e).__name__)
+
+
+def _extended_errors(e: BaseException) -> str:
+    """The Extended DNS Errors (RFC 8914) the failed responses carried, as words."""
+    out: list[str] = []
+    for err in e.kwargs.get("errors", ()) if isinstance(e, dns.resolver.NoNameservers) else ():
+        response = err[4] if len(err) > 4 else None
+        if isinstance(response, dns.message.Message):
+            out += [
+                f"EDE {o.code}: {o.text}" if o.text else f"EDE {o.code}"
+                for o in response.extended_errors()
+            ]
+    return "; ".join(dict.fromkeys(out))
+
+
+async def _answered_unchecked(res: Resolver, name: str, rdtype: str) -> bool:
+    """Whether the resolver answers the query when asked not to validate (CD=1): a
+    SERVFAIL that goes away then is a validation failure (RFC 4035 §3.2.2)."""
+    cd = dns.asyncresolver.Resolver(configure=False)
+    cd.nameservers = res.dns.nameservers
+    cd.timeout, cd.lifetime = res.dns.timeout, res.dns.lifetime
+    cd.flags = dns.flags.RD | dns.flags.CD
+    try:
+        await cd.resolve(name, rdtype, raise_on_no_answer=False)
+    except dns.resolver.NXDOMAIN:
+        return True
+    except (dns.exception.DNSException, ValueError):
+        return False
+    return True
+
+
+async def _failed(res: Resolver, name: str, rdtype: str, e: BaseException) -> Lookup:
+    status, detail = _status(e)
+    if isinstance(e, dns.resolver.NXDOMAIN):
+        responses = list(e.kwargs.get("responses", {}).values())
+        ad = bool(responses) and all(r.flags & dns.flags.AD for r in responses)
+        return Lookup(status, error=detail, authenticated=ad, dnssec=_level(ad))
+    if status is not DnsStatus.SERVFAIL:
+        return Lookup(status, error=detail)
+    ede = _extended_errors(e)
+    if await _answered_unchecked(res, name, rdtype):
+        why = msg("dns.bogus")
+        bogus = msg("dns.with_extended", detail=why, ede=ede) if ede else why
+        return Lookup(status, error=bogus, dnssec=Dnssec.BOGUS)
+    return Lookup(status, error=msg("dns.with_extended", detail=detail, ede=ede) if ede else detail)
+
+
+def _level(ad: bool) -> Dnssec:
+    return Dnssec.SECURE if ad else Dnssec.INSECURE
+
+
+def _referral(response: dns.message.Message) -> bool:
+    """A non-authoritative, non-recursive empty answer pointing elsewhere: the server asked
+    holds neither the zone nor a cache (a lame delegation seen from the client)."""
+    if response.flags & (dns.flags.AA | dns.flags.RA):
+        return False
+    kinds = {rrset.rdtype for rrset in response.authority}
+    return dns.rdatatype.NS in kinds and dns.rdatatype.SOA not in kinds
 
 
 async def lookup(res: Resolver, name: str, rdtype: str) -> Lookup:
@@ -111,12 +175,17 @@ async def lookup(res: Resolver, name: str, rdtype: str) -> Lookup:
     try:
         ans = await res.dns.resolve(name, rdtype, raise_on_no_answer=False)
     except (dns.exception.DNSException, ValueError) as e:
-        status, detail = _status(e)
-        return Lookup(status, error=detail)
+        return await _failed(res, name, rdtype, e)
+    ad = bool(ans.response.flags & dns.flags.AD)
     if ans.rrset is None:
+        if _referral(ans.response):
+            why = "the name server answered with a referral, not an answer (lame delegation)"
+            return Lookup(DnsStatus.ERROR, error=why, lame=True)
         # NODATA: kept as long as dnspython keeps it (the SOA's negative TTL, RFC 2308). Most
         # MX hosts have no AAAA, so a batch asks this again and again.
-        empty = Lookup(DnsStatus.NODATA, error="no records of that type")
+        empty = Lookup(
+            DnsStatus.NODATA, error=msg("dns.nodata"), authenticated=ad, dnssec=_level(ad)
+        )
         res.remember(key, empty, ans.expiration)
         return empty
     canonical = ans.canonical_name.to_text().rstrip(".")
@@ -126,9 +195,8 @@ async def lookup(res: Resolver, name: str, rdtype: str) -> Lookup:
     else:
         records = tuple(r.to_text() for r in ans)
     qname = dns.name.from_text(name).to_text().rstrip(".")
-    ad = bool(ans.response.flags & dns.flags.AD)
     alias = canonical if canonical.lower() != qname.lower() else None
-    found = Lookup(DnsStatus.OK, records, alias, None, ad)
+    found = Lookup(DnsStatus.OK, records, alias, None, ad, _level(ad))
     res.remember(key, found, ans.expiration)
     return found
 
@@ -148,10 +216,7 @@ def bad_host_name(name: str) -> str | None:
     try:
         to_ascii_domain(name)
     except TargetError:
-        return (
-            "not a valid host name: letters, digits and hyphens in labels of 1 to 63 "
-            "characters (RFC 5321 §2.3.5)"
-        )
+        return msg("dns.bad_host")
     return None
 
 
@@ -169,7 +234,7 @@ async def addresses(
     found = tuple(a for r in results for a in r.records)
     cname = next((r.canonical for r in results if r.canonical), None)
     if cname is not None and (why := bad_host_name(cname)) is not None:
-        return DnsStatus.ERROR, (), cname, f"the host is an alias (CNAME) of a name that is {why}"
+        return DnsStatus.ERROR, (), cname, msg("dns.bad_alias", why=why)
     if found:
         return DnsStatus.OK, found, cname, None
     statuses = [r.status for r in results]
@@ -183,7 +248,7 @@ async def addresses(
         if s in statuses:
             err = next(r.error for r in results if r.status is s)
             return s, (), cname, err
-    return DnsStatus.NODATA, (), cname, "the host has no A or AAAA records"
+    return DnsStatus.NODATA, (), cname, msg("dns.no_address")
 
 
 async def resolve_domain(
@@ -207,7 +272,7 @@ async def resolve_domain(
                 DnsStatus.OK,
                 (),
                 implicit=True,
-                error="no MX records and no A/AAAA records: no mail host",
+                error=msg("dns.no_mail_host"),
             )
         host = MxHost(domain, None, addrs, status, True, cname, err)
         return DnsResult(domain, DnsStatus.OK, (host,), implicit=True)
@@ -231,10 +296,10 @@ async def resolve_domain(
                 pref,
                 (),
                 DnsStatus.ERROR,
-                error="the MX target is an IP address, but an MX must name a host (RFC 5321 §5.1)",
+                error=msg("dns.mx_is_ip"),
             )
         if (why := bad_host_name(host)) is not None:
-            return MxHost(host, pref, (), DnsStatus.ERROR, error=f"the MX target is {why}")
+            return MxHost(host, pref, (), DnsStatus.ERROR, error=msg("dns.bad_mx", why=why))
         status, addrs, cname, err = await addresses(res, host, family)
         return MxHost(host, pref, addrs, status, False, cname, err)
 

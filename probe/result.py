@@ -24,6 +24,15 @@ class DnsStatus(StrEnum):
     ERROR = "error"
 
 
+class Dnssec(StrEnum):
+    """What a validating resolver said of an answer (RFC 4035 §4.3)."""
+
+    SECURE = "secure"  # validated: the AD bit was set
+    INSECURE = "insecure"  # answered without the AD bit: provably unsigned, or not validated
+    BOGUS = "bogus"  # validation failed: SERVFAIL, yet the same query with CD=1 is answered
+    INDETERMINATE = "indeterminate"  # no answer to judge (timeout, REFUSED, plain SERVFAIL)
+
+
 class ErrorKind(StrEnum):
     """Why a step got no reply, in words a person can act on."""
 
@@ -64,6 +73,9 @@ class Step(NamedTuple):
     error: StepError | None = None
     tls: bool = False
     note: str | None = None
+    # The part of elapsed_ms before the reply was awaited: the TCP connect (and TLS with
+    # --tls) for CONNECT, the TLS handshake after 220 for STARTTLS; None for other steps.
+    setup_ms: float | None = None
 
 
 class Certificate(NamedTuple):
@@ -91,6 +103,7 @@ class TlsInfo(NamedTuple):
     error: str | None = None
     injected_plaintext: int = 0
     resumed: bool = False  # an earlier session of the run was resumed (no certificate sent)
+    chain: tuple[bytes, ...] = ()  # the certificates sent, leaf first (DANE); never rendered
 
 
 class Outcome(StrEnum):

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from probe.config import ProbeRequest, SessionOptions
 from probe.context import RunContext
+from probe.messages import msg
 from probe.result import (
     DnsResult,
     DnsStatus,
@@ -75,7 +76,7 @@ async def _resolved(
             dns_result, found = await _candidates(req, resolver)
     except TimeoutError:
         name = req.target.domain or req.target.host or ""
-        why = f"no answer from DNS within the budget ({budget:g} s, --budget)"
+        why = msg("runner.dns_budget", seconds=budget)
         return DnsResult(name, DnsStatus.TIMEOUT, error=why), [], [Note("budget", why)]
     notes = []
     if dns_result is not None and dns_result.omitted:
@@ -83,8 +84,7 @@ async def _resolved(
         notes.append(
             Note(
                 "max_mx",
-                f"only the first {len(dns_result.mx)} of {total} MX hosts were looked up "
-                "and tried (--max-mx)",
+                msg("runner.max_mx", tried=len(dns_result.mx), total=total),
             )
         )
     usable = [(h, a) for h, a in found if _family_ok(a, req.family)]
@@ -92,8 +92,7 @@ async def _resolved(
         notes.append(
             Note(
                 "max_addresses",
-                f"only the first {req.max_addresses} of {len(usable)} addresses were tried "
-                "(--max-addresses)",
+                msg("runner.max_addresses", tried=req.max_addresses, total=len(usable)),
             )
         )
         usable = usable[: req.max_addresses]
@@ -125,9 +124,16 @@ async def _walk(
     budget = req.session.timeouts.budget
     return sessions, Note(
         "budget",
-        f"the budget of {budget:g} s for the whole target (--budget) ran out after "
-        f"{len(sessions)} of {len(candidates)} addresses",
+        msg("runner.budget", seconds=budget, tried=len(sessions), total=len(candidates)),
     )
+
+
+def _no_family(req: ProbeRequest) -> str:
+    """Why there was nothing to connect to, when -4 or -6 may be the cause."""
+    t = req.target
+    name = t.display or t.raw or t.domain or t.host or "the target"
+    ip = f"IPv{req.family}"
+    return f"no {ip} address to connect to: {name} has none, and -{req.family} allows {ip} only"
 
 
 async def probe(
@@ -160,17 +166,19 @@ async def probe(
     if out_of_time is not None:
         notes.append(out_of_time)
     verdict, reason = decide(dns_result, sessions)
+    if verdict is Verdict.NO_HOST and req.family and not sessions:
+        reason = _no_family(req)
     if out_of_time is not None and not sessions:
         # There were hosts to try, but no time left: not a domain without mail hosts.
         verdict, reason = Verdict.TRANSIENT, out_of_time.detail
     elif out_of_time is not None and not any(s.completed for s in sessions):
-        reason = f"{reason}; {out_of_time.detail}"
+        reason = msg("join.two", first=reason, second=out_of_time.detail)
     results = (
         tuple(evaluate(req.expectations, deciding_session(sessions))) if req.expectations else ()
     )
     unmet = next((r for r in results if not r.met), None)
     if unmet is not None and verdict not in _BEFORE_EXPECTATIONS:
-        reason = f"expectation {unmet.expectation} not met: {unmet.detail}"
+        reason = msg("runner.expectation", expectation=unmet.expectation, detail=unmet.detail)
         verdict = Verdict.EXPECTATION_FAILED
     return ProbeResult(
         target=req.target,

@@ -25,6 +25,7 @@ from typing import Protocol
 from probe.certs import Judgement, name_matches
 from probe.config import QuitAfter, SessionOptions, StartTls
 from probe.context import RunContext
+from probe.messages import msg
 from probe.result import (
     ErrorKind,
     Outcome,
@@ -38,11 +39,8 @@ from probe.target import is_ip
 from probe.tls import Offer, SessionKey, unverified_chain
 from probe.wire import Connection, Failure
 
-REUSED_NOTE = "connection reused: it was opened, and these first steps ran, for an earlier target"
-UNTRUSTED_NOTE = (
-    "certificate not trusted ({why}); the session goes on without certificate verification"
-)
-PLAIN_NOTE = "retrying without STARTTLS"
+REUSED_NOTE = msg("session.reused")
+PLAIN_NOTE = msg("session.plain")
 NO_TLS = TlsInfo(offered=False, attempted=False)
 
 
@@ -152,7 +150,7 @@ class _Dialogue:
             return None
         n = conn.unsolicited_total - before
         text = conn.unsolicited_tail(n)[:80].decode("utf-8", "backslashreplace")
-        return f"the server also sent {n} bytes nobody asked for (discarded): {text!r}"
+        return msg("session.unasked", count=n, text=repr(text))
 
     def session(self, outcome: Outcome) -> Session:
         return Session(
@@ -224,6 +222,7 @@ class _Dialogue:
             server_hostname=self.sni,
             connect_timeout=t.connect,
             greeting_timeout=t.greeting,
+            local_address=self.opts.source_address,
         )
         if conn is None or isinstance(got, Failure):
             self.failed("CONNECT", None, start, got if isinstance(got, Failure) else _GONE)
@@ -236,7 +235,7 @@ class _Dialogue:
             self.tls = self.tls_facts(offered=False, injected=0)
             note = _joined(note, self._untrusted_note())
         reply = self.run.replies.get(got, "CONNECT")
-        self.add(Step("CONNECT", None, reply, _ms(start), None, conn.tls, note))
+        self.add(Step("CONNECT", None, reply, _ms(start), None, conn.tls, note, conn.connect_ms))
         return reply
 
     async def command(self, name: str, *args: str) -> WireReply | None:
@@ -245,7 +244,7 @@ class _Dialogue:
         start = time.perf_counter()
         conn = self.conn
         if conn is None or not conn.alive:
-            gone = Failure(ErrorKind.DISCONNECTED, "the connection is already closed")
+            gone = Failure(ErrorKind.DISCONNECTED, msg("wire.already_closed"))
             self.failed(name, sent, start, gone)
             return None
         before = conn.unsolicited_total
@@ -274,17 +273,21 @@ class _Dialogue:
         reply = self.run.replies.get(got.reply, "STARTTLS") if got.reply else None
         if reply is None or reply.code != 220 or got.failure is not None:
             error = StepError(got.failure.kind, got.failure.detail) if got.failure else None
-            self.add(Step("STARTTLS", "STARTTLS", reply, _ms(start), error))
+            shook = conn.handshake_ms if reply is not None and reply.code == 220 else None
+            self.add(Step("STARTTLS", "STARTTLS", reply, _ms(start), error, False, None, shook))
             why = (
                 error.detail
                 if error
-                else f"STARTTLS refused with {reply.code if reply else 'no reply'}"
+                else msg("session.starttls_refused", code=reply.code)
+                if reply
+                else msg("session.starttls_no_reply")
             )
             self.tls = TlsInfo(offered, True, ok=False, error=why)
             return False
         self.tls = self.tls_facts(offered, conn.unsolicited_total - before)
         note = self._untrusted_note()
-        self.add(Step("STARTTLS", "STARTTLS", reply, _ms(start), None, False, note))
+        shake = conn.handshake_ms
+        self.add(Step("STARTTLS", "STARTTLS", reply, _ms(start), None, False, note, shake))
         return True
 
     def tls_facts(self, offered: bool, injected: int) -> TlsInfo:
@@ -293,12 +296,18 @@ class _Dialogue:
         implicit = self.opts.implicit_tls
         if obj is None:
             return TlsInfo(
-                offered, True, implicit, False, error="no TLS session", injected_plaintext=injected
+                offered,
+                True,
+                implicit,
+                False,
+                error=msg("session.no_tls_session"),
+                injected_plaintext=injected,
             )
         resumed = obj.session_reused
         judged = self._offered if resumed and self._offered else None
+        chain = () if judged is not None else unverified_chain(obj)
         if judged is None:
-            judged = self.run.tls.judge(unverified_chain(obj), self.opts.cafile)
+            judged = self.run.tls.judge(chain, self.opts.cafile)
         self._judged = judged
         cert = judged.certificate
         cipher = obj.cipher()
@@ -315,6 +324,7 @@ class _Dialogue:
             name_matches=name_matches(self.host, cert) if cert and judged.names_known else None,
             injected_plaintext=injected,
             resumed=resumed,
+            chain=chain,
         )
         if self.run.observer is not None:
             self.run.observer.tls(info)
@@ -323,7 +333,7 @@ class _Dialogue:
     def _untrusted_note(self) -> str | None:
         if not self.tls.ok or self.tls.trusted:
             return None
-        return UNTRUSTED_NOTE.format(why=self.tls.verify_error or "no reason given")
+        return msg("session.untrusted", why=self.tls.verify_error or msg("session.no_reason"))
 
     async def finish(self, rset: bool = True) -> None:
         """End politely: RSET (when a transaction may be open) and QUIT, then close."""
@@ -352,7 +362,7 @@ class _Dialogue:
             self.conn.abort()
 
 
-_GONE = Failure(ErrorKind.DISCONNECTED, "the connection is closed")
+_GONE = Failure(ErrorKind.DISCONNECTED, msg("wire.closed"))
 
 
 def _sni_ready(host: str) -> bool:
@@ -365,7 +375,7 @@ def _sni_ready(host: str) -> bool:
 
 
 def _joined(a: str | None, b: str | None) -> str | None:
-    return f"{a}; {b}" if a and b else a or b
+    return msg("join.two", first=a, second=b) if a and b else a or b
 
 
 # -- the phases --------------------------------------------------------------------------------
@@ -422,7 +432,7 @@ async def _secure(d: _Dialogue) -> Ending:
     if d.opts.implicit_tls or not wanted:
         return await _quit_after_tls(d)
     if not offered:
-        refusal = StepError(ErrorKind.NOT_OFFERED, "the server does not offer STARTTLS")
+        refusal = StepError(ErrorKind.NOT_OFFERED, msg("session.starttls_not_offered"))
         d.add(Step("STARTTLS", None, None, 0.0, refusal))
         await d.finish(rset=False)
         return Outcome.STARTTLS_NOT_OFFERED
@@ -452,24 +462,24 @@ async def _quit_after_tls(d: _Dialogue) -> Ending:
 async def _mail(d: _Dialogue) -> WireReply | None:
     sender = d.opts.mail_from
     args = [f"FROM:<{sender}>"]
-    if not sender.isascii():
-        if not _offers(d, "SMTPUTF8"):
-            d.refuse_locally(
-                "MAIL",
-                "not sent: the sender address is not ASCII and the server does not offer SMTPUTF8",
-            )
-            await d.command("QUIT")
-            await d.close()
-            return None
+    if not sender.isascii() and not _offers(d, "SMTPUTF8"):
+        d.refuse_locally(
+            "MAIL",
+            msg("session.sender_not_ascii"),
+        )
+        await d.command("QUIT")
+        await d.close()
+        return None
+    # RFC 6531 §3.4: a transaction with any non-ASCII address declares SMTPUTF8 on MAIL; a
+    # recipient the server cannot take without it is refused locally at its RCPT.
+    if _offers(d, "SMTPUTF8") and not all(a.isascii() for a in (sender, *d.opts.rcpts)):
         args.append("SMTPUTF8")
     return await d.command("MAIL", *args)
 
 
 async def _rcpt(d: _Dialogue, rcpt: str) -> WireReply | None:
     if not rcpt.isascii() and not _offers(d, "SMTPUTF8"):
-        d.refuse_locally(
-            "RCPT", f"not sent: {rcpt} is not ASCII and the server does not offer SMTPUTF8"
-        )
+        d.refuse_locally("RCPT", msg("session.rcpt_not_ascii", rcpt=rcpt))
         return None
     return await d.command("RCPT", f"TO:<{rcpt}>")
 
@@ -588,7 +598,7 @@ async def open_session(
         d.abort()
         if not isinstance(e, TimeoutError):
             raise
-        why = StepError(ErrorKind.BUDGET, f"session took longer than {round(budget, 2):g} s")
+        why = StepError(ErrorKind.BUDGET, msg("session.budget", seconds=round(budget, 2)))
         d.add(Step("BUDGET", None, None, budget * 1000, why))
         outcome, d.kept = Outcome.BUDGET, None
     session = d.session(outcome)

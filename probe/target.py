@@ -59,19 +59,54 @@ def check_wire_value(value: str, what: str) -> str:
 
 
 def check_address(value: str, what: str) -> str:
-    """A mailbox for MAIL FROM / RCPT TO: local@domain with an IDNA domain ("" is the null sender)."""
+    """A mailbox for MAIL FROM / RCPT TO: local@domain with an IDNA domain ("" and "<>" are
+    the null sender; "<a@b>" is taken as written in a header). Address literals are given in
+    the form RFC 5321 sends: "[IPv6:2001:db8::1]", even when written "[2001:db8::1]"."""
+    if value.startswith("<") and value.endswith(">"):
+        value = value[1:-1]
     check_wire_value(value, what)
     if value == "":
         return value
-    local, at, domain = value.rpartition("@")
-    if not at or not local or not domain:
-        raise TargetError(f"{what} {value!r} is not an address (local@domain)")
+    local, domain = _split_address(value, what)
     if len(local) > 64:
         raise TargetError(f"{what} local part longer than 64 characters")
     if domain.startswith("["):
-        parse_literal(domain)
-        return value
+        return f"{local}@{wire_literal(domain)}"
     return f"{local}@{to_ascii_domain(domain)}"
+
+
+# RFC 5322 atext, plus anything non-ASCII (RFC 6531): what a local part holds unquoted.
+_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\x80-\U0010ffff-]+")
+
+
+def _split_address(value: str, what: str) -> tuple[str, str]:
+    """(local part, domain), or a one-line reason why `value` is not an address."""
+    quoted = value.startswith('"') and value.count('"') >= 2
+    local, at, domain = value.rpartition("@")
+    if not at:
+        raise TargetError(f"{what} {value!r} is not an address (local@domain)")
+    if not local or not domain:
+        part = "local part" if not local else "domain"
+        raise TargetError(f"{what} {value!r} has an empty {part} (local@domain)")
+    if quoted and local.startswith('"') and local.endswith('"') and len(local) >= 2:
+        return local, domain
+    if "@" in local:
+        raise TargetError(
+            f"{what} {value!r} has more than one @ (an @ in a local part must be quoted: "
+            '"a@b"@example.org)'
+        )
+    if not all(_ATOM.fullmatch(atom) for atom in local.split(".")):
+        raise TargetError(
+            f"{what} {value!r}: the local part {local!r} is not valid (no empty part between "
+            "dots, no leading or trailing dot, no ( ) , ; : \\ [ ] unless quoted)"
+        )
+    return local, domain
+
+
+def wire_literal(text: str) -> str:
+    """An address literal as RFC 5321 writes it: "[192.0.2.1]" or "[IPv6:2001:db8::1]"."""
+    ip = parse_literal(text)
+    return f"[IPv6:{ip}]" if ":" in ip else f"[{ip}]"
 
 
 def check_helo(value: str) -> str:
@@ -79,18 +114,18 @@ def check_helo(value: str) -> str:
     if not value.isascii():
         raise TargetError("--helo must be ASCII (a domain name or an address literal)")
     if value.startswith("["):
-        parse_literal(value)
-        return value
+        return wire_literal(value)
     return to_ascii_domain(value)
 
 
 def parse_literal(text: str) -> str:
-    """An address literal "[192.0.2.1]" or "[IPv6:2001:db8::1]" -> the IP address."""
+    """An address literal -> the IP address: "[192.0.2.1]", "[IPv6:2001:db8::1]", and
+    "[2001:db8::1]" as admins write it (the URL form)."""
     inner = text.strip()[1:-1] if text.startswith("[") and text.endswith("]") else text
-    if inner.lower().startswith("ipv6:"):
-        inner = inner[5:]
+    tagged = inner.lower().startswith("ipv6:")
+    if tagged or ":" in inner:
         try:
-            return str(ipaddress.IPv6Address(inner))
+            return str(ipaddress.IPv6Address(inner[5:] if tagged else inner))
         except ValueError:
             raise TargetError(f"{text!r} is not a valid IPv6 address literal") from None
     try:
@@ -164,9 +199,6 @@ def parse_target(raw: str, *, host_mode: bool = False) -> Target:
     except ValueError:
         pass
     if "@" in text:
-        local = text.rpartition("@")[0]
-        if not local:
-            raise TargetError(f"{raw!r} has an empty local part")
         address = check_address(text, "target address")
         ascii_domain = address.rpartition("@")[2]
         if ascii_domain.startswith("["):

@@ -7,9 +7,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from probe import exitcodes
+from probe.messages import msg
 from probe.result import (
     DnsResult,
     DnsStatus,
+    ErrorKind,
     ExpectationResult,
     Outcome,
     Session,
@@ -80,40 +82,40 @@ def _code_matches(code: int, pattern: str) -> bool:
 
 def _show(step: Step | None) -> str:
     if step is None:
-        return "the step never happened"
+        return msg("expect.never_happened")
     if step.reply is not None:
         return " | ".join(step.reply.lines)[:300]
     if step.error is not None:
         return step.error.detail
-    return "no reply"
+    return msg("expect.no_reply")
 
 
 def _expect_starttls(e: Expectation, session: Session) -> ExpectationResult:
     tls = session.tls
     if tls.offered and tls.ok:
-        return ExpectationResult(e.text, True, "STARTTLS offered and negotiated")
+        return ExpectationResult(e.text, True, msg("expect.starttls_ok"))
     if not tls.offered:
-        return ExpectationResult(e.text, False, "STARTTLS not offered")
-    return ExpectationResult(e.text, False, tls.error or "TLS failed")
+        return ExpectationResult(e.text, False, msg("expect.starttls_not_offered"))
+    return ExpectationResult(e.text, False, tls.error or msg("expect.tls_failed"))
 
 
 def _expect_tls_trusted(e: Expectation, session: Session) -> ExpectationResult:
     tls = session.tls
     if tls.ok and tls.trusted and tls.name_matches:
-        return ExpectationResult(e.text, True, "certificate trusted and valid for the host name")
+        return ExpectationResult(e.text, True, msg("expect.trusted"))
     if not tls.ok:
-        detail = tls.error or "no TLS session"
+        detail = tls.error or msg("expect.no_tls")
     elif not tls.trusted:
-        detail = f"certificate not trusted: {tls.verify_error}"
+        detail = msg("expect.untrusted", why=tls.verify_error or "None")
     else:
-        detail = f"certificate does not name {session.host}"
+        detail = msg("expect.wrong_name", host=session.host)
     return ExpectationResult(e.text, False, detail)
 
 
 def _expect_code(e: Expectation, session: Session) -> ExpectationResult:
     steps = [s for s in session.steps if s.command == e.step]
     if not steps:
-        return ExpectationResult(e.text, False, f"no {e.step} was sent")
+        return ExpectationResult(e.text, False, msg("expect.not_sent", step=str(e.step)))
     pattern = e.pattern or ""
     # Every reply to the step must match: one refused RCPT among several fails the expectation.
     bad = next(
@@ -124,25 +126,27 @@ def _expect_code(e: Expectation, session: Session) -> ExpectationResult:
 
 def _expect_ext(e: Expectation, session: Session) -> ExpectationResult:
     names = {k for k, _ in session.extensions}
-    offered = ", ".join(sorted(names)) or "none"
-    return ExpectationResult(e.text, (e.pattern or "") in names, f"offered: {offered}")
+    offered = ", ".join(sorted(names)) or msg("expect.none")
+    return ExpectationResult(
+        e.text, (e.pattern or "") in names, msg("expect.offered", names=offered)
+    )
 
 
 def _expect_within(e: Expectation, session: Session) -> ExpectationResult:
     step = next((s for s in session.steps if s.command == e.step and s.reply), None)
     if step is None:
-        return ExpectationResult(e.text, False, f"no {e.step} reply")
+        return ExpectationResult(e.text, False, msg("expect.no_step_reply", step=str(e.step)))
     limit_ms = (e.number or 0.0) * 1000
-    detail = f"{step.elapsed_ms:.0f} ms (limit {limit_ms:.0f} ms)"
+    detail = msg("expect.within", elapsed=step.elapsed_ms, limit=limit_ms)
     return ExpectationResult(e.text, step.elapsed_ms <= limit_ms, detail)
 
 
 def _expect_cert_days(e: Expectation, session: Session) -> ExpectationResult:
     cert = session.tls.certificate
     if cert is None:
-        return ExpectationResult(e.text, False, "no certificate")
+        return ExpectationResult(e.text, False, msg("expect.no_certificate"))
     return ExpectationResult(
-        e.text, cert.days_left >= (e.number or 0), f"{cert.days_left} days left"
+        e.text, cert.days_left >= (e.number or 0), msg("expect.days_left", days=cert.days_left)
     )
 
 
@@ -161,9 +165,7 @@ def evaluate(
 ) -> list[ExpectationResult]:
     """Check each expectation against the deciding session."""
     if session is None:
-        return [
-            ExpectationResult(e.text, False, "no SMTP session took place") for e in expectations
-        ]
+        return [ExpectationResult(e.text, False, msg("expect.no_session")) for e in expectations]
     # Kinds come from parse_expectation; one built by hand with another kind gives no result.
     return [_EXPECT[e.kind](e, session) for e in expectations if e.kind in _EXPECT]
 
@@ -195,7 +197,10 @@ def decide(dns: DnsResult | None, sessions: Sequence[Session]) -> tuple[Verdict,
     if found is not None:
         return found
     if not sessions:
-        return Verdict.NO_HOST, "no address to connect to"
+        return Verdict.NO_HOST, msg("verdict.no_address")
+    refused = _refused_locally(sessions)
+    if refused is not None:
+        return refused
     done = [s for s in sessions if s.completed]
     if done:
         return _completed_verdict(done)
@@ -208,19 +213,19 @@ _DNS_FAILED = (DnsStatus.SERVFAIL, DnsStatus.TIMEOUT, DnsStatus.REFUSED, DnsStat
 def _dns_verdict(dns: DnsResult) -> tuple[Verdict, str] | None:
     """The verdict when DNS alone settles it, else None (sessions decide)."""
     if dns.status is DnsStatus.NXDOMAIN:
-        return Verdict.NO_DOMAIN, f"{dns.domain} does not exist (NXDOMAIN)"
+        return Verdict.NO_DOMAIN, msg("verdict.nxdomain", domain=dns.domain)
     if dns.status in _DNS_FAILED:
-        return Verdict.DNS_FAILURE, f"the MX lookup failed: {dns.error}"
+        return Verdict.DNS_FAILURE, msg("verdict.mx_failed", error=dns.error or "")
     if dns.null_mx:
         return (
             Verdict.NULL_MX,
-            f"{dns.domain} publishes a null MX: it does not accept mail (RFC 7505)",
+            msg("verdict.null_mx", domain=dns.domain),
         )
     if any(h.addresses for h in dns.mx):
         return None
     if any(h.status in (DnsStatus.SERVFAIL, DnsStatus.TIMEOUT) for h in dns.mx):
-        return Verdict.DNS_FAILURE, "the mail hosts' addresses could not be looked up"
-    return Verdict.NO_HOST, dns.error or "no mail host has a usable address"
+        return Verdict.DNS_FAILURE, msg("verdict.hosts_failed")
+    return Verdict.NO_HOST, dns.error or msg("verdict.no_usable_host")
 
 
 def _completed_verdict(done: Sequence[Session]) -> tuple[Verdict, str]:
@@ -229,8 +234,8 @@ def _completed_verdict(done: Sequence[Session]) -> tuple[Verdict, str]:
     for v, kind in ((Verdict.PERMANENT, "5xx"), (Verdict.TRANSIENT, "4xx")):
         if v in outcomes:
             s = done[outcomes.index(v)]
-            return v, f"{s.host} [{s.address}] answered with a {kind} reply"
-    return Verdict.ACCEPTED, f"{done[-1].host} [{done[-1].address}] accepted the session"
+            return v, msg("verdict.refused", host=s.host, address=s.address, kind=kind)
+    return Verdict.ACCEPTED, msg("verdict.accepted", host=done[-1].host, address=done[-1].address)
 
 
 def _incomplete_verdict(sessions: Sequence[Session]) -> tuple[Verdict, str]:
@@ -242,23 +247,52 @@ def _incomplete_verdict(sessions: Sequence[Session]) -> tuple[Verdict, str]:
         if st.command == "CONNECT" and st.reply is not None
     ]
     if greetings and all(c >= 500 for c in greetings):
-        return Verdict.PERMANENT, "every server refused the session at the greeting"
-    if greetings:
-        return Verdict.TRANSIENT, "no server completed a session"
-    if all(_connect_timed_out(s) for s in sessions):
-        return Verdict.UNREACHABLE, (
-            "every connection attempt timed out; outbound port 25 may be blocked on your own network"
+        return Verdict.PERMANENT, msg("verdict.greeting_refused")
+    tls = [s for s in sessions if s.outcome in _TLS_REFUSED]
+    if tls and all(s.outcome in (*_TLS_REFUSED, *_NOT_REACHED) for s in sessions):
+        # TLS was required (--starttls require, --tls) and the server cannot give it: its
+        # setup must change, so retrying later is no use.
+        return Verdict.PERMANENT, msg(
+            "verdict.at_host", host=tls[0].host, address=tls[0].address, detail=_last_error(tls[0])
         )
+    if greetings:
+        return Verdict.TRANSIENT, msg("verdict.none_completed")
+    if all(_connect_timed_out(s) for s in sessions):
+        return Verdict.UNREACHABLE, (msg("verdict.port25"))
     last = next((st.error for st in reversed(sessions[-1].steps) if st.error), None)
-    detail = last.detail if last else "no reply"
+    detail = last.detail if last else msg("verdict.no_reply")
     # No greeting anywhere: each session ended at its connection. One that failed other than
     # by refusal or no route reached something.
     if any(s.outcome not in _NOT_REACHED for s in sessions):
-        return Verdict.TRANSIENT, f"no server completed a session ({detail})"
-    return Verdict.UNREACHABLE, f"no server could be reached ({detail})"
+        return Verdict.TRANSIENT, msg("verdict.none_completed_why", detail=detail)
+    return Verdict.UNREACHABLE, msg("verdict.unreachable", detail=detail)
 
 
 _NOT_REACHED = (Outcome.REFUSED, Outcome.UNREACHABLE, Outcome.BUDGET)
+_TLS_REFUSED = (Outcome.STARTTLS_NOT_OFFERED, Outcome.TLS_FAILED)
+
+
+def _last_error(s: Session) -> str:
+    found = next((st for st in reversed(s.steps) if st.error is not None), None)
+    if found is None or found.error is None:
+        return msg("verdict.tls_failed")
+    key = (
+        "verdict.tls_required"
+        if s.outcome is Outcome.STARTTLS_NOT_OFFERED
+        else "verdict.tls_detail"
+    )
+    return msg(key, detail=found.error.detail)
+
+
+def _refused_locally(sessions: Sequence[Session]) -> tuple[Verdict, str] | None:
+    """A command the probe would not send to a server that cannot take it (a non-ASCII
+    address without SMTPUTF8): that server cannot receive this mail, whatever else it said."""
+    for s in sessions:
+        for st in s.steps:
+            if st.error is not None and st.error.kind is ErrorKind.REFUSED_LOCALLY:
+                where = {"host": s.host, "address": s.address}
+                return Verdict.PERMANENT, msg("verdict.at_host", **where, detail=st.error.detail)
+    return None
 
 
 def _connect_timed_out(s: Session) -> bool:

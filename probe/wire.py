@@ -13,18 +13,20 @@ import asyncio
 import contextlib
 import socket
 import ssl
+import time
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
+from probe.messages import msg
 from probe.result import ErrorKind
 
 WIRE_LIMIT = 64 * 1024  # bytes of unsolicited data kept per connection; the rest is counted
 MAX_LINE = 8192  # bytes in one reply line (RFC 5321 asks servers for 512; some send more)
 MAX_REPLY = 4 * MAX_LINE  # bytes in one reply, continuation lines included
 MAX_LINES = 1000  # lines in one reply
-NOT_A_REPLY = "the server sent something that is not an SMTP reply"
-CLOSED_BY_SERVER = "the server closed the connection"
-TOO_LONG = "reply too long"
+NOT_A_REPLY = msg("wire.not_a_reply")
+CLOSED_BY_SERVER = msg("wire.closed_by_server")
+TOO_LONG = msg("wire.too_long")
 
 
 class Raw(NamedTuple):
@@ -188,22 +190,22 @@ class ReplyProtocol(asyncio.Protocol):
 
 def _time_out(waiter: asyncio.Future[Raw | Failure], timeout: float) -> None:
     if not waiter.done():
-        waiter.set_result(Failure(ErrorKind.TIMEOUT, f"no reply within {timeout:g} s"))
+        waiter.set_result(Failure(ErrorKind.TIMEOUT, msg("wire.no_reply", seconds=timeout)))
 
 
 def ssl_detail(e: BaseException, timeout: float) -> str:
     if isinstance(e, ssl.SSLError):
-        return f"TLS handshake failed: {e.reason or e}"
+        return msg("wire.tls_failed", reason=str(e.reason or e))
     if isinstance(e, TimeoutError | ConnectionAbortedError):
-        return f"TLS handshake failed: no handshake within {timeout:g} s"
-    return f"TLS handshake failed: {e or type(e).__name__}"
+        return msg("wire.tls_timeout", seconds=timeout)
+    return msg("wire.tls_failed", reason=str(e or type(e).__name__))
 
 
 def _connect_failure(e: OSError, connect_timeout: float) -> Failure:
     if isinstance(e, TimeoutError):
-        return Failure(ErrorKind.TIMEOUT, f"no TCP connection within {connect_timeout:g} s")
+        return Failure(ErrorKind.TIMEOUT, msg("wire.connect_timeout", seconds=connect_timeout))
     if isinstance(e, ConnectionRefusedError):
-        return Failure(ErrorKind.REFUSED, "connection refused")
+        return Failure(ErrorKind.REFUSED, msg("wire.connection_refused"))
     if isinstance(e, ssl.SSLError):
         return Failure(ErrorKind.TLS_FAILED, ssl_detail(e, connect_timeout))
     return Failure(ErrorKind.UNREACHABLE, e.strerror or str(e))
@@ -236,6 +238,9 @@ class Connection:
         # Called before a polite close, whoever closes: TLS 1.3 tickets arrive after the
         # handshake, so the last moment to keep one for resumption is just before closing.
         self.before_close: Callable[[Connection], None] | None = None
+        # How long the connection took to set up, and the last STARTTLS handshake (ms).
+        self.connect_ms = 0.0
+        self.handshake_ms = 0.0
 
     @classmethod
     async def open(
@@ -247,9 +252,11 @@ class Connection:
         server_hostname: str | None,
         connect_timeout: float,
         greeting_timeout: float,
+        local_address: str | None = None,
     ) -> tuple[Connection | None, Raw | Failure]:
         """Connect (with a TLS handshake when `tls` is given) and read the greeting."""
         loop = asyncio.get_running_loop()
+        start = time.perf_counter()  # uvloop's loop.time() counts whole milliseconds
         try:
             # asyncio.timeout rather than wait_for: no extra task per connection.
             async with asyncio.timeout(connect_timeout):
@@ -260,11 +267,13 @@ class Connection:
                     ssl=tls,
                     server_hostname=server_hostname if tls else None,
                     ssl_handshake_timeout=connect_timeout if tls else None,
+                    local_addr=(local_address, 0) if local_address else None,
                 )
         except OSError as e:  # TimeoutError and ssl.SSLError are OSErrors too
             return None, _connect_failure(e, connect_timeout)
         conn = cls(proto, transport.get_extra_info("sockname"))
         conn.tls = tls is not None
+        conn.connect_ms = round((time.perf_counter() - start) * 1000, 1)
         try:
             got = await proto.reply(greeting_timeout)
         except BaseException:
@@ -275,7 +284,7 @@ class Connection:
         if isinstance(got, Failure):
             await conn.close()
             if got.kind is ErrorKind.TIMEOUT:
-                detail = f"connected, but no greeting within {greeting_timeout:g} s"
+                detail = msg("wire.no_greeting", seconds=greeting_timeout)
                 return None, Failure(ErrorKind.NO_GREETING, detail)
             return None, got
         return conn, got
@@ -308,7 +317,7 @@ class Connection:
             raise ValueError("a command must not hold CR or LF")  # callers check wire values
         proto = self._proto
         if proto is None or not proto.is_connected:
-            return Failure(ErrorKind.DISCONNECTED, "the connection is already closed")
+            return Failure(ErrorKind.DISCONNECTED, msg("wire.already_closed"))
         got = await proto.send(line.encode("utf-8") + b"\r\n", timeout)
         if isinstance(got, Failure):
             await self.close()
@@ -320,14 +329,16 @@ class Connection:
         """STARTTLS and the handshake; a failed handshake closes the connection."""
         proto = self._proto
         if proto is None or not proto.is_connected:
-            return TlsStart(None, Failure(ErrorKind.DISCONNECTED, "the connection is closed"))
+            return TlsStart(None, Failure(ErrorKind.DISCONNECTED, msg("wire.closed")))
         got = await proto.send(b"STARTTLS\r\n", timeout)
         if isinstance(got, Failure):
             await self.close()
             return TlsStart(None, got)
         if got.code != 220:  # refused with a reply; the connection stays in plaintext
             return TlsStart(got, None)
+        start = time.perf_counter()
         failed = await self._handshake(proto, ctx, server_hostname, timeout)
+        self.handshake_ms = round((time.perf_counter() - start) * 1000, 1)
         if failed is not None:
             await self.close()
             return TlsStart(got, failed)

@@ -23,12 +23,12 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 from probe import exitcodes
-from probe.batch import Item, Record, Refused, error_record, refused_record
+from probe.batch import Item, Record, Refused, Scale, error_record, refused_record
 from probe.config import BatchLimits, ProbeRequest
 from probe.text import to_json
 
@@ -40,6 +40,7 @@ class WorkerConfig:
     template: ProbeRequest
     lang: str
     limits: BatchLimits
+    scale: Scale = field(default_factory=Scale)
 
     @property
     def concurrency(self) -> int:
@@ -61,7 +62,7 @@ def plan(workers: int, concurrency: int, per_host: int) -> int:
 
 def share(cfg: WorkerConfig, n: int) -> WorkerConfig:
     """One worker's part of the overall limits (rounded down, so the sums never exceed them)."""
-    return WorkerConfig(cfg.template, cfg.lang, cfg.limits.share(n))
+    return WorkerConfig(cfg.template, cfg.lang, cfg.limits.share(n), cfg.scale)
 
 
 def _shard(text: str, n: int) -> int:
@@ -288,7 +289,8 @@ class _Run:
                 except (ValueError, KeyError, TypeError):
                     continue  # not a record; its target stays pending and is reported lost
                 with self.lock:
-                    if w.pending.pop(line, None) is not None:
+                    # A line of another shard comes back as a bare marker: no record.
+                    if w.pending.pop(line, None) is not None and not rec.get("skipped"):
                         self.record(text, rec)
         except OSError:
             pass
@@ -397,6 +399,9 @@ def _child(parent: int) -> None:
             while data:  # one record, whole, straight to the pipe (nothing buffered at exit)
                 data = data[os.write(1, data) :]
 
+        def skip(line: int) -> None:
+            emit({"line": line, "skipped": True})
+
         try:
             aio.run(
                 run_batch(
@@ -405,6 +410,8 @@ def _child(parent: int) -> None:
                     emit,
                     locale(cfg.lang),
                     limits=cfg.limits,
+                    scale=cfg.scale,
+                    on_skip=skip,
                 )
             )
         except KeyboardInterrupt:

@@ -29,6 +29,7 @@ from probe.lab.farm import client_args
 from probe.lab.smtp import GreetingSMTP, Scripted
 from probe.result import Target
 from probe.workers import WorkerConfig, plan, share
+from tests.conftest import valid, valid_lines
 
 HOSTS = [f"127.0.0.{i}" for i in range(2, 7)]
 N = 1000
@@ -130,7 +131,7 @@ def test_thousand_inputs_give_thousand_records_within_per_host_limits(
         cli, ["batch", str(inputs), *base_args(farm), "--concurrency", "50", "--per-host", "2"]
     )
     assert r.exit_code == 0, r.output[-2000:]
-    records = [json.loads(x) for x in r.stdout.splitlines()]
+    records = valid_lines(r.stdout)
     # Connections are kept between targets: the server saw one for each session not reused,
     # and the summary says how many were.
     sessions = [s for rec in records for s in rec.get("sessions", ())]
@@ -144,7 +145,7 @@ def test_thousand_inputs_give_thousand_records_within_per_host_limits(
     by_line = {rec["line"]: rec for rec in records}
     assert by_line[3]["verdict"] == "permanent" and by_line[4]["verdict"] == "accepted"
     assert by_line[N + 3]["error"]["kind"] == "bad_target"
-    assert all(rec["schema"] == "smtp-probe/batch/1" for rec in records)
+    assert all(rec["schema"] == "smtp-probe/batch/2" for rec in records)
     assert max(farm.counter.peak.values()) == 2  # the limit held, and was used
     assert "1001 records" in r.stderr
     assert " done, " not in r.stderr  # no progress bar when stderr is not a terminal
@@ -179,7 +180,7 @@ def test_workers_give_one_record_per_line_within_overall_limits(farm: Farm, tmp_
         ],
     )
     assert r.exit_code == 0, r.output[-2000:]
-    records = [json.loads(x) for x in r.stdout.splitlines()]
+    records = valid_lines(r.stdout)
     assert sorted(rec["line"] for rec in records) == list(range(3, N + 4))
     by_line = {rec["line"]: rec for rec in records}
     assert by_line[3]["verdict"] == "permanent" and by_line[4]["verdict"] == "accepted"
@@ -232,7 +233,7 @@ def test_a_worker_that_dies_leaves_error_records_not_lost_lines(
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert b"Traceback" not in err
-    records = [json.loads(x) for x in out.read_text().splitlines()]
+    records = valid_lines(out.read_text())
     assert sorted(rec["line"] for rec in records) == list(range(3, 304))
     lost = [r for r in records if r.get("error", {}).get("kind") == "internal"]
     assert lost, "the dead worker had targets in hand"
@@ -266,7 +267,7 @@ def test_resume_after_interruption(farm: Farm, tmp_path: Path, workers: int) -> 
         f.write('{"schema": "smtp-probe/batch/1", "line": 77')  # a torn last line
     r = subprocess.run([*cmd[:-2], "--resume"], capture_output=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    records = [json.loads(x) for x in out.read_text().splitlines()]
+    records = valid_lines(out.read_text())
     lines = [rec["line"] for rec in records]
     assert len(lines) == len(set(lines)) == N + 1
     assert recorded_lines(str(out)) == set(range(3, N + 4))
@@ -371,7 +372,7 @@ def test_benchmark_farm_speaks_starttls_and_answers_recipients(tmp_path: Path) -
         ]
         r = CliRunner().invoke(cli, ["batch", str(inputs), *common, "--workers", "2"])
         assert r.exit_code == 0, r.output[-2000:]
-        records = {rec["line"]: rec for rec in map(json.loads, r.stdout.splitlines())}
+        records = {rec["line"]: rec for rec in valid_lines(r.stdout)}
         assert len(records) == 12
         for line, rec in records.items():
             assert rec["verdict"] == ("permanent" if (line - 1) % 4 == 0 else "accepted"), rec
@@ -386,14 +387,14 @@ def test_benchmark_farm_speaks_starttls_and_answers_recipients(tmp_path: Path) -
             cli, ["batch", str(inputs), *common, "--concurrency", "1", "--reuse", "1"]
         )
         assert again.exit_code == 0, again.output[-2000:]
-        sessions = [json.loads(line)["sessions"][0] for line in again.stdout.splitlines()]
+        sessions = [valid(json.loads(line))["sessions"][0] for line in again.stdout.splitlines()]
         resumed = [s["tls"]["resumed"] for s in sessions]
         assert resumed.count(False) == 3 and resumed.count(True) == 9
         assert not any(s["reused"] for s in sessions)
         # With connections kept, each host's first target opens one and the others reuse it,
         # reporting the TLS facts of its handshake.
         kept = CliRunner().invoke(cli, ["batch", str(inputs), *common, "--concurrency", "1"])
-        sessions = [json.loads(line)["sessions"][0] for line in kept.stdout.splitlines()]
+        sessions = [valid(json.loads(line))["sessions"][0] for line in kept.stdout.splitlines()]
         assert [s["reused"] for s in sessions] == [False] * 3 + [True] * 9
         assert all(s["tls"]["ok"] and s["tls"]["trusted"] for s in sessions)
         # TLS sessions belong to a run, not the process: a probe after the batch starts afresh.
@@ -423,7 +424,7 @@ def test_a_reader_that_goes_away_ends_the_run_quietly(
     err = proc.stderr.read()
     proc.stderr.close()
     assert proc.wait(timeout=8) == 0, err  # it stopped, rather than probing on for nobody
-    assert json.loads(first)["schema"] == "smtp-probe/batch/1"
+    assert valid(json.loads(first))["schema"] == "smtp-probe/batch/2"
     assert b"Traceback" not in err and b"Error" not in err
 
 
@@ -443,7 +444,7 @@ def test_each_input_line_is_probed_as_soon_as_it_arrives(farm: Farm, workers: in
             proc.stdin.flush()
             ready, _, _ = select.select([proc.stdout], [], [], 20)
             assert ready, "no record while the input stays open"
-            rec = json.loads(proc.stdout.readline())
+            rec = valid(json.loads(proc.stdout.readline()))
             assert rec["input"] == f"user{i}@d{i}.test" and rec["verdict"] == "accepted"
     finally:
         proc.stdin.close()
@@ -497,7 +498,7 @@ def test_input_that_is_not_utf8_gets_records_not_a_traceback(
     inputs.write_bytes(b"user1@d1.test\n\xff\xfe@d2.test\nuser3@d3.test\n")
     r = CliRunner().invoke(cli, ["batch", str(inputs), *base_args(farm), "--workers", str(workers)])
     assert r.exit_code == 0, r.output[-2000:]
-    records = {rec["line"]: rec for rec in map(json.loads, r.stdout.splitlines())}
+    records = {rec["line"]: rec for rec in valid_lines(r.stdout)}
     assert sorted(records) == [1, 2, 3]
     assert records[1]["verdict"] == records[3]["verdict"] == "accepted"
     # The bad bytes are shown replaced; whatever the probe made of that address is recorded.

@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from probe.cli import cli
+from tests.conftest import valid, valid_lines
 
 ENV = {"NO_COLOR": "1", "LANG": "C", "LC_ALL": "", "LC_MESSAGES": ""}
 RAW_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -64,7 +65,7 @@ def test_explain_json_every_form() -> None:
     ]
     r = run("explain", "--format", "json", *items)
     assert r.exit_code == 0, r.output
-    doc = json.loads(r.stdout)
+    doc = valid(json.loads(r.stdout), "explain")
     assert len(doc) == len(items)
     for obj, item in zip(doc, items, strict=True):
         assert set(obj) >= KEYS
@@ -80,7 +81,7 @@ def test_explain_json_every_form() -> None:
 def test_jsonl_and_not_a_reply_exit_65() -> None:
     r = run("explain", "--format", "jsonl", "250 ok", "no reply here")
     assert r.exit_code == 65
-    lines = [json.loads(x) for x in r.stdout.splitlines()]
+    lines = valid_lines(r.stdout, "explain")
     assert [x["code"] for x in lines] == [250, None]
     assert lines[1]["category"] is None and lines[1]["retryable"] is False
     assert set(lines[1]) >= KEYS
@@ -94,20 +95,23 @@ def test_unknown_codes(item: str, status: int) -> None:
 
 
 def test_unknown_code_is_flagged() -> None:
-    doc = json.loads(run("explain", "--format", "json", "299").stdout)[0]
+    doc = valid(json.loads(run("explain", "--format", "json", "299").stdout), "explain")[0]
     assert doc["class"] == 2 and any(f["id"] == "unknown_code" for f in doc["flags"])
 
 
 def test_consistency_flags() -> None:
-    doc = json.loads(
-        run(
-            "explain",
-            "--format",
-            "json",
-            "550 4.4.7 Message expired",
-            "550 5.9.99 x",
-            "250 5.1.1 odd",
-        ).stdout
+    doc = valid(
+        json.loads(
+            run(
+                "explain",
+                "--format",
+                "json",
+                "550 4.4.7 Message expired",
+                "550 5.9.99 x",
+                "250 5.1.1 odd",
+            ).stdout
+        ),
+        "explain",
     )
     assert "class_mismatch" in {f["id"] for f in doc[0]["flags"]}
     assert "unregistered" in {f["id"] for f in doc[1]["flags"]}
@@ -140,10 +144,10 @@ Nov 22 09:00:05 mx postfix/smtpd[1]: disconnect from unknown[198.51.100.7]
 def test_stdin_stream_and_summary() -> None:
     r = run("explain", "--format", "jsonl", "-", input=LOG)
     assert r.exit_code == 0, r.output
-    objs = [json.loads(x) for x in r.stdout.splitlines()]
+    objs = valid_lines(r.stdout, "explain")
     assert [o["code"] for o in objs] == [450, 550, 550]
     s = run("explain", "--summary", "--format", "json", "-", input=LOG)
-    doc = json.loads(s.stdout)
+    doc = valid(json.loads(s.stdout))
     assert doc["lines"] == 5 and doc["replies"] == 3 and doc["not_replies"] == 2
     cats = {c["category"]: c["count"] for c in doc["by_category"]}
     assert cats["user_unknown"] == 2
@@ -163,7 +167,7 @@ def test_hostile_stdin_is_escaped() -> None:
     assert not RAW_CONTROL.search(r.stdout)
     assert "\\x1b[31mred" in r.stdout and "\\x00nul" in r.stdout and "\\xff\\xfe" in r.stdout
     j = run("explain", "--format", "json", "-", input=data)
-    doc = json.loads(j.stdout)
+    doc = valid(json.loads(j.stdout), "explain")
     assert len(doc) == 2 and doc[1]["code"] == 451
 
 
@@ -192,23 +196,26 @@ def test_compare_sentences() -> None:
     same = run("compare", "421", "451")
     assert "Both 421 and 451 belong to the 4xx Transient Negative category." in same.stdout
     enh = run("compare", "--format", "json", "5.1.1", "4.2.2")
-    doc = json.loads(enh.stdout)
-    assert doc["schema"] == "smtp-probe/compare/1"
+    doc = valid(json.loads(enh.stdout))
+    assert doc["schema"] == "smtp-probe/compare/2"
     assert doc["a"]["enhanced"] == "5.1.1" and doc["b"]["enhanced"] == "4.2.2"
     assert doc["differences"][0].startswith("5.1.1 is a 5.X.X")
 
 
 def test_codes_filters() -> None:
     r = run("codes", "--class", "4", "--format", "json")
-    items = json.loads(r.stdout)
+    items = valid(json.loads(r.stdout), "codes")
     assert items and all(i["code"].startswith("4") for i in items)
     assert {"421", "450", "451", "452"} <= {i["code"] for i in items}
-    cat = json.loads(
-        run("codes", "--kind", "all", "--category", "greylisted", "--format", "json").stdout
+    cat = valid(
+        json.loads(
+            run("codes", "--kind", "all", "--category", "greylisted", "--format", "json").stdout
+        ),
+        "codes",
     )
     assert cat and all(i["category"] == "greylisted" for i in cat)
     assert any(i["kind"] == "rule" for i in cat)
-    enh = json.loads(run("codes", "--kind", "enhanced", "--format", "json").stdout)
+    enh = valid(json.loads(run("codes", "--kind", "enhanced", "--format", "json").stdout), "codes")
     assert len(enh) == 81
 
 

@@ -22,6 +22,7 @@ from click.testing import CliRunner
 from probe.cli import cli
 from probe.lab.dns import LoopThread
 from probe.lab.smtp import port_of, start_raw
+from tests.conftest import valid
 
 Reader = asyncio.StreamReader
 Writer = asyncio.StreamWriter
@@ -256,8 +257,8 @@ def test_injected_plaintext_is_counted_in_json(loop_thread: LoopThread, loop: st
         )
     finally:
         loop_thread.loop.call_soon_threadsafe(srv.close)
-    assert json.loads(r.stdout)["sessions"][0]["tls"]["attempted"] is False
-    doc = json.loads(r2.stdout)
+    assert valid(json.loads(r.stdout))["sessions"][0]["tls"]["attempted"] is False
+    doc = valid(json.loads(r2.stdout))
     tls = doc["sessions"][0]["tls"]
     assert tls["ok"] and tls["injected_plaintext_bytes"] == len(
         b"250-injected\r\n250 AUTH PLAIN\r\n"

@@ -27,6 +27,7 @@ from probe.batch import (
 )
 from probe.cli import cli
 from probe.target import TargetError, parse_decimal, parse_int, parse_target
+from tests.conftest import valid, valid_lines
 
 # Forms int() or float() would take, or choke on with ValueError, that are no number a user
 # means: superscripts, other scripts' digits, signs, spaces, underscores, 5,000 digits.
@@ -207,7 +208,7 @@ def test_bad_lines_are_records_and_the_run_goes_on(tmp_path: Path, workers: str)
     inputs.write_bytes(b"\n".join(lines) + b"\n")
     r = run("batch", str(inputs), "--timeout", "2", "--workers", workers)
     assert r.exit_code == 0, r.output[-2000:]
-    records = {rec["line"]: rec for rec in map(json.loads, r.stdout.splitlines())}
+    records = {rec["line"]: rec for rec in valid_lines(r.stdout)}
     assert sorted(records) == [1, 2, 3, 4, 5, 6, 8, 9, 10]
     # The first and the last line were probed (nothing listens on port 1 of loopback).
     for n in (1, 10):
@@ -233,7 +234,7 @@ def test_a_byte_order_mark_before_a_comment_is_ignored(tmp_path: Path) -> None:
     inputs = tmp_path / "in.txt"
     inputs.write_bytes("\ufeff# targets\nx.test:0\n".encode())
     r = run("batch", str(inputs))
-    assert [json.loads(x)["line"] for x in r.stdout.splitlines()] == [2]
+    assert [valid(json.loads(x))["line"] for x in r.stdout.splitlines()] == [2]
 
 
 @pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom", "/dev/null"])
@@ -274,7 +275,7 @@ def test_appending_after_a_torn_line_starts_a_new_line(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     lines = out.read_text().splitlines()
     assert lines[:2] == ['{"line": 1}', torn]  # the user's data is kept as it was
-    assert json.loads(lines[2])["input"] == "x.test:0" and len(lines) == 3
+    assert valid(json.loads(lines[2]))["input"] == "x.test:0" and len(lines) == 3
     notes = [x for x in r.stderr.splitlines() if "incomplete line" in x]
     assert len(notes) == 1 and str(out) in notes[0]
     # A file that ends cleanly is appended to without a word.

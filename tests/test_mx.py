@@ -7,6 +7,7 @@ import hashlib
 import json
 import ssl
 import tomllib
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,6 +24,7 @@ from probe.checks import mx_pattern_matches, tlsa_matches
 from probe.cli import cli
 from probe.lab.dns import Behaviour, LoopThread, ZoneDNS
 from probe.lab.smtp import Scripted, port_of, start_raw, start_smtp
+from tests.conftest import valid
 
 FULL_EHLO = [
     "250-{name}",
@@ -54,7 +56,63 @@ SPKI = hashlib.sha256(
     .public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
 ).hexdigest()
 
-ZONE = f"""
+# DANE labs: a DANE-EE certificate whose names and dates are wrong (they must not matter), a
+# chain under an intermediate CA published as DANE-TA, and the same anchor with a leaf that
+# names another host.
+EE_CTX, EE_PEM = ctx_for(
+    OTHER_CA,
+    "other.name.test",
+    not_before=NOW - timedelta(days=90),
+    not_after=NOW - timedelta(days=2),
+)
+INTER = CA.create_child_ca()
+TA_CTX, _ = ctx_for(INTER, "mx.ta.test")
+TA_BAD_CTX, _ = ctx_for(INTER, "wrong.ta.test")
+INTER_SHA = hashlib.sha256(
+    x509.load_pem_x509_certificate(INTER.cert_pem.bytes()).public_bytes(Encoding.DER)
+).hexdigest()
+
+
+def tls_scan_ctx(
+    name: str, lowest: str, highest: str, ciphers: str | None = None
+) -> ssl.SSLContext:
+    """A server context for `--tls-scan`: the versions it takes, and an RSA key (so that a
+    cipher list of RSA key transport suites can be chosen)."""
+    ctx = ctx_for(CA, name, key_type=trustme.KeyType.RSA)[0]
+    if ciphers:
+        ctx.set_ciphers(ciphers)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # naming TLS 1.0 is deprecated
+        ctx.minimum_version = ssl.TLSVersion[lowest]
+        ctx.maximum_version = ssl.TLSVersion[highest]
+    return ctx
+
+
+# TLS 1.0 to 1.2 with RSA key transport only (OpenSSL needs @SECLEVEL=0 for the old versions);
+# and TLS 1.2 and 1.3 only, requiring STARTTLS before MAIL.
+LEGACY_CTX = tls_scan_ctx(
+    "mx.legacy.tls.test", "TLSv1", "TLSv1_2", "AES256-GCM-SHA384:AES256-SHA:@SECLEVEL=0"
+)
+MODERN_CTX = tls_scan_ctx("mx.modern.tls.test", "TLSv1_2", "TLSv1_3")
+
+
+def spki_sha256(pem: bytes) -> str:
+    key = x509.load_pem_x509_certificate(pem).public_key()
+    return hashlib.sha256(
+        key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    ).hexdigest()
+
+
+LONG_SPF_A = " ".join(f"ip4:192.0.2.{i}" for i in range(1, 16))
+LONG_SPF_B = " " + " ".join(f"include:_spf{i}.provider-with-a-long-name.example" for i in range(4))
+LONG_SPF_C = " " + " ".join(f"include:_spf{i}.another-provider.example" for i in range(4, 8))
+LONG_SPF = f"v=spf1 {LONG_SPF_A}{LONG_SPF_B}{LONG_SPF_C} ~all"
+BIG = 40
+BIG_ZONE = "".join(f"bigmx.test. 60 IN MX {i} h{i}.bigmx.test.\n" for i in range(BIG))
+
+ZONE = (
+    BIG_ZONE
+    + f"""
 good.test. 60 IN MX 10 mx.good.test.
 good.test. 60 IN TXT "v=spf1 ip4:127.0.0.2" " -all"
 good.test. 60 IN TXT "google-site-verification=abc"
@@ -121,13 +179,90 @@ trunc.test. 60 IN TXT "v=spf1 -all"
 sf.test. 60 IN MX 10 mx.good.test.
 lame.test. 60 IN MX 10 mx.good.test.
 slow.test. 60 IN MX 10 mx.good.test.
+lamedel.test. 60 IN MX 10 mx.good.test.
+signed.test. 60 IN MX 10 mx.signed.test.
+mx.signed.test. 60 IN A 127.0.0.11
+_25._tcp.mx.signed.test. 60 IN TLSA 3 1 1 {spki_sha256(EE_PEM)}
+_25._tcp.mx.signed.test. 60 IN TLSA 1 1 1 {spki_sha256(EE_PEM)}
+unsigned.test. 60 IN MX 10 mx.signed.test.
+usage1.test. 60 IN MX 10 mx.usage1.test.
+mx.usage1.test. 60 IN A 127.0.0.2
+_25._tcp.mx.usage1.test. 60 IN TLSA 1 1 1 {SPKI}
+ta.test. 60 IN MX 10 mx.ta.test.
+ta.test. 60 IN MX 20 mx.tabad.test.
+mx.ta.test. 60 IN A 127.0.0.12
+mx.tabad.test. 60 IN A 127.0.0.13
+_25._tcp.mx.ta.test. 60 IN TLSA 2 0 1 {INTER_SHA}
+_25._tcp.mx.tabad.test. 60 IN TLSA 2 0 1 {INTER_SHA}
+stsexpired.test. 60 IN MX 10 mx.good.test.
+_mta-sts.stsexpired.test. 60 IN TXT "v=STSv1; id=1"
+mta-sts.stsexpired.test. 60 IN A 127.0.0.14
+stswrong.test. 60 IN MX 10 mx.good.test.
+_mta-sts.stswrong.test. 60 IN TXT "v=STSv1; id=1"
+mta-sts.stswrong.test. 60 IN A 127.0.0.15
+stsbig.test. 60 IN MX 10 mx.good.test.
+_mta-sts.stsbig.test. 60 IN TXT "v=STSv1; id=1"
+mta-sts.stsbig.test. 60 IN A 127.0.0.2
+stsredirect.test. 60 IN MX 10 mx.good.test.
+_mta-sts.stsredirect.test. 60 IN TXT "v=STSv1; id=1"
+mta-sts.stsredirect.test. 60 IN A 127.0.0.2
+stsbad.test. 60 IN MX 10 mx.good.test.
+_mta-sts.stsbad.test. 60 IN TXT "v=STSv1; id=1"
+mta-sts.stsbad.test. 60 IN A 127.0.0.2
+stsrecord.test. 60 IN MX 10 mx.good.test.
+_mta-sts.stsrecord.test. 60 IN TXT "v=STSv1; id=not-an-id!"
+mta-sts.stsrecord.test. 60 IN A 127.0.0.2
+_smtp._tls.stsrecord.test. 60 IN TXT "v=TLSRPTv1; rua=ftp://reports.stsrecord.test"
+stscert.test. 60 IN MX 10 wrong.bad.test.
+_mta-sts.stscert.test. 60 IN TXT "v=STSv1; id=1"
+mta-sts.stscert.test. 60 IN A 127.0.0.2
+pool.test. 60 IN MX 10 mx.good.test.
+pool.test. 60 IN MX 20 plain.bad.test.
+certpool.test. 60 IN MX 10 two.certpool.test.
+two.certpool.test. 60 IN A 127.0.0.2
+two.certpool.test. 60 IN A 127.0.0.11
+v6pool.test. 60 IN MX 10 mixed.v6pool.test.
+mixed.v6pool.test. 60 IN A 127.0.0.3
+mixed.v6pool.test. 60 IN AAAA ::1
+longspf.test. 60 IN MX 10 mx.good.test.
+longspf.test. 60 IN TXT "v=spf1 {LONG_SPF_A}" "{LONG_SPF_B}" "{LONG_SPF_C} ~all"
+bogus.test. 60 IN MX 10 mx.bogus.test.
+mx.bogus.test. 60 IN A 127.0.0.2
+legacy.tls.test. 60 IN MX 10 mx.legacy.tls.test.
+mx.legacy.tls.test. 60 IN A 127.0.0.16
+modern.tls.test. 60 IN MX 10 mx.modern.tls.test.
+mx.modern.tls.test. 60 IN A 127.0.0.17
 """
+)
+SIGNED = {
+    "good.test.",
+    "_25._tcp.mx.good.test.",
+    "signed.test.",
+    "_25._tcp.mx.signed.test.",
+    "usage1.test.",
+    "_25._tcp.mx.usage1.test.",
+    "ta.test.",
+    "_25._tcp.mx.ta.test.",
+    "_25._tcp.mx.tabad.test.",
+    "bogus.test.",
+    # A signed answer to a name in an unsigned zone cannot be; only TLSA is signed here.
+    "_25._tcp.mx.bogus.test.",
+}
 
 POLICIES = {
     "mta-sts.good.test": "version: STSv1\r\nmode: enforce\r\nmx: mx.good.test\r\nmax_age: 86400\r\n",
     "mta-sts.mismatch.test": "version: STSv1\r\nmode: enforce\r\nmx: *.example.net\r\nmax_age: 86400\r\n",
     "mta-sts.certs.test": "version: STSv1\r\nmode: bogus\r\nmax_age: 86400\r\n",
+    "mta-sts.stsexpired.test": "version: STSv1\r\nmode: enforce\r\nmx: mx.good.test\r\nmax_age: 86400\r\n",
+    "mta-sts.stswrong.test": "version: STSv1\r\nmode: enforce\r\nmx: mx.good.test\r\nmax_age: 86400\r\n",
+    "mta-sts.stsbig.test": "version: STSv1\r\nmode: enforce\r\nmx: mx.good.test\r\nmax_age: 86400\r\n"
+    + "# padding\r\n" * 7000,
+    "mta-sts.stsredirect.test": "REDIRECT https://elsewhere.test/policy.txt",
+    "mta-sts.stsbad.test": "version: STSv2\nmode: strict\nmx: mx.good.test\nmax_age: 99999999999\n",
+    "mta-sts.stsrecord.test": "version: STSv1\r\nmode: testing\r\nmx: mx.good.test\r\nmax_age: 604800\r\n",
+    "mta-sts.stscert.test": "version: STSv1\r\nmode: enforce\r\nmx: wrong.bad.test\r\nmax_age: 604800\r\n",
 }
+STS_NAMES = [h for h in POLICIES if h not in ("mta-sts.stsexpired.test", "mta-sts.stswrong.test")]
 
 
 @dataclass
@@ -149,7 +284,12 @@ async def https_policy(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
         "",
     )
     body = POLICIES.get(host)
-    if body is None:
+    if body is not None and body.startswith("REDIRECT "):
+        where = body.split(" ", 1)[1]
+        writer.write(
+            f"HTTP/1.1 301 Moved\r\nLocation: {where}\r\nContent-Length: 0\r\n\r\n".encode()
+        )
+    elif body is None:
         writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
     else:
         writer.write(
@@ -184,12 +324,14 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MxLab]:
     dns = ZoneDNS(
         ZONE,
         Behaviour(
-            servfail={"sf.test."},
+            servfail={"sf.test."} | {f"h{i}.bigmx.test." for i in range(BIG)},
             refused={"lame.test."},
             silent={"slow.test."},
             notimp={"odd.test."},
-            authenticated={"_25._tcp.mx.good.test."},
+            authenticated=SIGNED,
             truncate={"trunc.test."},
+            bogus={"_25._tcp.mx.bogus.test."},
+            lame={"lamedel.test."},
         ),
     )
     servers: list[Any] = []
@@ -232,13 +374,37 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MxLab]:
         )
         add("127.0.0.7", greeting="554 5.7.1 No SMTP service for you")
         add("127.0.0.10", hostname="somebody.else.test")
+        add("127.0.0.11", hostname="mx.signed.test", tls_context=EE_CTX)
+        add("127.0.0.12", hostname="mx.ta.test", tls_context=TA_CTX)
+        add("127.0.0.13", hostname="mx.tabad.test", tls_context=TA_BAD_CTX)
+        add("::1", hostname="mixed.v6pool.test", tls_context=GOOD_CTX)
+        add("127.0.0.16", hostname="mx.legacy.tls.test", tls_context=LEGACY_CTX)
+        add(
+            "127.0.0.17",
+            hostname="mx.modern.tls.test",
+            tls_context=MODERN_CTX,
+            require_starttls=True,
+        )
         servers.append(lt.run(start_raw(broken_tls, host="127.0.0.8", port=port)))
         https_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        CA.issue_cert(
-            "mta-sts.good.test", "mta-sts.mismatch.test", "mta-sts.certs.test"
-        ).configure_cert(https_ctx)
+        CA.issue_cert(*STS_NAMES).configure_cert(https_ctx)
         https = lt.run(asyncio.start_server(https_policy, "127.0.0.2", 0, ssl=https_ctx))
         servers.append(https)
+        for address, sts_ctx in (
+            (
+                "127.0.0.14",
+                ctx_for(
+                    CA,
+                    "mta-sts.stsexpired.test",
+                    not_before=NOW - timedelta(days=90),
+                    not_after=NOW - timedelta(days=1),
+                )[0],
+            ),
+            ("127.0.0.15", ctx_for(CA, "mta-sts.somebody-else.test")[0]),
+        ):
+            servers.append(
+                lt.run(asyncio.start_server(https_policy, address, port_of(https), ssl=sts_ctx))
+            )
         yield MxLab(dns_port, port, port_of(https), str(cafile))
     finally:
         for s in servers:
@@ -267,13 +433,14 @@ def run_mx(lab: MxLab, domain: str, *extra: str) -> tuple[int, dict[str, Any]]:
             "checker.test",
             "--format",
             "json",
-            "-4",
-            *extra,
+            # Both families when asked ("-46" is this helper's word for it), else IPv4 only.
+            *([] if "-46" in extra else ["-4"]),
+            *(x for x in extra if x != "-46"),
         ],
         env={"NO_COLOR": "1"},
     )
     assert "Traceback" not in r.output
-    return r.exit_code, json.loads(r.stdout)
+    return r.exit_code, valid(json.loads(r.stdout))
 
 
 CASES: dict[str, tuple[tuple[str, ...], set[str]]] = {
@@ -345,7 +512,33 @@ CASES: dict[str, tuple[tuple[str, ...], set[str]]] = {
     "noaddr.test": (("--no-connect",), {"mx-target-no-address"}),
     "mismatch.test": (("--no-connect",), {"mta-sts-mx-mismatch"}),
     "sf.test": (("--no-connect",), {"dns-servfail"}),
-    "lame.test": (("--no-connect",), {"dns-lame"}),
+    # REFUSED is a refusal, not a lame delegation; a referral is one.
+    "lame.test": (("--no-connect",), {"dns-refused"}),
+    "lamedel.test": (("--no-connect",), {"dns-lame"}),
+    "bigmx.test": (("--no-connect",), {"dns-servfail"}),
+    "signed.test": (("--allow-private",), {"dane-match", "dane-unusable", "dane-rollover"}),
+    "unsigned.test": (("--allow-private",), {"dane-mx-unsigned", "dane-match"}),
+    "usage1.test": (("--allow-private",), {"dane-unusable", "cert-name-mismatch"}),
+    "ta.test": (("--allow-private",), {"dane-match", "dane-mismatch", "dane-rollover"}),
+    "bogus.test": (("--allow-private",), {"dnssec-bogus"}),
+    "stsexpired.test": (("--no-connect",), {"mta-sts-policy-unreachable"}),
+    "stswrong.test": (("--no-connect",), {"mta-sts-policy-unreachable"}),
+    "stsbig.test": (("--no-connect",), {"mta-sts-policy-unreachable"}),
+    "stsredirect.test": (("--no-connect",), {"mta-sts-policy-unreachable"}),
+    "stsbad.test": (("--no-connect",), {"mta-sts-policy-invalid"}),
+    "stsrecord.test": (("--no-connect",), {"mta-sts-record-invalid", "tlsrpt-invalid"}),
+    "stscert.test": ((), {"mta-sts-cert-invalid"}),
+    "pool.test": (("--allow-private",), {"pool-starttls-inconsistent"}),
+    "certpool.test": (("--allow-private",), {"pool-cert-differs"}),
+    "v6pool.test": (("--allow-private", "-46"), {"pool-ipv6-differs"}),
+    "legacy.tls.test": (
+        ("--allow-private", "--tls-scan"),
+        {"tls-legacy-versions", "smtp-mail-before-starttls", "tls-no-forward-secrecy"},
+    ),
+    "modern.tls.test": (
+        ("--allow-private", "--tls-scan"),
+        {"tls-versions-ok", "smtp-starttls-required"},
+    ),
     "slow.test": (("--no-connect", "--timeout", "1"), {"dns-timeout"}),
     "odd.test": (("--no-connect",), {"dns-error"}),
     # Truncated over UDP, answered over TCP: a real answer, not a DNS finding.
@@ -362,7 +555,7 @@ def test_findings(lab: MxLab, domain: str) -> None:
     ids = {f["id"] for f in doc["findings"]}
     SEEN[domain] = ids
     assert expected <= ids, (domain, expected - ids, ids)
-    assert doc["schema"] == "smtp-probe/mx/1" and doc["domain"] == domain
+    assert doc["schema"] == "smtp-probe/mx/2" and doc["domain"] == domain
     for f in doc["findings"]:
         assert {"id", "severity", "subject", "message"} <= set(f)
         assert f["severity"] in ("error", "warning", "info", "ok")
@@ -430,3 +623,299 @@ def test_pure_helpers() -> None:
     assert tlsa_matches(f"3 1 1 {SPKI}", der)
     assert tlsa_matches(f"3 0 1 {hashlib.sha256(der).hexdigest()}", der)
     assert not tlsa_matches(f"3 1 1 {'00' * 32}", der)
+
+
+def by_id(doc: dict[str, Any], fid: str) -> list[dict[str, Any]]:
+    return [f for f in doc["findings"] if f["id"] == fid]
+
+
+def test_dane_ee_match_means_no_name_or_date_error(lab: MxLab) -> None:
+    """RFC 7672 §3.1.1: under DANE-EE a certificate for another name, expired and from an
+    unknown CA, is fine; the PKIX-EE record beside it is unusable, not a match."""
+    status, doc = run_mx(lab, "signed.test", "--allow-private")
+    ids = {f["id"] for f in doc["findings"]}
+    assert not ids & {"cert-name-mismatch", "cert-expired", "cert-untrusted"}, ids
+    (match,) = by_id(doc, "dane-match")
+    assert match["params"]["usage"] == "DANE-EE" and match["params"]["record"].startswith("3 1 1")
+    (unusable,) = by_id(doc, "dane-unusable")
+    assert unusable["params"]["records"].startswith("1 1 1")
+    assert status == 0
+
+
+def test_pkix_ee_usage_is_never_matched(lab: MxLab) -> None:
+    _, doc = run_mx(lab, "usage1.test", "--allow-private")
+    ids = {f["id"] for f in doc["findings"]}
+    assert "dane-match" not in ids and "dane-mismatch" not in ids
+    # Nothing authenticates the certificate, so its name counts again.
+    assert "cert-name-mismatch" in ids
+
+
+def test_dane_ta_matched_against_the_chain_with_name_checks(lab: MxLab) -> None:
+    _, doc = run_mx(lab, "ta.test", "--allow-private")
+    (match,) = by_id(doc, "dane-match")
+    assert match["subject"].startswith("mx.ta.test [") and match["params"]["usage"] == "DANE-TA"
+    (miss,) = by_id(doc, "dane-mismatch")
+    assert miss["subject"].startswith("mx.tabad.test [")
+    assert (
+        "wrong.ta.test" in miss["params"]["detail"] and "mx.tabad.test" in miss["params"]["detail"]
+    )
+
+
+def test_bogus_denial_is_a_failure_not_no_dane(lab: MxLab) -> None:
+    _, doc = run_mx(lab, "bogus.test", "--allow-private")
+    (bogus,) = by_id(doc, "dnssec-bogus")
+    assert bogus["params"]["query"] == "_25._tcp.mx.bogus.test TLSA"
+    assert "bogus" in bogus["message"].lower() or "DNSSEC" in bogus["message"]
+
+
+def test_one_dns_error_for_forty_hosts_is_one_finding(lab: MxLab) -> None:
+    _, doc = run_mx(lab, "bigmx.test", "--no-connect")
+    servfail = by_id(doc, "dns-servfail")
+    assert len(servfail) == 1, [f["subject"] for f in servfail]
+    assert servfail[0]["params"]["count"] == str(BIG)
+    assert all(f"h{i}.bigmx.test A" in servfail[0]["params"]["query"] for i in range(BIG))
+    assert servfail[0]["subject"] == "bigmx.test"
+
+
+def test_refused_and_referral_are_told_apart(lab: MxLab) -> None:
+    _, refused = run_mx(lab, "lame.test", "--no-connect")
+    _, lame = run_mx(lab, "lamedel.test", "--no-connect")
+    assert by_id(refused, "dns-refused") and not by_id(refused, "dns-lame")
+    assert by_id(lame, "dns-lame") and not by_id(lame, "dns-refused")
+    assert "delegation" not in by_id(refused, "dns-refused")[0]["message"].lower()
+
+
+@pytest.mark.parametrize(
+    ("domain", "words"),
+    [
+        ("stsexpired.test", "certificate has expired"),
+        ("stswrong.test", "mta-sts.stswrong.test"),
+        ("stsbig.test", "larger than 64 KB"),
+        ("stsredirect.test", "redirects are not followed"),
+    ],
+)
+def test_policy_fetch_refuses_what_a_sender_refuses(lab: MxLab, domain: str, words: str) -> None:
+    _, doc = run_mx(lab, domain, "--no-connect")
+    (f,) = by_id(doc, "mta-sts-policy-unreachable")
+    assert words in f["params"]["detail"], f["params"]
+    assert not by_id(doc, "mta-sts-ok")
+
+
+def test_policy_fields_and_records_are_checked(lab: MxLab) -> None:
+    _, doc = run_mx(lab, "stsbad.test", "--no-connect")
+    detail = by_id(doc, "mta-sts-policy-invalid")[0]["params"]["detail"]
+    assert "'STSv2'" in detail and "'strict'" in detail and "over the limit" in detail
+    _, doc = run_mx(lab, "stsrecord.test", "--no-connect")
+    assert "not-an-id!" in by_id(doc, "mta-sts-record-invalid")[0]["params"]["detail"]
+    assert "ftp://" in by_id(doc, "tlsrpt-invalid")[0]["params"]["detail"]
+    _, good = run_mx(lab, "good.test", "--no-connect")
+    assert by_id(good, "tlsrpt-ok")[0]["params"]["rua"] == "mailto:tls@good.test"
+
+
+def test_enforced_policy_needs_pkix_valid_mx_certificates(lab: MxLab) -> None:
+    _, doc = run_mx(lab, "stscert.test")
+    (f,) = by_id(doc, "mta-sts-cert-invalid")
+    assert f["severity"] == "error" and "wrong.bad.test [127.0.0.4]" in f["params"]["hosts"]
+    _, good = run_mx(lab, "good.test", "--allow-private")
+    assert not by_id(good, "mta-sts-cert-invalid")
+
+
+def verdict(doc: dict[str, Any], host: str, address: str | None = None) -> dict[str, Any]:
+    rows = [r for r in doc["addresses"] if r["host"] == host and address in (None, r["address"])]
+    assert rows, doc["addresses"]
+    return rows[0]
+
+
+def answers(row: dict[str, Any]) -> tuple[tuple[bool | None, str], ...]:
+    return tuple(
+        (row[k]["delivers"], row[k]["reason"])
+        for k in ("opportunistic", "dane_enforcing", "mta_sts_enforcing")
+    )
+
+
+def test_the_three_answers_per_address(lab: MxLab) -> None:
+    _, good = run_mx(lab, "good.test", "--allow-private")
+    row = verdict(good, "mx.good.test")
+    assert answers(row) == ((True, "tls"), (True, "dane-valid"), (True, "sts-valid"))
+    assert row["starttls"] is True and row["pkix_valid"] is True and row["dane"] == "validated"
+    assert row["mta_sts_listed"] is True and row["family"] == 4
+    _, bad = run_mx(lab, "bad.test")
+    assert answers(verdict(bad, "plain.bad.test")) == (
+        (True, "plaintext"),
+        (True, "dane-none"),
+        (True, "sts-unusable"),
+    )
+    _, ta = run_mx(lab, "ta.test", "--allow-private")
+    assert answers(verdict(ta, "mx.tabad.test"))[1] == (False, "dane-mismatch")
+    assert answers(verdict(ta, "mx.ta.test"))[1] == (True, "dane-valid")
+    _, sts = run_mx(lab, "stscert.test")
+    assert answers(verdict(sts, "wrong.bad.test"))[2] == (False, "sts-pkix")
+    _, unsigned = run_mx(lab, "unsigned.test", "--allow-private")
+    assert answers(verdict(unsigned, "mx.signed.test"))[1] == (True, "dane-none")
+    _, usage1 = run_mx(lab, "usage1.test", "--allow-private")
+    assert answers(verdict(usage1, "mx.usage1.test"))[1] == (True, "dane-unusable")
+    _, certs = run_mx(lab, "certs.test", "--allow-private")
+    assert answers(verdict(certs, "closed.certs.test"))[0] == (False, "unreachable")
+    assert answers(verdict(certs, "broken.certs.test"))[0] == (
+        True,
+        "plaintext-after-tls-failure",
+    )
+
+
+def test_verdict_table_in_text(lab: MxLab) -> None:
+    r = CliRunner().invoke(
+        cli,
+        [
+            "mx",
+            "ta.test",
+            "--nameserver",
+            f"127.0.0.1:{lab.dns_port}",
+            "--port",
+            str(lab.smtp_port),
+            "--cafile",
+            lab.cafile,
+            "--allow-private",
+            "-4",
+        ],
+        env={"NO_COLOR": "1"},
+    )
+    table = r.stdout.split("Would a sender deliver?", 1)[1].splitlines()
+    assert "Opportunistic" in table[1] and "DANE-enforcing" in table[1]
+    ok = next(line for line in table if "mx.ta.test" in line)
+    bad = next(line for line in table if "mx.tabad.test" in line)
+    assert "127.0.0.12" in ok and "yes: certificate matches TLSA" in ok
+    assert "no: certificate does not match TLSA" in bad
+    assert ok.index("yes: over TLS") < ok.index("yes: certificate matches TLSA")
+
+
+def test_pool_consistency(lab: MxLab) -> None:
+    _, doc = run_mx(lab, "pool.test", "--allow-private")
+    (f,) = by_id(doc, "pool-starttls-inconsistent")
+    assert "plain.bad.test [127.0.0.3]" in f["params"]["missing"]
+    assert "mx.good.test [127.0.0.2]" in f["params"]["offering"]
+    _, doc = run_mx(lab, "v6pool.test", "--allow-private", "-46")
+    (f,) = by_id(doc, "pool-ipv6-differs")
+    assert f["subject"] == "mixed.v6pool.test"
+    assert verdict(doc, "mixed.v6pool.test", "::1")["starttls"] is True
+    assert verdict(doc, "mixed.v6pool.test", "127.0.0.3")["starttls"] is False
+    _, same = run_mx(lab, "good.test", "--allow-private")
+    assert not {f["id"] for f in same["findings"]} & {
+        "pool-starttls-inconsistent",
+        "pool-cert-differs",
+        "pool-ipv6-differs",
+    }
+
+
+def test_spf_record_is_shown_whole_and_wrapped(lab: MxLab) -> None:
+    _, doc = run_mx(lab, "longspf.test", "--no-connect")
+    assert by_id(doc, "spf-ok")[0]["params"]["record"] == LONG_SPF
+    assert len(LONG_SPF) > 400  # longer than one TXT string, and than the old cut at 200
+    r = CliRunner().invoke(
+        cli,
+        ["mx", "longspf.test", "--nameserver", f"127.0.0.1:{lab.dns_port}", "--no-connect"],
+        env={"NO_COLOR": "1"},
+    )
+    lines = r.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if "v=spf1" in line)
+    end = next(i for i in range(start + 1, len(lines)) if not lines[i].startswith("      "))
+    block = lines[start:end]
+    assert len(block) > 3
+    assert all(len(line) <= 110 for line in block)
+    assert " ".join(x.strip() for x in block).count(LONG_SPF) == 1
+
+
+def mx_text(lab: MxLab, domain: str, *extra: str) -> tuple[int, str]:
+    r = CliRunner().invoke(
+        cli,
+        [
+            "mx",
+            domain,
+            "--nameserver",
+            f"127.0.0.1:{lab.dns_port}",
+            "--port",
+            str(lab.smtp_port),
+            "--timeout",
+            "1.5",
+            "--helo",
+            "checker.test",
+            "-4",
+            "--allow-private",
+            *extra,
+        ],
+        env={"NO_COLOR": "1"},
+    )
+    assert "Traceback" not in r.output
+    return r.exit_code, r.stdout
+
+
+def test_tls_scan_facts_per_address_in_json(lab: MxLab) -> None:
+    _, doc = run_mx(lab, "legacy.tls.test", "--allow-private", "--tls-scan")
+    (row,) = doc["tls_scan"]
+    assert (row["host"], row["address"], row["connections"]) == (
+        "mx.legacy.tls.test",
+        "127.0.0.16",
+        5,
+    )
+    states = {v: x["state"] for v, x in row["versions"].items()}
+    assert states == {
+        "TLSv1": "accepted",
+        "TLSv1.1": "accepted",
+        "TLSv1.2": "accepted",
+        "TLSv1.3": "refused",
+    }
+    assert row["versions"]["TLSv1"]["cipher"] == "AES256-SHA"
+    assert row["mail_before_starttls"] == {"accepted": True, "reply": "250 2.1.0 Sender OK"}
+    # The probe's own handshake (at the default security level) does not agree with a
+    # server that offers RSA key transport only: no handshake facts, and the finding names
+    # the suites the server chose when offered everything.
+    assert row["handshake"] is None
+    (weak,) = by_id(doc, "tls-no-forward-secrecy")
+    assert "TLSv1.2 AES256-GCM-SHA384" in weak["params"]["ciphers"]
+    (legacy,) = by_id(doc, "tls-legacy-versions")
+    assert legacy["params"]["versions"] == "TLSv1, TLSv1.1" and legacy["severity"] == "warning"
+    assert legacy["fix"] and legacy["reference"]
+
+    _, modern = run_mx(lab, "modern.tls.test", "--allow-private", "--tls-scan")
+    (row,) = modern["tls_scan"]
+    assert row["versions"]["TLSv1"]["state"] == row["versions"]["TLSv1.1"]["state"] == "refused"
+    assert row["mail_before_starttls"]["accepted"] is False
+    assert row["mail_before_starttls"]["reply"].startswith("530 ")
+    hs = row["handshake"]
+    assert hs["protocol"] == "TLSv1.3" and hs["key_exchange"] == "ECDHE/DHE"
+    assert hs["forward_secrecy"] is True and hs["group"] is None
+    assert "does not expose the negotiated group" in hs["group_note"]
+    assert (hs["certificate_key"], hs["certificate_signature"]) == ("RSA 2048", "ecdsa-with-SHA256")
+    assert by_id(modern, "smtp-starttls-required")[0]["severity"] == "warning"
+    assert not by_id(modern, "tls-legacy-versions") and not by_id(modern, "tls-no-forward-secrecy")
+
+
+def test_tls_scan_is_opt_in(lab: MxLab) -> None:
+    _, doc = run_mx(lab, "legacy.tls.test", "--allow-private")
+    assert doc["tls_scan"] == []
+    assert not [f for f in doc["findings"] if f["id"].startswith("tls-")]
+    r = CliRunner().invoke(cli, ["mx", "legacy.tls.test", "--tls-scan", "--no-connect"])
+    assert r.exit_code == 64
+    line = r.output.strip()
+    assert "\n" not in line and line.startswith(
+        "smtp-probe: error: --tls-scan needs --connect: it scans the addresses the probe connects "
+        "to (see '"
+    )
+    assert line.endswith(" mx --help')")
+
+
+def test_tls_scan_facts_in_text(lab: MxLab) -> None:
+    _, out = mx_text(lab, "legacy.tls.test", "--tls-scan")
+    assert "TLS scan (--tls-scan: extra connections to each address)" in out
+    assert "  mx.legacy.tls.test [127.0.0.16]  (5 extra connection(s))" in out
+    assert (
+        "    TLS versions: TLSv1 accepted, TLSv1.1 accepted, TLSv1.2 accepted, TLSv1.3 refused ("
+        in out
+    )
+    assert "    MAIL before STARTTLS: accepted (250 2.1.0 Sender OK)" in out
+    _, out = mx_text(lab, "modern.tls.test", "--tls-scan")
+    assert "    Handshake: TLSv1.3, TLS_AES_256_GCM_SHA384 (key exchange ECDHE/DHE)" in out
+    assert "    Key exchange group: unknown (Python's ssl module" in out
+    assert "    Certificate key: RSA 2048, signed with ecdsa-with-SHA256" in out
+    assert "MAIL before STARTTLS: refused (530 " in out
+    _, de = mx_text(lab, "modern.tls.test", "--tls-scan", "--lang", "de")
+    assert "TLS-Versionen: TLSv1 abgelehnt" in de and "MAIL vor STARTTLS: abgelehnt (530 " in de

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from probe.cli import cli
 from probe.lab.dns import LoopThread
 from probe.lab.smtp import port_of, start_raw
+from tests.conftest import valid
 
 Reader = asyncio.StreamReader
 Writer = asyncio.StreamWriter
@@ -45,7 +46,7 @@ def probe_json(lt: LoopThread, greeting: bytes, after: dict[bytes, bytes] | None
     finally:
         lt.loop.call_soon_threadsafe(srv.close)
     assert "Traceback" not in r.output
-    return json.loads(r.stdout)  # type: ignore[no-any-return]
+    return valid(json.loads(r.stdout))  # type: ignore[no-any-return]
 
 
 @pytest.mark.parametrize("line", [b"2500 x", b"220x", b"+22 x", b" 220 x", b"2_2 x", b"-22 x"])
@@ -88,5 +89,5 @@ def test_server_text_is_escaped_in_text_and_json(loop_thread: LoopThread) -> Non
     for out in (text.stdout, js.stdout):
         assert not [c for c in unsafe if c in out], out
     assert "\\u202eevil" in text.stdout and "\\U000e0041tag" in text.stdout
-    greeting = json.loads(js.stdout)["sessions"][0]["steps"][0]["reply"]["lines"][0]
+    greeting = valid(json.loads(js.stdout))["sessions"][0]["steps"][0]["reply"]["lines"][0]
     assert greeting == HOSTILE.rstrip("\r\n")

@@ -402,3 +402,35 @@ def test_on_a_terminal_the_transcript_shows_the_connect_before_the_greeting() ->
         return re.sub(r"\(\d+ ms\)", "(ms)", re.sub(r"\x1b\[[0-9;]*m", "", text)).strip()
 
     assert strip(live) == strip(piped.stdout)
+
+
+async def test_connect_and_handshake_are_timed_apart_from_the_replies(
+    ca: trustme.CA, cafile: str
+) -> None:
+    from probe.metrics import phase_totals
+    from probe.render.views import chart
+
+    mx = TlsMx(leaf_context(ca, "mx.test"), greeting_delay=0.3)
+    srv = await start_raw(mx)
+    try:
+        opts = SessionOptions(helo="probe.test", cafile=cafile, timeouts=FAST)
+        s = await run_session("mx.test", "127.0.0.1", port_of(srv), opts)
+    finally:
+        srv.close()
+    connect, starttls = s.steps[0], s.steps[2]
+    assert connect.command == "CONNECT" and starttls.command == "STARTTLS"
+    # The greeting waited 0.3 s after the connection was up: that wait is not the connect.
+    assert connect.setup_ms is not None and connect.setup_ms < 100 <= 300 <= connect.elapsed_ms
+    assert starttls.setup_ms is not None and 0 < starttls.setup_ms <= starttls.elapsed_ms
+    assert all(st.setup_ms is None for st in s.steps if st.command not in ("CONNECT", "STARTTLS"))
+    phases = phase_totals(s)
+    assert phases["connect"] == pytest.approx(connect.setup_ms / 1000)
+    assert phases["greeting"] == pytest.approx((connect.elapsed_ms - connect.setup_ms) / 1000)
+    # The report's bar for CONNECT marks its connect part, to the same scale.
+    from probe.catalog import locale
+    from probe.render.probe import session_json
+
+    row = chart([session_json(s, locale("en"))], locale("en"), "t").rows[0]
+    bar = row.bars[0]
+    assert 0 < bar.setup_w < bar.w
+    assert bar.setup_w == pytest.approx(bar.w * connect.setup_ms / connect.elapsed_ms, abs=0.01)

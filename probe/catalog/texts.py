@@ -8,7 +8,7 @@ from typing import Any
 from probe.catalog.files import load_toml
 
 LANGUAGES: tuple[str, ...] = ("en", "zh", "de", "ko")
-SECTIONS: tuple[str, ...] = ("ui", "basic", "enhanced", "rules", "findings")
+SECTIONS: tuple[str, ...] = ("ui", "basic", "enhanced", "rules", "findings", "messages")
 
 
 @cache
@@ -78,6 +78,15 @@ class Locale:
                 return self._fallback.ui(path, **kwargs)
             return path
         return node.format(**kwargs) if kwargs else node
+
+    def message(self, id: str) -> str | None:
+        """The template of message `id` ("wire.timeout"; see probe.messages), or None."""
+        node: Any = self._data["messages"]
+        for part in id.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, str):
+            return node
+        return self._fallback.message(id) if self._fallback is not None else None
 
     def enhanced_part(self, part: str, key: str, name: str) -> str:
         """Title or description of an enhanced class ("class", "2") or subject ("subject", "1")."""

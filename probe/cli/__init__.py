@@ -2,7 +2,7 @@
 
 Only this package writes to stdout/stderr or exits. Each command lives in the module of its
 kind, loaded by name when that command runs (`COMMANDS`): `offline` (explain, compare,
-codes) needs no network stack; `live` (probe), `bulk` (batch), `domain` (mx) and `demo` are
+codes) and `schema` need no network stack; `live` (probe), `bulk` (batch), `domain` (mx) and `demo` are
 where the CLI meets it, each loading only what its command uses.
 """
 
@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Probe TARGET live: a domain, user@domain, a host.",
     ),
     "batch": ("probe.cli.bulk", "batch", "Probe many targets, one a line, as JSON Lines."),
+    "merge": ("probe.cli.merge", "merge", "Join the outputs of batch --shard into one stream."),
     "mx": ("probe.cli.domain", "mx", "Check a domain's mail setup: MX, DNS, TLS, DANE, MTA-STS."),
     "explain": (
         "probe.cli.offline",
@@ -41,6 +42,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("probe.cli.demo", "demo", "Probe mail servers started on 127.0.0.1 for this."),
     "serve": ("probe.cli.serve", "serve", "Run the Prometheus exporter (/probe?target=...)."),
     "check": ("probe.cli.check", "check", "Nagios/Icinga check: status line, perfdata, 0-3."),
+    "schema": (
+        "probe.cli.schema",
+        "schema",
+        "Print the JSON Schema of an output (probe, mx, ...).",
+    ),
 }
 
 

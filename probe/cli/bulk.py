@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import stat
 import sys
@@ -18,6 +19,7 @@ from probe.batch import (
     OutputFileError,
     Record,
     Refused,
+    Scale,
     Stats,
     drop_torn_tail,
     input_lines,
@@ -27,11 +29,25 @@ from probe.batch import (
     stream_targets,
     torn_tail,
 )
-from probe.catalog import locale
-from probe.cli.common import AsciiDecimal, AsciiInt, fail, io_failed, lang_option, resolve_lang, say
+from probe.catalog import Locale, locale
+from probe.cli.common import (
+    REPORT_FORMATS,
+    AsciiDecimal,
+    AsciiInt,
+    fail,
+    io_failed,
+    lang_option,
+    redact_option,
+    resolve_lang,
+    say,
+)
 from probe.cli.options import LiveArgs, live_options
+from probe.cli.report import JsonLines, RecordFormat, batch_format
 from probe.config import BatchLimits, ProbeRequest
-from probe.text import to_json
+from probe.messages import msg, said_in
+from probe.mxcache import DEFAULT_MAX_AGE, CacheFileError, MxStore
+from probe.redact import Redactor
+from probe.shard import ShardError, parse_shard
 from probe.workers import WorkerConfig, plan, run_workers, spawn
 
 
@@ -79,7 +95,8 @@ def _prepare_output(path: str, resume: bool) -> set[int]:
 class _Progress:
     """A progress line on a terminal's stderr (rich is imported only when one is there)."""
 
-    def __init__(self) -> None:
+    def __init__(self, loc: Locale) -> None:
+        self.loc = loc
         from rich.console import Console
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -90,34 +107,49 @@ class _Progress:
             console=Console(stderr=True),
             transient=True,
         )
-        self._task = self._p.add_task("starting")
+        self._task = self._p.add_task(said_in(self.loc, msg("batch.starting")))
         self._p.start()
 
     def update(self, stats: Stats) -> None:
         rate = stats.done / max(time.monotonic() - stats.started, 1e-6)
-        self._p.update(
-            self._task, description=f"{stats.done} done, {stats.errors} errors, {rate:.1f}/s"
-        )
+        line = msg("batch.progress", done=stats.done, errors=stats.errors, rate=rate)
+        self._p.update(self._task, description=said_in(self.loc, line))
 
     def close(self) -> None:
         self._p.stop()
 
 
+def _word(loc: Locale, path: str, key: str) -> str:
+    """A verdict's or category's name; the id itself for one the catalog does not know."""
+    word = loc.ui(path)
+    return key if word == path else word
+
+
 class _BatchRun:
     """One `batch` invocation: input, sink, progress, and the engine (in-process or workers)."""
 
-    def __init__(self, template: ProbeRequest, lang: str, limits: BatchLimits) -> None:
-        self.template, self.lang, self.limits = template, lang, limits
+    def __init__(
+        self, template: ProbeRequest, lang: str, limits: BatchLimits, scale: Scale
+    ) -> None:
+        self.template, self.lang, self.limits, self.scale = template, lang, limits, scale
+        self.ray: str | None = None  # --ray: "" for a local Ray, else the cluster's address
         self.stats = Stats()
         self.progress: _Progress | None = None
         self.sink: IO[str] = sys.stdout
+        self.format: RecordFormat = JsonLines()
+        # One for the whole run: a host or address keeps its placeholder from record to record.
+        self.redactor: Redactor | None = None
 
     def write(self, line: str) -> None:
         # One whole line per write, flushed: an interrupted run leaves only complete records.
-        self.sink.write(line)
-        self.sink.flush()
+        if line:
+            self.sink.write(line)
+            self.sink.flush()
 
     def run(self, items: Iterator[Item], workers: int) -> None:
+        if self.ray is not None:
+            self._on_ray(items, workers)
+            return
         pool = []
         try:
             if workers > 1:
@@ -125,9 +157,9 @@ class _BatchRun:
                 limits = self.limits
                 pool = spawn(plan(workers, limits.concurrency, limits.per_host))
             if sys.stderr.isatty():
-                self.progress = _Progress()
+                self.progress = _Progress(locale(self.lang))
             if pool:
-                cfg = WorkerConfig(self.template, self.lang, self.limits)
+                cfg = WorkerConfig(self.template, self.lang, self.limits, self.scale)
                 run_workers(items, cfg, pool, self._on_record)
             else:
                 self._in_process(items)
@@ -137,8 +169,30 @@ class _BatchRun:
             if self.progress:
                 self.progress.close()
 
+    def _on_ray(self, items: Iterator[Item], workers: int) -> None:
+        from probe.cluster import RayConfig, RayMissing, run_on_ray
+
+        cfg = RayConfig(
+            self.template,
+            self.lang,
+            self.limits,
+            self.scale,
+            address=self.ray or None,
+            actors=workers if workers > 1 else 0,
+        )
+        if sys.stderr.isatty():
+            self.progress = _Progress(locale(self.lang))
+        try:
+            run_on_ray(items, cfg, self._on_record)
+        except RayMissing as e:
+            fail(str(e), hint=False)  # not a usage error to look up in --help
+        finally:
+            if self.progress:
+                self.progress.close()
+
     def _on_record(self, line: str, rec: Record) -> None:
-        self.write(line)
+        plain = self.redactor is None and isinstance(self.format, JsonLines)
+        self.write(line if plain else self._render(rec))
         self.stats.add(rec)
         if self.progress:
             self.progress.update(self.stats)
@@ -149,27 +203,94 @@ class _BatchRun:
             run_batch(
                 stream_targets(items),
                 self.template,
-                lambda rec: self.write(to_json(rec) + "\n"),
+                lambda rec: self.write(self._render(rec)),
                 locale(self.lang),
                 limits=self.limits,
                 on_progress=progress,
+                scale=self.scale,
             )
         )
 
+    def _render(self, rec: Record) -> str:
+        """The record in the run's format, masked with --redact."""
+        if self.redactor is not None:
+            target = rec.get("target")
+            if isinstance(target, dict) and target.get("kind") != "literal":
+                self.redactor.add_domain(target.get("domain") or target.get("host"))
+            masked = self.redactor.json(rec)
+            assert isinstance(masked, dict)  # json() keeps the shape of what it is given
+            rec = masked
+        return self.format.record(rec)
+
     def summary(self) -> str:
         stats = self.stats
-        verdicts = ", ".join(f"{k} {v}" for k, v in stats.by_verdict.most_common())
-        cats = ", ".join(f"{k} {v}" for k, v in stats.by_category.most_common())
+        loc = locale(self.lang)
+        verdicts = ", ".join(
+            f"{_word(loc, f'verdict.{k}', k)} {v}" for k, v in stats.by_verdict.most_common()
+        )
+        cats = ", ".join(
+            f"{_word(loc, f'category.{k}.title', k)} {v}"
+            for k, v in stats.by_category.most_common()
+        )
         elapsed = time.monotonic() - stats.started
-        kept = (
-            f"; {stats.reused} of {stats.sessions} sessions on kept connections"
-            if stats.reused
-            else ""
+        line = msg(
+            "batch.summary",
+            records=stats.done,
+            seconds=elapsed,
+            verdicts=verdicts or "-",
+            categories=cats or "-",
         )
-        return (
-            f"smtp-probe: {stats.done} records in {elapsed:.1f} s; verdicts: {verdicts or '-'}; "
-            f"categories: {cats or '-'}{kept}"
-        )
+        if stats.reused:
+            line = msg("batch.kept", summary=line, reused=stats.reused, sessions=stats.sessions)
+        if stats.cached:
+            line = msg("batch.cached", summary=line, cached=stats.cached, sessions=stats.sessions)
+        if stats.skipped:
+            line = msg("batch.skipped", summary=line, skipped=stats.skipped)
+        return said_in(loc, line)
+
+
+def _scale(
+    cache_file: str | None, max_age: float, shard: str | None, sources: tuple[str, ...]
+) -> Scale:
+    """The options that spread a run, checked: a cache file that is not ours is refused here,
+    before anything is probed."""
+    if cache_file is not None:
+        try:
+            MxStore.open(cache_file).close()
+        except CacheFileError as e:
+            fail(str(e), exitcodes.DATAERR)
+    try:
+        where = parse_shard(shard) if shard is not None else None
+    except ShardError as e:
+        fail(str(e))
+    for addr in sources:
+        try:
+            ipaddress.ip_address(addr)
+        except ValueError:
+            fail(f"--source-address takes an IP address, not {addr!r}")
+    return Scale(cache_file, max_age, where, tuple(dict.fromkeys(sources)))
+
+
+def _run_into(
+    job: _BatchRun,
+    lines: Iterable[str | Refused],
+    output: str | None,
+    resume: bool,
+    fmt: str,
+    workers: int,
+) -> None:
+    """Run the batch into --output or stdout (the caller reports what fails)."""
+    # A report is written whole (the file is replaced); JSON Lines are appended.
+    done = _prepare_output(output, resume) if output and fmt == "jsonl" else set()
+    items = ((n, text) for n, text in read_targets(lines) if n not in done)
+    mode = "a" if fmt == "jsonl" else "w"
+    job.sink = open(output, mode, encoding="utf-8") if output else sys.stdout  # noqa: SIM115
+    job.format = batch_format(fmt, locale(job.lang))
+    job.write(job.format.start())
+    job.run(items, workers)
+    job.write(job.format.end())
+    if job.sink is not sys.stdout:
+        job.sink.close()  # inside the guard: some file systems report write errors here
 
 
 @click.command()
@@ -208,8 +329,60 @@ class _BatchRun:
     "A connection that has drawn several rejections is retired early: servers slow down "
     "clients that collect errors.",
 )
-@click.option("--output", type=click.Path(dir_okay=False), help="Append JSON Lines to this file.")
+@click.option(
+    "--cache",
+    "cache_file",
+    metavar="FILE",
+    help="Keep MX-level facts (greeting, extensions, TLS, certificate) in this SQLite file "
+    "and reuse them in later runs for targets that check no recipient.",
+)
+@click.option(
+    "--max-age",
+    type=AsciiDecimal(0, 10 * 365 * 86400),
+    default=DEFAULT_MAX_AGE,
+    show_default=True,
+    help="Seconds a fact in --cache may be reused.",
+)
+@click.option(
+    "--shard",
+    metavar="K/N",
+    help="Probe only the targets of shard K of N, split by MX provider (one MX lookup per "
+    "target decides); merge the shards' outputs with `smtp-probe merge`.",
+)
+@click.option(
+    "--source-address",
+    "sources",
+    metavar="ADDR",
+    multiple=True,
+    help="Connect from this local address; repeat to use several, in turn for each provider.",
+)
+@click.option(
+    "--ray",
+    "ray_address",
+    metavar="[ADDRESS]",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    help="Run on Ray (pip install 'smtp-probe[ray]'): alone, a local Ray started for the run; "
+    "`auto` or ray://HOST:10001, an existing cluster. --workers is then the number of actors "
+    "(default: one per CPU); --per-host and --rate hold for the whole cluster. Put it after "
+    "FILE, or write --ray=ADDRESS.",
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Write to this file (JSON Lines are appended).",
+)
 @click.option("--resume", is_flag=True, help="With --output: skip inputs already recorded there.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(("jsonl", *REPORT_FORMATS)),
+    default="jsonl",
+    show_default=True,
+    help="html: one report page; junit: a testsuite per target; github: workflow commands.",
+)
+@redact_option
 @lang_option
 def batch(
     source: str,
@@ -218,27 +391,36 @@ def batch(
     rate: float | None,
     workers: int,
     reuse: int,
+    cache_file: str | None,
+    max_age: float,
+    shard: str | None,
+    sources: tuple[str, ...],
+    ray_address: str | None,
     output: str | None,
     resume: bool,
+    fmt: str,
+    redact: bool,
     lang: str | None,
     live: LiveArgs,
 ) -> None:
     """Probe many targets, one a line (FILE or '-'), streaming JSON Lines in completion order."""
     if resume and not output:
         fail("--resume needs --output FILE")
+    if resume and fmt != "jsonl":
+        fail("--resume reads JSON Lines: it needs --format jsonl")
     limits = BatchLimits(concurrency, per_host, rate, reuse)
-    job = _BatchRun(live.request(), resolve_lang(lang), limits)
+    scale = _scale(cache_file, max_age, shard, sources)
+    job = _BatchRun(live.request(), resolve_lang(lang), limits, scale)
+    if ray_address is not None and shard is not None:
+        fail("--ray and --shard do not go together: a Ray cluster takes the whole input")
+    job.ray = ray_address
+    job.redactor = Redactor() if redact else None
     lines, fd = _open_input(source)
     try:
-        done = _prepare_output(output, resume) if output else set()
-        items = ((n, text) for n, text in read_targets(lines) if n not in done)
-        job.sink = open(output, "a", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
-        job.run(items, workers)
-        if job.sink is not sys.stdout:
-            job.sink.close()  # inside the guard: some file systems report write errors here
+        _run_into(job, lines, output, resume, fmt, workers)
     except KeyboardInterrupt:
-        again = " (rerun with --resume)" if output else ""
-        say(f"smtp-probe: interrupted; every record written is complete{again}")
+        stop = msg("batch.interrupted_resume" if output else "batch.interrupted")
+        say(said_in(locale(job.lang), stop))
         raise SystemExit(exitcodes.INTERRUPTED) from None
     except BrokenPipeError:
         raise  # the reader of our output went away: handled once, for every command
@@ -252,3 +434,6 @@ def batch(
             with contextlib.suppress(OSError):  # the failure that got us here is reported
                 job.sink.close()
     say(job.summary())
+    if live.expect and job.stats.unmet:
+        # As `probe --expect`: the run fails when any target missed an expectation.
+        raise SystemExit(exitcodes.UNAVAILABLE)

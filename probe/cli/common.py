@@ -14,6 +14,7 @@ from probe.render import Styler
 from probe.text import lang_from_env, normalize_lang, to_json
 
 FORMATS = ("text", "json", "jsonl")
+REPORT_FORMATS = ("html", "junit", "github")  # probe.cli.report
 
 
 def say(line: str) -> None:
@@ -40,10 +41,20 @@ def silence(stream: IO[str] | None) -> None:
         os.close(devnull)
 
 
-def fail(message: str, status: int = exitcodes.USAGE) -> NoReturn:
-    """One-line error on stderr and a documented exit status."""
-    say(f"smtp-probe: error: {message}")
+def fail(message: str, status: int = exitcodes.USAGE, *, hint: bool = True) -> NoReturn:
+    """One-line error on stderr and a documented exit status; a usage error also says where
+    to look for help, as click's own usage errors do (`hint=False`: for an error in a file's
+    content, where the help would not help)."""
+    wanted = hint and status == exitcodes.USAGE and "--help" not in message
+    hint_text = help_hint() if wanted else ""
+    say(f"smtp-probe: error: {message}{hint_text}")
     raise SystemExit(status)
+
+
+def help_hint() -> str:
+    """ " (see 'smtp-probe CMD --help')" for the command running, or "" outside one."""
+    ctx = click.get_current_context(silent=True)
+    return "" if ctx is None else f" (see '{ctx.command_path} --help')"
 
 
 def io_failed(e: OSError, what: str = "I/O error") -> NoReturn:
@@ -135,6 +146,13 @@ def echo(text: str) -> None:
 def dump(obj: object) -> str:
     return to_json(obj, indent=2)
 
+
+redact_option = click.option(
+    "--redact",
+    is_flag=True,
+    help="Replace mail addresses, the target domain's host names and IP addresses with "
+    "numbered placeholders (user-1, host-1.example, 192.0.2.1): one value, one placeholder.",
+)
 
 lang_option = click.option(
     "--lang",

@@ -8,6 +8,8 @@ from probe import aio, exitcodes
 from probe.catalog import locale
 from probe.cli.common import echo, lang_option, resolve_lang, stdout_styler
 from probe.demo import run_demo
+from probe.messages import msg, say
+from probe.render import pad
 from probe.render import probe as probe_render
 from probe.verdict import exit_status
 
@@ -21,14 +23,15 @@ def demo(lang: str | None) -> None:
     results = aio.run(run_demo())
     ok = True
     for n, (sc, cmd, result) in enumerate(results, 1):
-        echo(style(f"## {n}. {sc.title}", None, True))
+        echo(style(f"## {n}. {say(loc, sc.title)}", None, True))
         echo(f"$ {cmd}")
         echo(probe_render.to_text(result, loc, style))
         echo("")
         ok = ok and result.verdict is sc.expected
-    echo(style("## Summary", None, True))
+    echo(style(f"## {say(loc, msg('demo.summary'))}", None, True))
     for n, (sc, _cmd, result) in enumerate(results, 1):
         status = exit_status(result.verdict)
         verdict = loc.ui(f"verdict.{result.verdict.value}")
-        echo(f"  {n}. {sc.target:<24} {verdict:<28} exit {status}")
+        exit_word = say(loc, msg("demo.exit", status=status))
+        echo(f"  {n}. {sc.target:<24} {pad(verdict, 28)} {exit_word}")
     raise SystemExit(exitcodes.OK if ok else exitcodes.UNAVAILABLE)

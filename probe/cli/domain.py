@@ -6,22 +6,26 @@ import click
 
 from probe import aio, exitcodes
 from probe.catalog import locale
-from probe.checks import Finding, Severity, check
+from probe.checks import Finding, Severity
 from probe.cli.common import (
+    REPORT_FORMATS,
     AsciiDecimal,
     AsciiInt,
     dump,
     echo,
     fail,
     lang_option,
+    redact_option,
     resolve_lang,
     stdout_styler,
 )
 from probe.cli.options import nameserver as parse_nameserver
 from probe.config import QuitAfter, SessionOptions, Timeouts
 from probe.mxscan import scan
+from probe.redact import Redactor
 from probe.render import mx as mx_render
 from probe.resolve import make_resolver
+from probe.sender import assess
 from probe.target import TargetError, check_helo, to_ascii_domain
 
 
@@ -48,10 +52,21 @@ from probe.target import TargetError, check_helo, to_ascii_domain
     "--cafile", type=click.Path(exists=True, dir_okay=False), help="Trust this CA bundle too."
 )
 @click.option("--helo", help="Name sent in EHLO (default: this host's FQDN or an address literal).")
+@click.option(
+    "--tls-scan",
+    is_flag=True,
+    help="Deeper TLS facts per address: the TLS versions accepted, MAIL before STARTTLS, the "
+    "key exchange; five more connections to each address that offers STARTTLS.",
+)
 @click.option("--https-port", type=AsciiInt(1, 65535), default=443, hidden=True)
 @click.option(
-    "--format", "fmt", type=click.Choice(("text", "json")), default="text", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(("text", "json", *REPORT_FORMATS)),
+    default="text",
+    show_default=True,
 )
+@redact_option
 @lang_option
 def mx(
     domain: str,
@@ -65,14 +80,18 @@ def mx(
     fail_on: str,
     cafile: str | None,
     helo: str | None,
+    tls_scan: bool,
     https_port: int,
     fmt: str,
+    redact: bool,
     lang: str | None,
 ) -> None:
     """Check a domain's mail setup: MX, DNS, reverse DNS, SPF, DMARC, MTA-STS, TLS, DANE."""
     loc = locale(resolve_lang(lang))
     if ipv4 and ipv6:
         fail("-4 and -6 exclude each other")
+    if tls_scan and not connect:
+        fail("--tls-scan needs --connect: it scans the addresses the probe connects to")
     try:
         name = to_ascii_domain(domain)
         helo_v = check_helo(helo) if helo else None
@@ -91,14 +110,23 @@ def mx(
             allow_private=allow_private,
             https_port=https_port,
             cafile=cafile,
+            tls_scan=tls_scan,
         )
     )
-    findings = check(facts)
+    findings, verdicts = assess(facts)
     status = _mx_status(findings, fail_on)
+    mask = Redactor([name]) if redact else None
     if fmt == "json":
-        echo(dump(mx_render.to_json(facts, findings, loc, status)))
+        doc = mx_render.to_json(facts, findings, loc, status, verdicts)
+        echo(dump(mask.json(doc) if mask else doc))
+    elif fmt in REPORT_FORMATS:
+        from probe.cli.report import mx_report
+
+        text = mx_report(fmt, facts, findings, loc, status, fail_on, verdicts)
+        echo(mask.text(text) if mask else text)
     else:
-        echo(mx_render.to_text(facts, findings, loc, stdout_styler()))
+        text = mx_render.to_text(facts, findings, loc, stdout_styler(), verdicts)
+        echo(mask.text(text) if mask else text)
     raise SystemExit(status)
 
 

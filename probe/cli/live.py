@@ -15,24 +15,34 @@ import click
 
 from probe import aio
 from probe.catalog import Locale, locale
-from probe.cli.common import dump, echo, fail, lang_option, resolve_lang, stdout_styler
+from probe.cli.common import (
+    REPORT_FORMATS,
+    dump,
+    echo,
+    fail,
+    lang_option,
+    redact_option,
+    resolve_lang,
+    stdout_styler,
+)
 from probe.cli.options import LiveArgs, live_options
 from probe.config import ProbeRequest
 from probe.context import RunContext
+from probe.redact import Redactor
 from probe.render import Styler
 from probe.render import probe as probe_render
-from probe.result import DnsResult, ProbeResult, Session, Step, TlsInfo
+from probe.result import DnsResult, ProbeResult, Session, Step, Target, TlsInfo
 from probe.runner import probe as run_probe
 from probe.target import TargetError, parse_target
-from probe.text import redact as mask_text
-from probe.text import redact_json
 from probe.verdict import exit_status
 
 
 class LiveView:
     """The transcript on a terminal, each exchange printed the moment its reply arrives."""
 
-    def __init__(self, loc: Locale, style: Styler, req: ProbeRequest, mask: bool) -> None:
+    def __init__(
+        self, loc: Locale, style: Styler, req: ProbeRequest, mask: Redactor | None
+    ) -> None:
         self.transcript = probe_render.Transcript(loc, style)
         self.implicit = req.session.implicit_tls
         self.kind = req.target.kind
@@ -40,7 +50,7 @@ class LiveView:
 
     def _print(self, lines: list[str]) -> None:
         for line in lines:
-            echo(mask_text(line) if self.mask else line)
+            echo(self.mask.text(line) if self.mask else line)
 
     def resolved(self, dns: DnsResult) -> None:
         self._print(self.transcript.dns(dns, self.kind))
@@ -68,9 +78,13 @@ class LiveView:
 )
 @live_options
 @click.option(
-    "--format", "fmt", type=click.Choice(("text", "json")), default="text", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(("text", "json", *REPORT_FORMATS)),
+    default="text",
+    show_default=True,
 )
-@click.option("--redact", is_flag=True, help="Mask local parts and IP addresses in the output.")
+@redact_option
 @lang_option
 def probe_command(
     target: str, host_mode: bool, fmt: str, redact: bool, lang: str | None, live: LiveArgs
@@ -84,19 +98,30 @@ def probe_command(
         fail(str(e))
     req = replace(template, target=t)
     style = stdout_styler()
+    mask = redactor_for(t) if redact else None
     view = None
     if fmt == "text" and _terminal(sys.stdout):
-        view = LiveView(loc, style, req, redact)
+        view = LiveView(loc, style, req, mask)
     result = aio.run(run_probe(req, run=RunContext(observer=view)))
     if view is not None:
         view.finish(result)
     elif fmt == "json":
         doc = probe_render.to_json(result, loc)
-        echo(dump(redact_json(doc) if redact else doc))
+        echo(dump(mask.json(doc) if mask else doc))
+    elif fmt in REPORT_FORMATS:
+        from probe.cli.report import probe_report
+
+        text = probe_report(fmt, result, loc)
+        echo(mask.text(text) if mask else text)
     else:
         text = probe_render.to_text(result, loc, style)
-        echo(mask_text(text) if redact else text)
+        echo(mask.text(text) if mask else text)
     raise SystemExit(exit_status(result.verdict))
+
+
+def redactor_for(t: Target) -> Redactor:
+    """Placeholders for one output; the target's own names are the user's to hide."""
+    return Redactor([] if t.kind == "literal" else [t.domain or t.host or ""])
 
 
 def _terminal(stream: IO[str]) -> bool:

@@ -10,6 +10,7 @@ from typing import IO
 import click
 
 from probe import catalog, exitcodes
+from probe.bounce import MAX_EMAIL, explain_email
 from probe.catalog import Locale, locale
 from probe.cli.common import (
     FORMATS,
@@ -18,6 +19,7 @@ from probe.cli.common import (
     echo,
     fail,
     lang_option,
+    redact_option,
     resolve_lang,
     stdout_styler,
     styler,
@@ -25,6 +27,7 @@ from probe.cli.common import (
 from probe.interpret import Interpreter, interpret_reply
 from probe.interpret import explain as explain_one
 from probe.model import CATEGORIES, Interpretation, NotAReply
+from probe.redact import Redactor
 from probe.render import Styler
 from probe.render import codes as codes_render
 from probe.render import compare as compare_render
@@ -59,6 +62,21 @@ class _Explained:
         self.interpret = Interpreter()  # this run's: identical replies are interpreted once
         self.found = self.missing = 0
         self._printed = 0
+        self.redactor: Redactor | None = None
+
+    def _redacted(self, doc: object) -> object:
+        """Text or a JSON document as printed: redacted with --redact."""
+        if self.redactor is None:
+            return doc
+        return self.redactor.text(doc) if isinstance(doc, str) else self.redactor.json(doc)
+
+    def _show(self, doc: object) -> None:
+        """Print text or one JSON document, redacted with --redact."""
+        doc = self._redacted(doc)
+        if isinstance(doc, str):
+            echo(doc)
+        else:
+            echo(to_json(doc, indent=None if self.fmt == "jsonl" else 2))
 
     def add(self, e: Interpretation | NotAReply) -> None:
         if isinstance(e, NotAReply):
@@ -69,14 +87,15 @@ class _Explained:
             self.stats.add(e)
         elif self.fmt == "json":
             # As dump() would write the whole array: each element indented one level more.
-            element = dump(explain_render.to_json(e, self.loc)).replace("\n", "\n  ")
+            element = dump(self._redacted(explain_render.to_json(e, self.loc)))
+            element = element.replace("\n", "\n  ")
             click.echo(("[\n  " if not self._printed else ",\n  ") + element, nl=False, color=True)
         elif self.fmt == "jsonl":
-            echo(to_json(explain_render.to_json(e, self.loc)))
+            self._show(explain_render.to_json(e, self.loc))
         else:
             if self._printed:
                 echo("")
-            echo(explain_render.to_text(e, self.loc, self.style))
+            self._show(explain_render.to_text(e, self.loc, self.style))
         self._printed += not self.summary
 
     def read(self, stream: IO[bytes]) -> None:
@@ -89,31 +108,53 @@ class _Explained:
 
     def close(self) -> None:
         if self.summary and self.fmt == "text":
-            echo(explain_render.summary_text(self.stats, self.loc, self.style))
+            self._show(explain_render.summary_text(self.stats, self.loc, self.style))
         elif self.summary:
-            doc = explain_render.summary_json(self.stats, self.loc)
-            echo(to_json(doc, indent=2 if self.fmt == "json" else None))
+            self._show(explain_render.summary_json(self.stats, self.loc))
         elif self.fmt == "json":
             echo("\n]" if self._printed else "[]")
 
 
 @click.command()
-@click.argument("items", nargs=-1, required=True)
+@click.argument("items", nargs=-1)
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True)
 @click.option(
     "--summary", is_flag=True, help="With '-': counts by category and code, one example each."
 )
+@click.option(
+    "--email",
+    "emails",
+    multiple=True,
+    metavar="FILE|-",
+    help="A whole bounce email (RFC 3464 or an MTA's text bounce): one item per failed "
+    "recipient. '-' reads it from standard input. Repeatable.",
+)
+@redact_option
 @lang_option
-def explain(items: tuple[str, ...], fmt: str, summary: bool, lang: str | None) -> None:
+def explain(
+    items: tuple[str, ...],
+    fmt: str,
+    summary: bool,
+    emails: tuple[str, ...],
+    redact: bool,
+    lang: str | None,
+) -> None:
     """Explain SMTP replies: codes, reply lines, bounces, MTA log lines, DSN fields.
 
-    ITEM is a code (550, 5.7.26), a reply or a log line. '-' reads standard input line by
-    line (a whole mail log): lines without a reply are counted, not shown.
+    ITEM is a code (550, 5.7.26), a reply, a log line (Postfix, Exim, Sendmail), a swaks
+    transcript line or a pasted Microsoft 365 or Gmail bounce text. '-' reads standard input
+    line by line (a whole mail log): lines without a reply are counted, not shown.
     """
     loc = locale(resolve_lang(lang))
-    if summary and "-" not in items:
+    if not items and not emails:
+        fail("give an ITEM, '-' or --email FILE")
+    if summary and "-" not in items and not emails:
         fail("--summary needs '-' (standard input) among the items")
     out = _Explained(fmt, summary, loc, styler(fmt == "text" and colour_enabled(sys.stdout)))
+    out.redactor = Redactor() if redact else None
+    for path in emails:
+        for interpretation in explain_email(_email_bytes(path)):
+            out.add(interpretation)
     for item in items:
         if item == "-":
             out.read(sys.stdin.buffer)
@@ -127,6 +168,18 @@ def explain(items: tuple[str, ...], fmt: str, summary: bool, lang: str | None) -
     if out.missing:
         click.echo(f"smtp-probe: {out.missing} item(s) held no SMTP reply", err=True)
         raise SystemExit(exitcodes.DATAERR)
+
+
+def _email_bytes(path: str) -> bytes:
+    """The bytes of one email, at most what bounce.py reads; a file that cannot be read is a
+    one-line error."""
+    try:
+        if path == "-":
+            return sys.stdin.buffer.read(MAX_EMAIL)
+        with open(path, "rb") as f:
+            return f.read(MAX_EMAIL)
+    except OSError as e:
+        fail(f"cannot read {path}: {e.strerror or e}", exitcodes.NOINPUT, hint=False)
 
 
 def _code_item(value: str) -> Interpretation:

@@ -41,7 +41,7 @@ def load_config(path: str | None) -> ServeConfig:
     try:
         return parse_config(text)
     except ConfigError as e:
-        fail(f"{path}: {e}")
+        fail(f"{path}: {e}", hint=False)
 
 
 async def _serve(config: ServeConfig, host: str, port: int, lang: str) -> None:

@@ -33,6 +33,10 @@ class Behaviour:
     authenticated: set[str] = field(default_factory=set)
     silent: set[str] = field(default_factory=set)
     truncate: set[str] = field(default_factory=set)
+    # SERVFAIL unless the query sets CD: what a validating resolver does for a bogus answer.
+    bogus: set[str] = field(default_factory=set)
+    # An empty, non-authoritative answer with a referral: a server that does not hold the name.
+    lame: set[str] = field(default_factory=set)
     tcp: bool = True
     queries: list[tuple[str, str, str]] = field(default_factory=list)
 
@@ -64,8 +68,12 @@ class ZoneDNS:
             return None
         r = dns.message.make_response(q)
         r.flags |= dns.flags.AA
-        if key in self.b.servfail:
+        if key in self.b.servfail or (key in self.b.bogus and not q.flags & dns.flags.CD):
             r.set_rcode(dns.rcode.SERVFAIL)
+            return r.to_wire()
+        if key in self.b.lame:
+            r.flags &= ~(dns.flags.AA | dns.flags.RA)
+            r.authority.append(dns.rrset.from_text(".", 60, "IN", "NS", "ns.elsewhere.test."))
             return r.to_wire()
         if key in self.b.refused:
             r.set_rcode(dns.rcode.REFUSED)

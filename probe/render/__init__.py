@@ -31,6 +31,39 @@ def pad(s: str, cols: int) -> str:
     return s + " " * max(0, cols - width(s))
 
 
+# Chinese and Japanese text has no spaces: a line may break before any of these characters
+# (Korean is broken at its spaces, as English is).
+_HAN = "\u2e80-\u9fff\uf900-\ufaff\ufe30-\ufe4f\uff00-\uff60"
+_CLOSING = frozenset("，。、；：！？）」』】》,.;:!?)")
+
+
+def wrap_cells(text: str, cols: int) -> list[str]:
+    """`text` in lines of at most `cols` terminal columns (a wide character takes two),
+    broken at spaces and between Chinese characters, never before closing punctuation."""
+    if text.isascii():
+        return textwrap.wrap(text, cols, break_long_words=False, break_on_hyphens=False)
+    import re
+
+    out: list[str] = []
+    line, used, space = "", 0, False
+    for token in re.findall(f"\\s+|[{_HAN}]|[^\\s{_HAN}]+", text):
+        if token.isspace():
+            space = bool(line)
+            continue
+        piece = " " + token if space else token
+        cells = width(piece)
+        if line and used + cells > cols:
+            # Closing punctuation may not start a line: the character before it goes along.
+            keep = 1 if token[0] in _CLOSING and len(line) > 1 and not space else 0
+            out.append(line[: len(line) - keep])
+            line = line[len(line) - keep :] + token
+            used = width(line)
+        else:
+            line, used = line + piece, used + cells
+        space = False
+    return [*out, line] if line else out
+
+
 def fields(rows: list[tuple[str, str]], indent: int = 2, wrap: int = 100) -> list[str]:
     """Label/value rows aligned in two columns, values wrapped under themselves."""
     if not rows:
@@ -40,7 +73,7 @@ def fields(rows: list[tuple[str, str]], indent: int = 2, wrap: int = 100) -> lis
     for label, value in rows:
         lead = " " * indent + pad(label, label_w)
         avail = max(30, wrap - indent - label_w)
-        chunks = textwrap.wrap(value, avail, break_long_words=False, break_on_hyphens=False) or [""]
+        chunks = wrap_cells(value, avail) or [""]
         out.append(lead + chunks[0])
         out.extend(" " * (indent + label_w) + c for c in chunks[1:])
     return out

@@ -122,7 +122,7 @@ def _colour(i: Interpretation) -> str | None:
 
 def to_json(a: Interpretation, b: Interpretation, loc: Locale) -> dict[str, object]:
     return {
-        "schema": "smtp-probe/compare/1",
+        "schema": "smtp-probe/compare/2",
         "a": item_json(a, loc),
         "b": item_json(b, loc),
         "differences": differences(a, b, loc),

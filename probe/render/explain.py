@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from probe.catalog import Locale
-from probe.model import Explained, Interpretation, NotAReply
+from probe.model import Explained, NotAReply
 from probe.render import (
     CLASS_COLOURS,
     Styler,
@@ -19,20 +19,19 @@ from probe.render import (
     retry_advice,
     texts,
 )
+from probe.render.interp import interpretation_json
 from probe.text import safe
 
-SCHEMA = "smtp-probe/explain/1"
+SCHEMA = "smtp-probe/explain/2"
 
 
 def to_json(e: Explained, loc: Locale) -> dict[str, object]:
     """One stable JSON object per input item (see README: JSON fields)."""
     if isinstance(e, NotAReply):
         return _not_a_reply_json(e, loc)
-    i = e
-    description, when, fix = texts(i, loc)
-    r = i.reply
+    r = e.reply
     return {
-        "input": i.input,
+        "input": e.input,
         "found": True,
         "form": str(r.form),
         "code": r.code,
@@ -40,30 +39,8 @@ def to_json(e: Explained, loc: Locale) -> dict[str, object]:
         "command": r.command,
         "text": r.text,
         "lines": list(r.lines),
-        "class": i.reply_class,
-        "class_name": class_name(loc, i.reply_class),
-        "category": i.category,
-        "category_title": loc.ui(f"category.{i.category}.title"),
-        "retryable": i.retryable,
-        "retry": {
-            "retryable": i.retryable,
-            "wait_seconds": i.wait,
-            "actor": i.actor,
-            "advice": retry_advice(i, loc),
-        },
-        "description": description,
-        "when": when,
-        "fix": fix,
-        "rule": {
-            "id": i.rule.id,
-            "kind": i.rule.kind,
-            "provider": i.rule.provider,
-            "source": i.rule.source,
-        },
-        "basic": _basic_json(i, loc),
-        "enhanced_detail": _enhanced_json(i, loc),
-        "flags": [{"id": fid, "message": msg} for fid, msg in flag_messages(i, loc)],
-        "references": list(i.refs),
+        **interpretation_json(e, loc),
+        **({"recipient": e.recipient} if e.recipient is not None else {}),
     }
 
 
@@ -86,36 +63,6 @@ def _not_a_reply_json(e: NotAReply, loc: Locale) -> dict[str, Any]:
     }
 
 
-def _basic_json(i: Interpretation, loc: Locale) -> dict[str, Any] | None:
-    code = i.reply.code
-    if not i.basic_known or code is None:
-        return None
-    return {
-        "code": code,
-        "name": loc.field("basic", str(code), "name"),
-        "standard": i.basic_standard,
-    }
-
-
-def _enhanced_json(i: Interpretation, loc: Locale) -> dict[str, Any] | None:
-    enh = i.reply.enhanced
-    if enh is None:
-        return None
-    return {
-        "code": str(enh),
-        "registered": i.enhanced_known,
-        "class": {
-            "code": enh.klass,
-            "title": loc.enhanced_part("class", str(enh.klass), "title") or None,
-        },
-        "subject": {
-            "code": enh.subject,
-            "title": loc.enhanced_part("subject", str(enh.subject), "title") or None,
-        },
-        "title": loc.field("enhanced", enh.key, "title") if i.enhanced_known else None,
-    }
-
-
 def to_text(e: Explained, loc: Locale, style: Styler = plain) -> str:
     """A readable block for one item; every piece of input text is escaped."""
     if isinstance(e, NotAReply):
@@ -124,7 +71,10 @@ def to_text(e: Explained, loc: Locale, style: Styler = plain) -> str:
     r = i.reply
     colour = CLASS_COLOURS.get(i.reply_class)
     description, when, fix = texts(i, loc)
-    rows: list[tuple[str, str]] = [
+    rows: list[tuple[str, str]] = (
+        [(loc.ui("heading.recipient"), safe(e.recipient))] if e.recipient else []
+    )
+    rows += [
         (loc.ui("heading.class"), f"{i.reply_class}xx {class_name(loc, i.reply_class)}"),
         (
             loc.ui("heading.category"),

@@ -6,12 +6,14 @@ from typing import Any
 
 from probe.cache import Bounded
 from probe.catalog import Locale
+from probe.messages import message_json, say, say_or
 from probe.render import CLASS_COLOURS, Styler, flag_messages, plain, retry_advice, texts
+from probe.render.interp import interpretation_json
 from probe.result import DnsResult, ProbeResult, Session, Step, TlsInfo, WireReply
 from probe.text import safe
 from probe.verdict import exit_status
 
-SCHEMA = "smtp-probe/probe/1"
+SCHEMA = "smtp-probe/probe/2"
 
 
 def _reply_json(r: WireReply, loc: Locale) -> dict[str, Any]:
@@ -20,19 +22,7 @@ def _reply_json(r: WireReply, loc: Locale) -> dict[str, Any]:
     if i is None:
         out.update(category=None, retryable=None, **{"class": r.code // 100})
         return out
-    description, when, fix = texts(i, loc)
-    out.update(
-        {
-            "class": i.reply_class,
-            "category": i.category,
-            "retryable": i.retryable,
-            "description": description,
-            "when": when,
-            "fix": fix,
-            "retry": {"wait_seconds": i.wait, "actor": i.actor, "advice": retry_advice(i, loc)},
-            "rule": i.rule.id,
-        }
-    )
+    out.update(interpretation_json(i, loc))
     return out
 
 
@@ -47,8 +37,10 @@ def _tls_json(t: TlsInfo) -> dict[str, Any]:
         "cipher": t.cipher,
         "trusted": t.trusted,
         "verify_error": t.verify_error,
+        "verify_error_message": message_json(t.verify_error),
         "name_matches": t.name_matches,
         "error": t.error,
+        "error_message": message_json(t.error),
         "injected_plaintext_bytes": t.injected_plaintext,
         "resumed": t.resumed,
         "certificate": None
@@ -96,10 +88,18 @@ def _step_json(s: Step, out: ProbeJson) -> dict[str, Any]:
         "command": s.command,
         "sent": s.sent,
         "reply": out.reply(s.reply) if s.reply else None,
-        "error": {"kind": s.error.kind.value, "detail": s.error.detail} if s.error else None,
+        "error": {
+            "kind": s.error.kind.value,
+            "detail": s.error.detail,
+            "message": message_json(s.error.detail),
+        }
+        if s.error
+        else None,
         "elapsed_ms": s.elapsed_ms,
+        "setup_ms": s.setup_ms,
         "tls": s.tls,
         "note": s.note,
+        "note_message": message_json(s.note),
     }
 
 
@@ -120,6 +120,11 @@ def _session_json(s: Session, out: ProbeJson) -> dict[str, Any]:
 
 def to_json(r: ProbeResult, loc: Locale) -> dict[str, object]:
     return _document(r, ProbeJson(loc))
+
+
+def session_json(s: Session, loc: Locale) -> dict[str, object]:
+    """One session as in the probe document (the `mx` report draws its sessions from it)."""
+    return _session_json(s, ProbeJson(loc))
 
 
 def _document(r: ProbeResult, out: ProbeJson) -> dict[str, Any]:
@@ -143,6 +148,7 @@ def _document(r: ProbeResult, out: ProbeJson) -> dict[str, Any]:
             "null_mx": dns.null_mx,
             "implicit_mx": dns.implicit,
             "error": dns.error,
+            "error_message": message_json(dns.error),
         },
         "mx": []
         if dns is None
@@ -155,19 +161,29 @@ def _document(r: ProbeResult, out: ProbeJson) -> dict[str, Any]:
                 "implicit": h.implicit,
                 "cname": h.cname,
                 "error": h.error,
+                "error_message": message_json(h.error),
             }
             for h in dns.mx
         ],
         "sessions": [_session_json(s, out) for s in r.sessions],
         "verdict": r.verdict.value,
         "reason": r.reason,
+        "reason_message": message_json(r.reason),
         "exit_status": exit_status(r.verdict),
         "expectations": [
-            {"expectation": e.expectation, "met": e.met, "detail": e.detail} for e in r.expectations
+            {
+                "expectation": e.expectation,
+                "met": e.met,
+                "detail": e.detail,
+                "message": message_json(e.detail),
+            }
+            for e in r.expectations
         ],
         "started_at": r.started_at,
         "elapsed_ms": r.elapsed_ms,
-        "notes": [{"kind": n.kind, "detail": n.detail} for n in r.notes],
+        "notes": [
+            {"kind": n.kind, "detail": n.detail, "message": message_json(n.detail)} for n in r.notes
+        ],
     }
 
 
@@ -195,7 +211,7 @@ def _annotation(r: WireReply, loc: Locale, style: Styler) -> list[str]:
 def _tls_lines(t: TlsInfo, host: str, loc: Locale) -> list[str]:
     yes, no = loc.ui("probe.yes"), loc.ui("probe.no")
     if not t.ok:
-        return [f"=== {loc.ui('probe.tls')}: {safe(t.error or '-')}"]
+        return [f"=== {loc.ui('probe.tls')}: {safe(say_or(loc, t.error, '-'))}"]
     out = [f"=== {loc.ui('probe.tls')} {t.protocol} {t.cipher}"]
     if t.resumed:
         out[0] += f" ({loc.ui('probe.resumed')})"
@@ -209,7 +225,7 @@ def _tls_lines(t: TlsInfo, host: str, loc: Locale) -> list[str]:
             f"({loc.ui('probe.days_left', days=c.days_left)})"
         )
         out.append(f"    {loc.ui('probe.fingerprint')}: {c.sha256}")
-    trusted = yes if t.trusted else f"{no} ({safe(t.verify_error or '')})"
+    trusted = yes if t.trusted else f"{no} ({safe(say_or(loc, t.verify_error, ''))})"
     out.append(f"    {loc.ui('probe.trusted')}: {trusted}")
     # None: no certificate, or one whose names cannot be read; the trust line says which.
     matches = "-" if t.name_matches is None else yes if t.name_matches else no
@@ -243,11 +259,11 @@ class Transcript:
             out.append("    " + loc.ui("probe.implicit_mx"))
         for h in () if dns.null_mx else dns.mx:
             pref = "-" if h.preference is None else str(h.preference)
-            addrs = ", ".join(h.addresses) or f"({safe(h.error or h.status.value)})"
+            addrs = ", ".join(h.addresses) or f"({safe(say_or(loc, h.error, h.status.value))})"
             cname = f" -> CNAME {safe(h.cname)}" if h.cname else ""
             out.append(f"    {pref:>5}  {safe(h.host)}{cname}  {addrs}")
         if dns.error and not dns.mx:
-            out.append(f"    {safe(dns.error)}")
+            out.append(f"    {safe(say(loc, dns.error))}")
         return [*out, ""]
 
     def start(self, host: str, address: str, port: int, implicit: bool) -> list[str]:
@@ -272,10 +288,10 @@ class Transcript:
         if st.reply is not None:
             out.extend(self._reply(st, marker_in))
         if st.error is not None:
-            err = self.style(f"*** {safe(st.error.detail)}", "red", False)
+            err = self.style(f"*** {safe(say(self.loc, st.error.detail))}", "red", False)
             out.append(err + f"   ({st.elapsed_ms:.0f} ms)")
         if st.note:
-            out.append(f"*** {safe(st.note)}")
+            out.append(f"*** {safe(say(self.loc, st.note))}")
         return out
 
     def _reply(self, st: Step, marker: str) -> list[str]:
@@ -306,7 +322,7 @@ class Transcript:
     def verdict(self, r: ProbeResult) -> list[str]:
         loc, style = self.loc, self.style
         out = [] if r.sessions else [loc.ui("probe.no_sessions")]
-        out += [style(f"*** {safe(n.detail)}", "yellow", False) for n in r.notes]
+        out += [style(f"*** {safe(say(loc, n.detail))}", "yellow", False) for n in r.notes]
         for e in r.expectations:
             mark = (
                 style(loc.ui("probe.met"), "green", False)
@@ -314,14 +330,14 @@ class Transcript:
                 else style(loc.ui("probe.not_met"), "red", True)
             )
             out.append(
-                f"{loc.ui('probe.expectations')}: {safe(e.expectation)} {mark} ({safe(e.detail)})"
+                f"{loc.ui('probe.expectations')}: {safe(e.expectation)} {mark} ({safe(say(loc, e.detail))})"
             )
         status = exit_status(r.verdict)
         colour = "green" if status == 0 else ("yellow" if status == 75 else "red")
         head = style(
             f"{loc.ui('probe.verdict')}: {loc.ui(f'verdict.{r.verdict.value}')}", colour, True
         )
-        out.append(head + f" - {safe(r.reason)} ({loc.ui('probe.exit', status=status)})")
+        out.append(head + f" - {safe(say(loc, r.reason))} ({loc.ui('probe.exit', status=status)})")
         return out
 
 

@@ -1,0 +1,363 @@
+"""Read a bounce email (RFC 3464 delivery status notification or an MTA's plain-text bounce)
+into one failure per recipient: its address, enhanced status and the remote reply.
+
+The RFC 3464 structure decides first (`message/delivery-status`: Final-Recipient, Status,
+Diagnostic-Code); the human-readable part fills what it lacks and is the only source for
+MTAs that send no DSN. Pure and total: any bytes give a list, never an exception.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import quopri
+import re
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import TYPE_CHECKING, NamedTuple
+
+from probe.interpret import interpret_reply
+from probe.model import EnhancedCode, Form, Interpretation, Reply
+from probe.pasted import parse_pasted
+
+if TYPE_CHECKING:
+    from email.message import Message
+
+# Bounces put their news first; reading a megabyte is plenty and bounds the work.
+MAX_EMAIL = 1024 * 1024
+MAX_LINE = 2000
+_MAX_PARTS = 64
+_MAX_RECIPIENTS = 200
+_ENH = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+_ADDR = re.compile(
+    r"(?<![A-Za-z0-9._%+=/!#$&'*?^`{|}~-])[A-Za-z0-9._%+=/!#$&'*?^`{|}~-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8}"
+)
+# The sender named in a transcript or an Exim error is never the failed recipient.
+_SENDER = re.compile(
+    r"(?:MAIL FROM|envelope-from|Return-Path|From)[ \t]{0,5}:?[ \t]{0,5}<[^<>\n]{0,300}>", re.I
+)
+_REPLY_START = re.compile(r"[2-5]\d\d[ -]")
+_FIELD = re.compile(r"(?<![A-Za-z0-9-])([A-Za-z][A-Za-z0-9-]{0,40})[ \t]{0,40}:[ \t]{0,40}(.*)")
+# Where the copy of the original message starts inside a plain-text bounce.
+_ORIGINAL = re.compile(
+    r"(?:received|return-path|dkim-signature|x-original-to|delivered-to)[ \t]*:"
+    r"|(?<!-)-{2,40} ?(?:this is a copy|below this line|original message|the header)"
+    r"|(?:original message|unsent message|message headers) follows",
+    re.IGNORECASE,
+)
+_SKIP_TYPES = frozenset({"message/rfc822", "text/rfc822-headers", "message/global-headers"})
+_DSN_TYPES = frozenset({"message/delivery-status", "message/global-delivery-status"})
+
+
+# What codeless bounces say, and the RFC 3463 code that says the same; first match wins.
+_WORDS: tuple[tuple[re.Pattern[str], EnhancedCode], ...] = tuple(
+    (re.compile(pattern, re.IGNORECASE), EnhancedCode(*code))
+    for pattern, code in (
+        (
+            r"retry time ?out exceeded|message (?:has )?expired|delivery time expired"
+            r"|too long (?:in|on) (?:the )?queue|could not be delivered within|giving up on",
+            (4, 4, 7),
+        ),
+        (r"mailbox (?:is )?full|over (?:the )?quota|quota exceeded|mailbox is over", (5, 2, 2)),
+        (
+            r"host unknown|unknown host|domain (?:not found|does not exist|is not reachable)"
+            r"|unrouteable|no such domain|bad destination system",
+            (5, 1, 2),
+        ),
+        (
+            r"mailbox (?:is )?(?:disabled|suspended|inactive|frozen)|account (?:is )?(?:disabled|suspended)",
+            (5, 2, 1),
+        ),
+        (
+            r"user ?unknown|unknown (?:user|recipient)|no such (?:user|mailbox|recipient|address)"
+            r"|not recognized|does not exist|address (?:rejected|not found)|recipient not found"
+            r"|no mailbox|invalid (?:recipient|address)|not a valid",
+            (5, 1, 1),
+        ),
+        (
+            r"too (?:big|large)|size limit|exceeds? (?:the )?(?:maximum )?(?:message )?size",
+            (5, 3, 4),
+        ),
+        (
+            r"connection (?:refused|timed out|reset)|could not connect|network (?:is )?unreachable",
+            (4, 4, 1),
+        ),
+        (
+            r"permission to post|not allowed to (?:post|send)|spam|denied|blocked|rejected|refused",
+            (5, 7, 1),
+        ),
+    )
+)
+
+
+class Failure(NamedTuple):
+    """One recipient of a bounce and what the remote side said about it."""
+
+    recipient: str | None
+    reply: Reply
+    action: str | None
+    source: str
+
+
+def normalise(data: bytes) -> bytes:
+    """CRLF, LF and CR-only line ends read alike; the size is capped."""
+    return data[:MAX_EMAIL].replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+
+
+def read_email(data: bytes) -> list[Failure]:
+    """Every failed (or reported) recipient of a bounce, in the order the email names them."""
+    # The email package pulls in socket; offline commands that read no email must not.
+    import email
+    import email.policy
+
+    raw = normalise(data)
+    try:
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        dsn_texts, human = _split_parts(msg)
+    except Exception:
+        dsn_texts, human = [], [raw.decode("utf-8", "replace")]
+    records = [rec for text in dsn_texts for rec in dsn_records(text)]
+    from_human = human_failures("\n".join(human))
+    return _merge(records, from_human)[:_MAX_RECIPIENTS]
+
+
+def _split_parts(msg: Message) -> tuple[list[str], list[str]]:
+    """The delivery-status texts and the human-readable texts of an email."""
+    dsn: list[str] = []
+    human: list[str] = []
+    for part in _leaf_parts(msg, 0):
+        ctype = part.get_content_type()
+        if ctype in _DSN_TYPES:
+            dsn.append(_dsn_body(part))
+        elif part.get_content_maintype() == "text" and ctype not in _SKIP_TYPES:
+            text = _text_of(part)
+            human.append(_strip_html(text) if ctype == "text/html" and not human else text)
+    return dsn, human
+
+
+def _leaf_parts(part: Message, depth: int) -> Iterator[Message]:
+    """Parts that carry content, not descending into the returned original message."""
+    from email.message import Message
+
+    if depth > 8:
+        return
+    ctype = part.get_content_type()
+    if part.is_multipart() and ctype not in _SKIP_TYPES and ctype not in _DSN_TYPES:
+        payload = part.get_payload()
+        subparts = payload if isinstance(payload, list) else []
+        for sub in subparts[:_MAX_PARTS]:
+            if isinstance(sub, Message):
+                yield from _leaf_parts(sub, depth + 1)
+    elif ctype not in _SKIP_TYPES:
+        yield part
+
+
+def _dsn_body(part: Message) -> str:
+    """The raw fields of a delivery-status part, decoded from base64 or quoted-printable."""
+    import email.policy
+
+    text = part.as_string(policy=email.policy.compat32.clone(linesep="\n"))
+    body = text.split("\n\n", 1)[1] if "\n\n" in text else ""
+    cte = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
+    if cte == "base64":
+        try:
+            return base64.b64decode(body, validate=False).decode("utf-8", "replace")
+        except (binascii.Error, ValueError):
+            return body
+    if cte == "quoted-printable":
+        return quopri.decodestring(body.encode("utf-8", "replace")).decode("utf-8", "replace")
+    return body
+
+
+def _text_of(part: Message) -> str:
+    """A text part decoded (transfer encoding and charset), leniently."""
+    from email.message import EmailMessage
+
+    if isinstance(part, EmailMessage):
+        try:
+            content = part.get_content()
+            if isinstance(content, str):
+                return content
+        except Exception:
+            pass
+    payload = part.get_payload(decode=True)
+    return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
+
+
+def _strip_html(text: str) -> str:
+    out = re.sub(r"<(?:br|/p|/div|/tr|p|div)\b[^<>]{0,200}>", "\n", text[:MAX_EMAIL], flags=re.I)
+    return (
+        re.sub(r"<[^<>]{0,500}>", " ", out)
+        .replace("&nbsp;", " ")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+    )
+
+
+# ---------------------------------------------------------------- RFC 3464 delivery-status
+
+
+class DsnRecord(NamedTuple):
+    """The per-recipient fields of a delivery-status part."""
+
+    recipient: str | None
+    action: str | None
+    status: EnhancedCode | None
+    diagnostic: str
+    source: str
+
+
+def dsn_fields(text: str) -> Iterator[list[tuple[str, str]]]:
+    """Blocks of (lower-case name, value) fields, folded lines unfolded (RFC 5322 §2.2.3)."""
+    block: list[tuple[str, str]] = []
+    for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+        if not line.strip():
+            if block:
+                yield block
+            block = []
+        elif line[0] in " \t" and block:
+            name, value = block[-1]
+            block[-1] = (name, f"{value} {line.strip()}"[: MAX_LINE * 4])
+        else:
+            m = _FIELD.match(line[:MAX_LINE])
+            if m:
+                block.append((m.group(1).lower(), m.group(2).strip()))
+    if block:
+        yield block
+
+
+def _typed(value: str) -> str:
+    """The value of a typed field ("rfc822; a@b", "smtp; 550 ...") without its type."""
+    head, sep, rest = value.partition(";")
+    return rest.strip() if sep and len(head) < 20 and " " not in head.strip() else value.strip()
+
+
+def dsn_records(text: str) -> list[DsnRecord]:
+    """The per-recipient blocks of a delivery-status text."""
+    out: list[DsnRecord] = []
+    for block in dsn_fields(text):
+        f = dict(block)
+        recipient = f.get("final-recipient") or f.get("original-recipient")
+        if recipient is None and "status" not in f:
+            continue  # the per-message block
+        diag = " ".join(_typed(v) for k, v in block if k == "diagnostic-code")
+        addr = _ADDR.search(_typed(recipient)) if recipient else None
+        m = _ENH.search(f.get("status", "")[:100])
+        status = EnhancedCode(*(int(x) for x in m.groups())) if m else None
+        src = "\n".join(f"{k}: {v}" for k, v in block)
+        action = f.get("action", "").lower().split()[0] if f.get("action", "").split() else None
+        out.append(DsnRecord(addr.group(0) if addr else None, action, status, diag, src))
+    return out
+
+
+def _record_reply(rec: DsnRecord) -> Reply | None:
+    """The reply a DSN record carries: its Diagnostic-Code, completed by its Status."""
+    r = parse_pasted(rec.diagnostic) if rec.diagnostic else None
+    if r is None and rec.status is None:
+        return None
+    if r is None:
+        assert rec.status is not None
+        return Reply(
+            None, rec.status, rec.diagnostic, (rec.diagnostic,) if rec.diagnostic else (), Form.DSN
+        )
+    status = rec.status
+    # A generic x.0.0 Status says less than the code the remote server itself gave.
+    if r.enhanced is None or (
+        status is not None and status.subject != 0 and r.enhanced.subject == 0
+    ):
+        r = replace(r, enhanced=status)
+    if r.code is None and r.enhanced is None:
+        return None
+    return r
+
+
+# ---------------------------------------------------------------- the human-readable part
+
+
+def logical_lines(text: str) -> Iterator[str]:
+    """Lines of a human part, with more deeply indented lines joined onto the one above."""
+    current = ""
+    indent = -1
+    for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+        line = line[:MAX_LINE].rstrip()
+        stripped = line.lstrip()
+        if _ORIGINAL.match(stripped):
+            break
+        depth = len(line) - len(stripped)
+        # A reply that starts a line runs on to the paragraph's end, unless a new one starts.
+        in_reply = _REPLY_START.match(current) and not _REPLY_START.match(stripped)
+        if stripped and current and (in_reply or (depth > indent >= 0 and depth > 0)):
+            current = f"{current} {stripped}"[: MAX_LINE * 2]
+            continue
+        if current:
+            yield current
+        current, indent = stripped, depth
+    if current:
+        yield current
+
+
+def human_failures(text: str) -> list[Failure]:
+    """Replies found in the human part, each tied to the last recipient address named."""
+    found: dict[str | None, Failure] = {}
+    recipient: str | None = None
+    for line in logical_lines(text):
+        addrs = _ADDR.findall(_SENDER.sub(" ", line))
+        r = parse_pasted(line)
+        if r is not None and r.code is None and r.form is not Form.DSN:
+            r = None
+        if addrs:
+            recipient = addrs[0]
+        if r is None:
+            r = _from_words(line) if recipient is not None else None
+        if r is None:
+            continue
+        key = recipient
+        old = found.get(key)
+        if old is None or _rank(r) > _rank(old.reply):
+            found[key] = Failure(recipient, r, None, line)
+    return list(found.values())
+
+
+def _from_words(line: str) -> Reply | None:
+    """A bounce's words without a code, read as the code they describe."""
+    for pattern, code in _WORDS:
+        if pattern.search(line[:MAX_LINE]):
+            return Reply(None, code, line, (line,), Form.BOUNCE_TEXT)
+    return None
+
+
+def _rank(r: Reply) -> int:
+    """How much a reply says: a code beats a bare status, a status beats inferred words."""
+    if r.form is Form.BOUNCE_TEXT:
+        return 0
+    return (2 if r.code is not None else 1) + (r.enhanced is not None)
+
+
+def _merge(records: list[DsnRecord], human: list[Failure]) -> list[Failure]:
+    """DSN records first; the human part completes them or stands alone without them."""
+    by_rcpt = {f.recipient.lower(): f for f in human if f.recipient}
+    out: list[Failure] = []
+    for rec in records:
+        r = _record_reply(rec)
+        h = by_rcpt.get(rec.recipient.lower()) if rec.recipient else None
+        if h is None and len(human) == 1 and len(records) == 1:
+            h = human[0]
+        if h is not None and (r is None or (r.code is None and h.reply.code is not None)):
+            r = (
+                h.reply
+                if r is None or r.enhanced is None
+                else replace(h.reply, enhanced=h.reply.enhanced or r.enhanced)
+            )
+        if r is not None:
+            out.append(Failure(rec.recipient, r, rec.action, rec.source))
+    if out:
+        return out
+    return human
+
+
+def explain_email(data: bytes) -> list[Interpretation]:
+    """One interpretation per recipient of a bounce email, the recipient named in each."""
+    return [
+        interpret_reply(f.reply, f.source)._replace(recipient=f.recipient) for f in read_email(data)
+    ]

@@ -1,0 +1,126 @@
+"""`smtp-probe merge`: the outputs of `batch --shard K/N` joined into one stream.
+
+Every target line of the input appears once in the result: a line recorded by two shards
+keeps its first record, and lines no shard recorded (a shard not run yet, or one whose DNS
+answered differently) are reported, so a rerun can fill them in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import IO
+
+import click
+
+from probe import exitcodes
+from probe.batch import MAX_RECORD, input_lines, raw_lines, read_targets
+from probe.cli.common import fail, io_failed, say
+
+
+@dataclass
+class _Merge:
+    expected: set[int]
+    out: IO[bytes]
+    seen: set[int] = field(default_factory=set)
+    duplicated: list[int] = field(default_factory=list)
+    foreign: list[int] = field(default_factory=list)  # line numbers the input has no target on
+    unreadable: int = 0
+
+    def add(self, raw: bytes) -> None:
+        if not raw.endswith(b"\n"):
+            self.unreadable += 1  # a torn last line: its shard was interrupted
+            return
+        try:
+            line = int(json.loads(raw)["line"])
+        except (ValueError, KeyError, TypeError):
+            self.unreadable += 1
+            return
+        if line not in self.expected:
+            self.foreign.append(line)
+        elif line in self.seen:
+            self.duplicated.append(line)
+        else:
+            self.seen.add(line)
+            self.out.write(raw)
+
+    def report(self, files: int) -> int:
+        missing = sorted(self.expected - self.seen)
+        problems = [
+            _listed("missing", missing),
+            _listed("recorded twice (first record kept)", sorted(set(self.duplicated))),
+            _listed("not target lines of the input", sorted(set(self.foreign))),
+        ]
+        if self.unreadable:
+            problems.append(f"{self.unreadable} unreadable lines skipped")
+        found = "; ".join(p for p in problems if p)
+        say(
+            f"smtp-probe: merged {len(self.seen)} of {len(self.expected)} input lines from "
+            f"{files} files" + (f"; {found}" if found else "")
+        )
+        return exitcodes.DATAERR if found else exitcodes.OK
+
+
+def _listed(what: str, lines: list[int]) -> str:
+    if not lines:
+        return ""
+    shown = ", ".join(map(str, lines[:10])) + (", ..." if len(lines) > 10 else "")
+    return f"{len(lines)} lines {what}: {shown}"
+
+
+def _expected(path: str) -> set[int]:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as e:
+        fail(f"cannot read {path}: {e.strerror}")
+    try:
+        return {n for n, _ in read_targets(input_lines(fd))}
+    finally:
+        os.close(fd)
+
+
+def _records(path: str) -> Iterable[bytes]:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as e:
+        fail(f"cannot read {path}: {e.strerror}")
+    try:
+        yield from raw_lines(fd, MAX_RECORD)
+    finally:
+        os.close(fd)
+
+
+@click.command()
+@click.argument("source")
+@click.argument("shards", nargs=-1, required=True)
+@click.option("--output", type=click.Path(dir_okay=False), help="Write to this file, not stdout.")
+def merge(source: str, shards: tuple[str, ...], output: str | None) -> None:
+    """Join the outputs of `batch --shard K/N` (SHARDS) run over SOURCE: each input line once.
+
+    Exits 65 when a line is missing, recorded twice or unreadable (the summary says which).
+    """
+    expected = _expected(source)
+    sink: IO[bytes] = sys.stdout.buffer
+    try:
+        if output:
+            sink = open(output, "wb")  # noqa: SIM115 - closed below, inside the guard
+        job = _Merge(expected, sink)
+        for path in shards:
+            for raw in _records(path):
+                job.add(raw)
+        sink.flush()
+        if sink is not sys.stdout.buffer:
+            sink.close()
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        io_failed(e)
+    finally:
+        if sink is not sys.stdout.buffer:
+            with contextlib.suppress(OSError):
+                sink.close()
+    raise SystemExit(job.report(len(shards)))

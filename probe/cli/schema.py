@@ -1,0 +1,36 @@
+"""`smtp-probe schema NAME`: print one of the JSON Schema documents shipped in the package
+(probe/schemas/), offline."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import click
+
+from probe.cli.common import echo, fail
+
+
+def schema_names() -> list[str]:
+    """The names `schema` knows: one per document in probe/schemas/."""
+    folder = resources.files("probe") / "schemas"
+    return sorted(
+        p.name.removesuffix(".json") for p in folder.iterdir() if p.name.endswith(".json")
+    )
+
+
+def schema_text(name: str) -> str:
+    return (resources.files("probe") / "schemas" / f"{name}.json").read_text(encoding="utf-8")
+
+
+@click.command()
+@click.argument("name", required=False)
+def schema(name: str | None) -> None:
+    """Print the JSON Schema (draft 2020-12) of an output: probe, batch, batch-error, mx,
+    explain, explain-summary or compare. Without NAME, list the names."""
+    names = schema_names()
+    if name is None:
+        echo("\n".join(names))
+        return
+    if name not in names:
+        fail(f"no schema {name!r} (one of: {', '.join(names)})")
+    echo(schema_text(name).rstrip("\n"))

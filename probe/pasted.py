@@ -1,0 +1,79 @@
+"""Replies inside the text admins paste: swaks transcripts, Sendmail transcripts and `stat=`
+lines, Exim log lines, and the sentences Microsoft 365 and Gmail wrap a reply in.
+
+The forms `probe.reply.parse` already reads go to it; this module first unwraps what it does
+not. Every pattern is anchored or has bounded repeats, and input is capped before matching, so
+matching is linear in the input.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+from probe.model import EnhancedCode, Form, Reply
+from probe.reply import command_name, parse
+
+MAX_PASTE = 16 * 1024
+# swaks marks a reply "<-" (plain), "<~" (in TLS), "<**" / "<~**" (an error) and "<~*" (a
+# TLS error); Sendmail's transcript marks it "<<<".
+_PREFIX = re.compile(r"[ \t]{0,40}(?:<~?\*{1,2}|<~|<-|<<<)[ \t]{0,40}")
+# Microsoft 365 / Exchange: "Remote Server returned '550 5.1.10 ...'" (also "... at host").
+_MS_RETURNED = re.compile(r"\bRemote Server returned '([^']{1,2000})'", re.IGNORECASE)
+# Gmail: "The response from the remote server was:" then the reply on the next line(s).
+_GMAIL_RESPONSE = re.compile(
+    r"\bThe response (?:from the remote server )?was:[ \t]{0,40}\n?[ \t\n]{0,200}", re.IGNORECASE
+)
+# Sendmail: "... stat=Deferred: Connection refused" or "stat=User unknown" with "dsn=5.1.1".
+_STAT = re.compile(r"\bstat=([^,]{0,500})")
+_DSN = re.compile(r"\bdsn=([245])\.(\d{1,3})\.(\d{1,3})\b")
+_RELAY_CMD = re.compile(r"\bafter (RCPT|MAIL|DATA|end of data|EHLO|HELO|CONNECT)\b", re.IGNORECASE)
+
+
+def parse_pasted(item: str) -> Reply | None:
+    """The reply in one pasted item (a line or a block), or None."""
+    s = item[:MAX_PASTE]
+    m = _MS_RETURNED.search(s)
+    if m:
+        r = parse(m.group(1))
+        if r is not None:
+            return r
+    m = _GMAIL_RESPONSE.search(s)
+    if m:
+        r = parse(_first_paragraph(s[m.end() :]))
+        if r is not None:
+            return r
+    m = _PREFIX.match(s)
+    if m:
+        r = parse(s[m.end() :])
+        if r is not None:
+            return r if "<<<" in m.group(0) else replace(r, form=Form.SWAKS)
+    return _sendmail_stat(s) or parse(s)
+
+
+def _first_paragraph(s: str) -> str:
+    """The text up to the first blank line: a reply that may span several lines."""
+    lines: list[str] = []
+    for line in s.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+        if not line.strip():
+            break
+        lines.append(line.strip())
+    return " ".join(lines)
+
+
+def _sendmail_stat(s: str) -> Reply | None:
+    """A Sendmail log line: the reply after `stat=`, with `dsn=` as its enhanced code."""
+    m = _STAT.search(s)
+    if not m:
+        return None
+    stat = m.group(1).strip()
+    d = _DSN.search(s)
+    enh = EnhancedCode(int(d.group(1)), int(d.group(2)), int(d.group(3))) if d else None
+    _, _, rest = stat.partition(":")
+    inner = parse(rest) if rest.strip() else None
+    if inner is not None and inner.code is not None:
+        return inner if inner.enhanced is not None or enh is None else replace(inner, enhanced=enh)
+    if enh is None:
+        return None
+    c = _RELAY_CMD.search(s)
+    return Reply(None, enh, stat, (s,), Form.LOG, command_name(c.group(1)) if c else None)

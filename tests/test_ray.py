@@ -1,0 +1,173 @@
+"""`batch --ray`: the batch engine on a real local Ray (loopback only, 2 CPUs, no dashboard).
+
+Skipped only where Ray cannot be imported (CI installs the `ray` extra)."""
+
+# The farm fixture of test_batch is imported, and tests name it as a parameter.
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Before Ray is imported: nothing sent anywhere, and its servers listen on loopback only.
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+ray = pytest.importorskip("ray", reason="Ray is not installed on this platform")
+
+from probe.batch import Item, Record, read_targets  # noqa: E402
+from probe.cluster import RayConfig, RayRun, run_on_ray  # noqa: E402
+from probe.config import BatchLimits, ProbeRequest, SessionOptions, StartTls, Timeouts  # noqa: E402
+from probe.result import Target  # noqa: E402
+from tests.test_batch import HOSTS, Farm, base_args, farm  # noqa: E402, F401
+
+ROOT = Path(__file__).resolve().parent.parent
+LINES = 2000
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        log_to_driver=False,
+        configure_logging=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"}},
+    )
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def template(farm: Farm) -> ProbeRequest:
+    opts = SessionOptions(helo="ray.test", starttls=StartTls.NEVER, timeouts=Timeouts(5.0))
+    return ProbeRequest(
+        Target("", "domain", None, None, None),
+        session=opts,
+        port=farm.port,
+        nameservers=(("127.0.0.1", farm.dns_port),),
+    )
+
+
+def items(n: int = LINES) -> list[Item]:
+    # Every domain twice over: 2,000 lines on the farm's 1,000 domains and 5 addresses.
+    lines = [f"{'nobody' if i % 10 == 0 else 'user'}{i}@d{i % 1000}.test" for i in range(n)]
+    return list(read_targets(lines))
+
+
+def collect(job_records: list[Record]) -> Any:
+    def on_record(line: str, rec: Record) -> None:
+        assert line.endswith("\n") and json.loads(line) == rec
+        job_records.append(rec)
+
+    return on_record
+
+
+def check_each_line_once(records: list[Record], n: int = LINES) -> None:
+    counts = Counter(int(str(r["line"])) for r in records)
+    assert sorted(counts) == list(range(1, n + 1))
+    assert max(counts.values()) == 1
+
+
+def test_two_thousand_inputs_through_two_actors_within_the_per_host_limit(
+    farm: Farm, local_ray: None
+) -> None:
+    records: list[Record] = []
+    farm.counter.peak.clear()
+    limits = BatchLimits(concurrency=40, per_host=2)
+    cfg = RayConfig(template(farm), "en", limits, actors=2)
+    job = RayRun(cfg, collect(records))
+    job.run(items())
+    check_each_line_once(records)
+    assert all("error" not in r for r in records), [r for r in records if "error" in r][:3]
+    by_line = {r["line"]: r for r in records}
+    assert by_line[1]["verdict"] == "permanent" and by_line[2]["verdict"] == "accepted"
+    # Both actors worked, each in its own process, and the limit held across them: the
+    # servers never saw more than 2 sessions at once from the whole cluster.
+    assert len(job.chunks) == 2 and min(job.chunks) > 0
+    assert max(farm.counter.peak[h] for h in HOSTS) == 2
+
+
+def test_a_killed_actor_loses_nothing(farm: Farm, local_ray: None) -> None:
+    records: list[Record] = []
+    box: dict[str, Any] = {}
+
+    def on_record(line: str, rec: Record) -> None:
+        records.append(rec)
+        if len(records) == 300:
+            ray.kill(box["job"].actors[0])  # as a node failing would
+
+    cfg = RayConfig(template(farm), "en", BatchLimits(concurrency=40, per_host=2), actors=2)
+    job = box["job"] = RayRun(cfg, on_record)
+    job.run(items())
+    check_each_line_once(records)
+    assert job.alive == [False, True]
+    assert job.chunks[1] > sum(job.chunks) // 2
+    # The dead actor's chunks were probed again on the other one, not given up.
+    assert all("error" not in r for r in records)
+
+
+def test_resume_and_the_cli_on_a_local_ray(farm: Farm, tmp_path: Path) -> None:
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("".join(f"user{i}@d{i}.test\n" for i in range(200)) + "bad target!\n")
+    out = tmp_path / "out.jsonl"
+    # An earlier run wrote the first 50 records, and was cut in the middle of the 51st.
+    earlier = [{"schema": "smtp-probe/batch/1", "line": n, "input": "x"} for n in range(1, 51)]
+    out.write_text("".join(json.dumps(r) + "\n" for r in earlier) + '{"line": 51, "inp')
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"}
+    cmd = [sys.executable, "-m", "probe", "batch", str(inputs), *base_args(farm)]
+    cmd += ["--output", str(out), "--resume", "--ray", "--workers", "2"]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    recs = [json.loads(x) for x in out.read_text().splitlines()]
+    check_each_line_once(recs, 201)
+    new = [r for r in recs if r["line"] > 50]
+    assert len(new) == 151 and all(r.get("input") != "x" for r in new)
+    assert next(r for r in new if r["line"] == 201)["error"]["kind"] == "bad_target"
+    assert "151 records" in p.stderr
+
+
+def test_without_ray_the_option_says_so_in_one_line(tmp_path: Path) -> None:
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("d1.test\n")
+    code = (
+        "import sys; sys.modules['ray'] = None\n"  # as on a machine without Ray
+        f"sys.argv = ['smtp-probe', 'batch', {str(inputs)!r}, '--ray']\n"
+        "from probe.cli import main; main()"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert p.returncode == 64
+    assert p.stderr.strip().splitlines() == [
+        "smtp-probe: error: --ray needs Ray, which is not installed here: "
+        "pip install 'smtp-probe[ray]'"
+    ]
+
+
+def test_the_engine_runs_without_ray() -> None:
+    code = (
+        "import sys; sys.modules['ray'] = None\n"
+        "import probe.batch, probe.workers, probe.cli.bulk, probe.cluster\n"
+        "print('ok')"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert p.stdout.strip() == "ok", p.stderr
+
+
+def test_run_on_ray_is_the_library_entry(farm: Farm, local_ray: None) -> None:
+    records: list[Record] = []
+    cfg = RayConfig(template(farm), "en", BatchLimits(concurrency=4, per_host=1), actors=1)
+    run_on_ray(items(20), cfg, collect(records))
+    check_each_line_once(records, 20)
