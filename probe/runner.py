@@ -31,7 +31,10 @@ if TYPE_CHECKING:
 
 # Nothing was there to probe: no expectation can be met or missed.
 _BEFORE_EXPECTATIONS = (Verdict.NO_DOMAIN, Verdict.NULL_MX, Verdict.NO_HOST)
-Candidates = list[tuple[str, str]]  # (MX host, address), in the order they are tried
+Candidates = list[tuple[str, str]]
+# A session started with less of the budget left than this could not even connect: the walk
+# stops instead (the timers of the session before may fire a hair before the deadline).
+_TOO_LATE = 0.05  # (MX host, address), in the order they are tried
 
 
 def _family_ok(addr: str, family: int | None) -> bool:
@@ -112,7 +115,7 @@ async def _walk(
     opts = replace(opts, deadline=deadline)
     sessions: list[Session] = []
     for host, addr in candidates:
-        if deadline <= time.monotonic():
+        if deadline - time.monotonic() < _TOO_LATE:
             break
         s = await runner.session(host, addr, port, opts)
         sessions.append(s)
