@@ -121,6 +121,9 @@ class ProbeRequest:
     session: SessionOptions = field(default_factory=SessionOptions)
     port: int | None = None
     all_hosts: bool = False
+    # With all_hosts: once an address of an MX host completed a session, that host's other
+    # addresses are skipped (one answer per host, as a monitor wants, not per address).
+    one_address: bool = False
     family: int | None = None  # 4 or 6; None for both
     seed: int | None = None  # for shuffling MX hosts of equal preference
     nameservers: tuple[tuple[str, int], ...] = ()

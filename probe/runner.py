@@ -114,15 +114,22 @@ async def _walk(
     port = req.target.port or req.port or (465 if opts.implicit_tls else 25)
     opts = replace(opts, deadline=deadline)
     sessions: list[Session] = []
+    answered: set[str] = set()  # hosts with a completed session (for one_address)
+    skipped = 0
     for host, addr in candidates:
         if deadline - time.monotonic() < _TOO_LATE:
             break
+        if req.one_address and host in answered:
+            skipped += 1
+            continue
         s = await runner.session(host, addr, port, opts)
         sessions.append(s)
         if s.completed and not req.all_hosts:
             return sessions, None
+        if s.completed:
+            answered.add(host)
     cut = sessions and sessions[-1].outcome is Outcome.BUDGET
-    if len(sessions) == len(candidates) and not cut:
+    if len(sessions) + skipped == len(candidates) and not cut:
         return sessions, None
     budget = req.session.timeouts.budget
     return sessions, Note(

@@ -58,6 +58,7 @@ class Module:
     cafile: str | None = None
     family: int | None = None  # 4 or 6; None for both
     all_mx: bool = False  # every MX address, as `probe --all`; else the first that works
+    one_address: bool = False  # with all_mx: one working address per MX host, not each one
     port: int | None = None
     timeouts: Timeouts = field(default_factory=lambda: Timeouts(DEFAULT_TIMEOUT))
     expect: tuple[Expectation, ...] = ()
@@ -80,6 +81,7 @@ class Module:
             session=opts,
             port=self.port,
             all_hosts=self.all_mx,
+            one_address=self.one_address,
             family=self.family,
             nameservers=nameservers,
             expectations=self.expect,
@@ -218,6 +220,7 @@ _MODULE_FIELDS: dict[str, tuple[str, Callable[[Any], object]]] = {
     "cafile": ("cafile", lambda v: _string(v, "cafile")),
     "ip_families": ("family", _family),
     "mx": ("all_mx", lambda v: _choice(v, ("first", "all"), "mx") == "all"),
+    "addresses": ("one_address", lambda v: _choice(v, ("all", "one"), "addresses") == "one"),
     "port": ("port", lambda v: int(_number(v, 1, 65535, "port"))),
     "expect": ("expect", lambda v: tuple(parse_expectation(e) for e in _strings(v, "expect"))),
     "lang": ("lang", _lang),

@@ -9,7 +9,7 @@ import ssl
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -434,3 +434,53 @@ async def test_connect_and_handshake_are_timed_apart_from_the_replies(
     bar = row.bars[0]
     assert 0 < bar.setup_w < bar.w
     assert bar.setup_w == pytest.approx(bar.w * connect.setup_ms / connect.elapsed_ms, abs=0.01)
+
+
+async def test_one_address_per_mx_host_when_asked() -> None:
+    """`all_hosts` walks every MX address; with `one_address`, an MX host that answered
+    once is not asked again at its other addresses (the exporter's `addresses = "one"`)."""
+    zone = "\n".join(
+        [
+            "two.test. 60 IN MX 10 a.two.test.",
+            "two.test. 60 IN MX 20 b.two.test.",
+            "a.two.test. 60 IN A 127.0.0.21",
+            "a.two.test. 60 IN A 127.0.0.22",
+            "b.two.test. 60 IN A 127.0.0.23",
+            "b.two.test. 60 IN A 127.0.0.24",
+        ]
+    )
+    dns = ZoneDNS(zone)
+    dns_port = await dns.start()
+    seen: list[str] = []
+
+    async def mx(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        seen.append(w.get_extra_info("sockname")[0])
+        w.write(b"220 mx ESMTP\r\n")
+        while line := await r.readline():
+            w.write(b"221 bye\r\n" if line.upper().startswith(b"QUIT") else b"250 ok\r\n")
+
+    first = await start_raw(mx, host="127.0.0.21")
+    port = port_of(first)
+    servers = [first] + [await start_raw(mx, host=f"127.0.0.{n}", port=port) for n in (22, 23, 24)]
+    try:
+        from probe.resolve import make_resolver
+        from probe.target import parse_target
+
+        base = ProbeRequest(
+            target=parse_target("two.test"),
+            port=port,
+            session=SessionOptions(helo="probe.test", starttls="never", timeouts=FAST),
+            nameservers=(("127.0.0.1", dns_port),),
+            all_hosts=True,
+        )
+        res = make_resolver([("127.0.0.1", dns_port)], lifetime=2)
+        every = await probe(base, resolver=res)
+        one = await probe(replace(base, one_address=True), resolver=res)
+    finally:
+        for s in servers:
+            s.close()
+        await dns.stop()
+    assert sorted(s.address for s in every.sessions) == [f"127.0.0.{n}" for n in (21, 22, 23, 24)]
+    assert [s.host for s in one.sessions] == ["a.two.test", "b.two.test"]
+    assert not one.notes  # skipped addresses are not a budget that ran out
+    assert len(seen) == 6

@@ -527,6 +527,7 @@ async def test_label_values_stay_within_closed_sets(lab: Lab) -> None:
         ("[modules.x]\ncolour = 'blue'\n", 2, "unknown key 'colour'"),
         ("[bogus]\n", 1, "unknown table"),
         ("[modules.'a b']\nport = 25\n", 1, "module name"),
+        ("[modules.x]\nmx = 'all'\naddresses = 'some'\n", 3, "addresses must be one of"),
     ],
 )
 def test_config_errors_name_the_line(text: str, line: int, words: str) -> None:
@@ -534,6 +535,16 @@ def test_config_errors_name_the_line(text: str, line: int, words: str) -> None:
         parse_config(text)
     assert e.value.line == line, e.value
     assert words in str(e.value)
+
+
+def test_a_module_may_ask_one_address_per_mx_host() -> None:
+    from probe.result import Target
+
+    cfg = parse_config("[modules.watch]\nmx = 'all'\naddresses = 'one'\n")
+    req = cfg.modules["watch"].request(Target("x.test", "domain", "x.test", None, None), ())
+    assert req.all_hosts and req.one_address
+    plain = parse_config("[modules.every]\nmx = 'all'\n").modules["every"]
+    assert not plain.request(Target("x.test", "domain", "x.test", None, None), ()).one_address
 
 
 def test_serve_refuses_a_bad_config_at_start(tmp_path: Any) -> None:
