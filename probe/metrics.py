@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import NamedTuple
 
+from probe import certs
 from probe.model import ACTORS, CATEGORIES
 from probe.result import (
     DnsStatus,
@@ -344,11 +345,24 @@ def _reply_samples(s: Session | None) -> list[Sample]:
 
 
 def _expiry(tls: TlsInfo) -> float | None:
+    """The earliest notAfter of the chain the server sent, as blackbox_exporter's metric is
+    (an intermediate may expire first); the leaf's alone when the session was resumed and
+    no chain came."""
+    times = [t for t in map(_not_after, tls.chain) if t is not None]
+    if times:
+        return min(times)
     if tls.certificate is None:
         return None
     try:
         return datetime.fromisoformat(tls.certificate.not_after).timestamp()
     except ValueError:
+        return None
+
+
+def _not_after(der: bytes) -> float | None:
+    try:
+        return certs.load(der).not_valid_after_utc.timestamp()
+    except certs.UNREADABLE:
         return None
 
 

@@ -569,3 +569,42 @@ def test_serve_refuses_a_bad_config_at_start(tmp_path: Any) -> None:
         timeout=60,
     )
     assert p.returncode == 0, p.stderr
+
+
+def test_earliest_expiry_is_the_chains_not_only_the_leafs() -> None:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from probe.certs import certificate_facts
+    from probe.metrics import _expiry
+    from probe.result import TlsInfo
+
+    def cert(cn: str, days: int) -> bytes:
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+        now = dt.datetime.now(dt.UTC)
+        built = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=days))
+            .sign(key, hashes.SHA256())
+        )
+        return built.public_bytes(serialization.Encoding.DER)
+
+    leaf, intermediate = cert("mx.test", 300), cert("Intermediate", 20)
+    facts = certificate_facts(leaf)
+    tls = TlsInfo(True, True, ok=True, certificate=facts, chain=(leaf, intermediate, b"junk"))
+    soon = _expiry(tls)
+    assert soon is not None
+    assert 19 * 86400 < soon - dt.datetime.now(dt.UTC).timestamp() < 21 * 86400
+    resumed = tls._replace(chain=())  # no chain came: the leaf's date
+    later = _expiry(resumed)
+    assert later is not None and later - soon > 250 * 86400
