@@ -145,8 +145,13 @@ class Redactor:
         return self._placeholder("ipv4", m.group(0))
 
     def _ipv6(self, m: re.Match[str]) -> str:
-        try:  # "10:20:30" in a log line is a time, not an address
-            ipaddress.IPv6Address(m.group(0))
+        text = m.group(0)
+        # An IPv6 address has seven colons or a "::"; checked first, the parse below (the
+        # slow part) is left for what may be one: "10:20:30" in a log line is a time.
+        if "::" not in text and text.count(":") != 7:
+            return text
+        try:
+            ipaddress.IPv6Address(text)
         except ValueError:
-            return m.group(0)
-        return self._placeholder("ipv6", m.group(0))
+            return text
+        return self._placeholder("ipv6", text)

@@ -78,46 +78,6 @@ def safe(s: str) -> str:
     return _re(_UNSAFE).sub(_escape_one, s)
 
 
-# Each pattern takes time linear in the text (tests/test_linear.py). A local part is matched
-# from its first character only: tried from every character of a long run without an "@",
-# the run would be read again from each.
-_LOCAL = r"A-Za-z0-9.!#$%&'*+/=?^_`{|}~\x80-\uffff-"
-_EMAIL = rf"(?<![{_LOCAL}])[{_LOCAL}]++@(?=[A-Za-z0-9\[])"
-_LITERAL6 = r"IPv6:[0-9A-Fa-f:.]++"
-_IPV4 = r"(?<![0-9.])(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?![0-9.])"
-_IPV6 = r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])"
-
-
-def _mask_v6(m: re.Match[str]) -> str:
-    import ipaddress  # only --redact output needs it
-
-    # Only what really parses as IPv6: "10:20:30" in a log line is a time.
-    try:
-        ipaddress.IPv6Address(m.group(0))
-    except ValueError:
-        return m.group(0)
-    return "x:x::x"
-
-
-def redact(s: str) -> str:
-    """Mask local parts of addresses and IP addresses, for output pasted into tickets."""
-    s = _re(_EMAIL).sub("***@", s)
-    s = _re(_LITERAL6, re.IGNORECASE).sub("IPv6:x:x::x", s)
-    s = _re(_IPV4).sub("x.x.x.x", s)
-    return _re(_IPV6).sub(_mask_v6, s)
-
-
-def redact_json(obj: object) -> object:
-    """`redact` applied to every string inside a JSON-like value."""
-    if isinstance(obj, str):
-        return redact(obj)
-    if isinstance(obj, list):
-        return [redact_json(v) for v in obj]
-    if isinstance(obj, dict):
-        return {k: redact_json(v) for k, v in obj.items()}
-    return obj
-
-
 def lang_from_env(env: Mapping[str, str]) -> str:
     """Pick a catalog language from LC_ALL, LC_MESSAGES or LANG; English otherwise."""
     for var in ("LC_ALL", "LC_MESSAGES", "LANG"):
