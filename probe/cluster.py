@@ -6,8 +6,8 @@ else imports Ray, and Ray is imported only when this runs.
   done. A chunk's records are written only when all of them are back, so a chunk is written
   whole or not at all: an actor that dies loses nothing, its chunks go to another actor (or,
   past the retries, become error records), and no line is written twice.
-- One named governor actor holds the per-MX-address budgets (--per-host) and the pace
-  (--rate) for every actor of the run: the limits hold cluster-wide. It remembers which
+- One named governor actor holds the per-MX-address budgets (--per-host), the per-provider
+  ones (--per-provider, --provider-rate) and the pace (--rate) for every actor of the run: the limits hold cluster-wide. It remembers which
   actor holds which slot, so the slots of a dead actor come back.
 - The driver writes records as they come, in the usual format; --resume works as without Ray
   (the CLI skips lines already in --output before any reach here).
@@ -31,7 +31,7 @@ from typing import Any
 from probe import exitcodes
 from probe.batch import Item, Record, Refused, Scale, error_record, refused_record, run_batch
 from probe.config import BatchLimits, ProbeRequest
-from probe.limits import Address, Limits
+from probe.limits import Address, Key, Limits
 from probe.text import to_json
 
 CHUNK = 10  # input lines per call to an actor
@@ -78,25 +78,39 @@ class RemoteLimits(Limits):
         self._returning: set[asyncio.Task[None]] = set()
 
     async def acquire(self, addr: Address) -> None:
-        ref = self.governor.acquire.remote(self.holder, *addr)
+        await self._granted(self.governor.acquire.remote(self.holder, *addr), addr)
+
+    async def acquire_provider(self, provider: str) -> None:
+        if self.config.per_provider:
+            ref = self.governor.acquire_provider.remote(self.holder, provider)
+            await self._granted(ref, provider)
+
+    async def _granted(self, ref: Any, key: Key) -> None:
         try:
             await ref
         except asyncio.CancelledError:
             # The grant may still come: hand it back when it does, or the slot is lost.
-            task = asyncio.get_running_loop().create_task(self._give_back(ref, addr))
+            task = asyncio.get_running_loop().create_task(self._give_back(ref, key))
             self._returning.add(task)
             task.add_done_callback(self._returning.discard)
             raise
 
-    async def _give_back(self, ref: Any, addr: Address) -> None:
+    async def _give_back(self, ref: Any, key: Key) -> None:
         await ref
-        self.release(addr)
+        if isinstance(key, str):
+            self.release_provider(key)
+        else:
+            self.release(key)
 
     def release(self, addr: Address) -> None:
         self.governor.release.remote(self.holder, *addr)
 
-    async def pace(self) -> None:
-        await self.governor.pace.remote()
+    def release_provider(self, provider: str) -> None:
+        if self.config.per_provider:
+            self.governor.release_provider.remote(self.holder, provider)
+
+    async def pace(self, provider: str | None = None) -> None:
+        await self.governor.pace.remote(provider)
 
 
 class Governor:
@@ -105,7 +119,7 @@ class Governor:
     def __init__(self, config: BatchLimits) -> None:
         self.config = config
         self.limits: Limits | None = None
-        self.held: dict[str, Counter[Address]] = {}
+        self.held: dict[str, Counter[Key]] = {}
         self.dead: set[str] = set()  # holders forgotten: a grant that still comes is returned
 
     def _limits(self) -> Limits:
@@ -115,27 +129,46 @@ class Governor:
 
     async def acquire(self, holder: str, address: str, port: int) -> None:
         await self._limits().acquire((address, port))
+        self._granted(holder, (address, port))
+
+    async def acquire_provider(self, holder: str, provider: str) -> None:
+        await self._limits().acquire_provider(provider)
+        self._granted(holder, provider)
+
+    def _granted(self, holder: str, key: Key) -> None:
         if holder in self.dead:  # it died while waiting: nobody would give this back
-            self._limits().release((address, port))
+            self._free(key)
             return
-        self.held.setdefault(holder, Counter())[(address, port)] += 1
+        self.held.setdefault(holder, Counter())[key] += 1
 
     async def release(self, holder: str, address: str, port: int) -> None:
-        held = self.held.get(holder)
-        if held is None or held[(address, port)] <= 0:
-            return  # already given back when its holder was forgotten
-        held[(address, port)] -= 1
-        self._limits().release((address, port))
+        self._returned(holder, (address, port))
 
-    async def pace(self) -> None:
-        await self._limits().pace()
+    async def release_provider(self, holder: str, provider: str) -> None:
+        self._returned(holder, provider)
+
+    def _returned(self, holder: str, key: Key) -> None:
+        held = self.held.get(holder)
+        if held is None or held[key] <= 0:
+            return  # already given back when its holder was forgotten
+        held[key] -= 1
+        self._free(key)
+
+    def _free(self, key: Key) -> None:
+        if isinstance(key, str):
+            self._limits().release_provider(key)
+        else:
+            self._limits().release(key)
+
+    async def pace(self, provider: str | None = None) -> None:
+        await self._limits().pace(provider)
 
     async def forget(self, holder: str) -> None:
         """A dead actor's slots come back."""
         self.dead.add(holder)
-        for addr, n in self.held.pop(holder, Counter()).items():
+        for key, n in self.held.pop(holder, Counter()).items():
             for _ in range(n):
-                self._limits().release(addr)
+                self._free(key)
 
 
 class Prober:

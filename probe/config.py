@@ -149,6 +149,10 @@ class BatchLimits:
     # slows every reply by a second after 10 (smtpd_soft_error_limit), Exim and others
     # count errors per connection too, and a new connection starts at zero.
     rejections: int = 5
+    # The provider is the registrable domain of the MX host name (probe.shard.registrable):
+    # providers throttle a source address over all their MX hosts together.
+    per_provider: int | None = None  # sessions at once to one provider; None: no bound
+    provider_rate: float | None = None  # sessions started per second to one provider
 
     def share(self, n: int) -> BatchLimits:
         """This process's part when `n` processes share the limits (rounded down, at least 1)."""
@@ -159,4 +163,6 @@ class BatchLimits:
             self.reuse,
             self.idle,
             self.rejections,
+            max(1, self.per_provider // n) if self.per_provider else None,
+            self.provider_rate / n if self.provider_rate else None,
         )

@@ -22,7 +22,7 @@ from typing import Any
 from probe.aio import cancel_all
 from probe.config import BatchLimits, SessionOptions
 from probe.context import RunContext
-from probe.limits import Address, Limits
+from probe.limits import Address, Limits, provider_of
 from probe.messages import msg
 from probe.result import Session
 from probe.session import KeptConnection, open_session, release, reuse_session
@@ -95,10 +95,17 @@ class Pool:
         """A session, and how old its connection's facts are when it ran on a kept one."""
         addr = (address, port)
         key = (host, address, port, replace(opts, rcpts=()))
+        provider = provider_of(host, address)
+        async with self.limits.provider_slot(provider):
+            return await self._serve(host, addr, key, provider, opts)
+
+    async def _serve(
+        self, host: str, addr: Address, key: PoolKey, provider: str, opts: SessionOptions
+    ) -> tuple[Session, float | None]:
         await self.limits.acquire(addr)
         handed_on = False
         try:
-            await self.limits.pace()
+            await self.limits.pace(provider)
             # One budget for the address, whatever kept connections cost before a new one.
             deadline = time.monotonic() + opts.timeouts.budget
             failed = False

@@ -5,8 +5,8 @@ with more cores, more processes go further. The parent only reads input, hands e
 worker (by domain, so repeats of a domain meet the same DNS cache), and writes the records that
 come back; the workers run `run_batch` as a single process would.
 
-Limits stay overall limits: each worker gets an equal share of --concurrency, --per-host and
---rate. Sharing is per worker: a worker's DNS cache and shared sessions serve its own targets.
+Limits stay overall limits: each worker gets an equal share of --concurrency, --per-host,
+--per-provider and the rates. Sharing is per worker: a worker's DNS cache and shared sessions serve its own targets.
 """
 
 from __future__ import annotations
@@ -55,9 +55,9 @@ class WorkerConfig:
         return self.limits.rate
 
 
-def plan(workers: int, concurrency: int, per_host: int) -> int:
+def plan(workers: int, concurrency: int, per_host: int, per_provider: int | None = None) -> int:
     """How many workers can split the limits so that each gets at least one slot."""
-    return max(1, min(workers, concurrency, per_host))
+    return max(1, min(workers, concurrency, per_host, per_provider or workers))
 
 
 def share(cfg: WorkerConfig, n: int) -> WorkerConfig:

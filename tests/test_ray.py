@@ -28,6 +28,7 @@ from probe.cluster import RayConfig, RayRun, run_on_ray  # noqa: E402
 from probe.config import BatchLimits, ProbeRequest, SessionOptions, StartTls, Timeouts  # noqa: E402
 from probe.result import Target  # noqa: E402
 from tests.test_batch import HOSTS, Farm, base_args, farm  # noqa: E402, F401
+from tests.test_provider import ProviderFarm, provider_farm, targets  # noqa: E402, F401
 
 ROOT = Path(__file__).resolve().parent.parent
 LINES = 2000
@@ -97,6 +98,28 @@ def test_two_thousand_inputs_through_two_actors_within_the_per_host_limit(
     # servers never saw more than 2 sessions at once from the whole cluster.
     assert len(job.chunks) == 2 and min(job.chunks) > 0
     assert max(farm.counter.peak[h] for h in HOSTS) == 2
+
+
+def test_the_per_provider_limit_holds_across_actors(
+    provider_farm: ProviderFarm, local_ray: None
+) -> None:
+    records: list[Record] = []
+    opts = SessionOptions(helo="ray.test", starttls=StartTls.NEVER, timeouts=Timeouts(10.0))
+    req = ProbeRequest(
+        Target("", "domain", None, None, None),
+        session=opts,
+        port=provider_farm.port,
+        nameservers=(("127.0.0.1", provider_farm.dns_port),),
+    )
+    provider_farm.tally.clear()
+    limits = BatchLimits(concurrency=40, per_host=2, per_provider=3)
+    job = RayRun(RayConfig(req, "en", limits, actors=2), collect(records))
+    job.run(list(read_targets(targets(160))))
+    check_each_line_once(records, 160)
+    assert all(r.get("verdict") == "accepted" for r in records), records[:2]
+    assert len(job.chunks) == 2 and min(job.chunks) > 0
+    # Four MX addresses at 2 each would allow 8 at once; the governor held the provider to 3.
+    assert provider_farm.tally.peak["p1.test"] == 3
 
 
 def test_a_killed_actor_loses_nothing(farm: Farm, local_ray: None) -> None:

@@ -155,7 +155,9 @@ class _BatchRun:
             if workers > 1:
                 # Before any thread starts (the progress bar has one): workers may be forked.
                 limits = self.limits
-                pool = spawn(plan(workers, limits.concurrency, limits.per_host))
+                pool = spawn(
+                    plan(workers, limits.concurrency, limits.per_host, limits.per_provider)
+                )
             if sys.stderr.isatty():
                 self.progress = _Progress(locale(self.lang))
             if pool:
@@ -312,6 +314,17 @@ def _run_into(
 )
 @click.option("--rate", type=AsciiDecimal(0.01, 100000), help="Targets started per second at most.")
 @click.option(
+    "--per-provider",
+    type=AsciiInt(1, 10000),
+    help="Sessions at once to one mail provider (the registrable domain of the MX host name, "
+    "as --shard splits by), over all its MX hosts; no bound by default.",
+)
+@click.option(
+    "--provider-rate",
+    type=AsciiDecimal(0.01, 100000),
+    help="Sessions started per second to one mail provider at most.",
+)
+@click.option(
     "--workers",
     type=AsciiInt(1, 64),
     default=1,
@@ -365,7 +378,7 @@ def _run_into(
     default=None,
     help="Run on Ray (pip install 'smtp-probe[ray]'): alone, a local Ray started for the run; "
     "`auto` or ray://HOST:10001, an existing cluster. --workers is then the number of actors "
-    "(default: one per CPU); --per-host and --rate hold for the whole cluster. Put it after "
+    "(default: one per CPU); --per-host, --per-provider and the rates hold for the whole cluster. Put it after "
     "FILE, or write --ray=ADDRESS.",
 )
 @click.option(
@@ -389,6 +402,8 @@ def batch(
     concurrency: int,
     per_host: int,
     rate: float | None,
+    per_provider: int | None,
+    provider_rate: float | None,
     workers: int,
     reuse: int,
     cache_file: str | None,
@@ -408,7 +423,9 @@ def batch(
         fail("--resume needs --output FILE")
     if resume and fmt != "jsonl":
         fail("--resume reads JSON Lines: it needs --format jsonl")
-    limits = BatchLimits(concurrency, per_host, rate, reuse)
+    limits = BatchLimits(
+        concurrency, per_host, rate, reuse, per_provider=per_provider, provider_rate=provider_rate
+    )
     scale = _scale(cache_file, max_age, shard, sources)
     job = _BatchRun(live.request(), resolve_lang(lang), limits, scale)
     if ray_address is not None and shard is not None:
