@@ -36,6 +36,8 @@ _ADDR = re.compile(
 _SENDER = re.compile(
     r"(?:MAIL FROM|envelope-from|Return-Path|From)[ \t]{0,5}:?[ \t]{0,5}<[^<>\n]{0,300}>", re.I
 )
+# qmail writes the status after its words: "Sorry, no mailbox here by that name. (#5.1.1)".
+_QMAIL_STATUS = re.compile(r"\(#([245])\.(\d{1,3})\.(\d{1,3})\)")
 _REPLY_START = re.compile(r"[2-5]\d\d[ -]")
 _FIELD = re.compile(r"(?<![A-Za-z0-9-])([A-Za-z][A-Za-z0-9-]{0,40})[ \t]{0,40}:[ \t]{0,40}(.*)")
 # Where the copy of the original message starts inside a plain-text bounce.
@@ -55,12 +57,29 @@ _WORDS: tuple[tuple[re.Pattern[str], EnhancedCode], ...] = tuple(
     for pattern, code in (
         (
             r"retry time ?out exceeded|message (?:has )?expired|delivery time expired"
-            r"|too long (?:in|on) (?:the )?queue|could not be delivered within|giving up on",
+            r"|too long (?:in|on) (?:the )?queue|could not be delivered within|giving up on"
+            r"|(?:been|have been|has been) failing for a long time|retry timeout|has been delayed"
+            r"|will be retried|delivery (?:is |was )?delayed|not yet been delivered"
+            r"|was aborted after",
             (4, 4, 7),
+        ),
+        (
+            r"reverse dns|ptr record|unverif[a-z]{0,6} sending ips?|mismatches client ip"
+            r"|reverse (?:lookup|hostname)|no ptr",
+            (5, 7, 25),
+        ),
+        (
+            r"does not support tls|tls (?:is )?required|requires? (?:tls|encryption)"
+            r"|starttls (?:is )?required",
+            (5, 7, 10),
         ),
         (r"mailbox (?:is )?full|over (?:the )?quota|quota exceeded|mailbox is over", (5, 2, 2)),
         (
-            r"host unknown|unknown host|domain (?:not found|does not exist|is not reachable)"
+            r"name service error|host not found, try again|temporary dns",
+            (4, 4, 3),
+        ),
+        (
+            r"host unknown|unknown host|host not found|find any host named|domain (?:not found|does not exist|is not reachable)"
             r"|unrouteable|no such domain|bad destination system",
             (5, 1, 2),
         ),
@@ -71,7 +90,9 @@ _WORDS: tuple[tuple[re.Pattern[str], EnhancedCode], ...] = tuple(
         (
             r"user ?unknown|unknown (?:user|recipient)|no such (?:user|mailbox|recipient|address)"
             r"|not recognized|does not exist|address (?:rejected|not found)|recipient not found"
-            r"|no mailbox|invalid (?:recipient|address)|not a valid",
+            r"|no mailbox|invalid (?:recipient|address)|not a valid|(?:doesn't|does not) have an? "
+            r"[^ \n]{1,100} account|(?:user|address|recipient|mailbox) (?:not exist|unknown)"
+            r"|not listed in|no valid recipients",
             (5, 1, 1),
         ),
         (
@@ -83,7 +104,9 @@ _WORDS: tuple[tuple[re.Pattern[str], EnhancedCode], ...] = tuple(
             (4, 4, 1),
         ),
         (
-            r"permission to post|not allowed to (?:post|send)|spam|denied|blocked|rejected|refused",
+            r"permission to post|not allowed to (?:post|send)|spam|denied|blocked|rejected|refused"
+            r"|black ?listed|block ?listed|relay(?:ing)? (?:denied|not permitted)|unable to relay"
+            r"|insecure mail relay|groups\.google\.com/support",
             (5, 7, 1),
         ),
     )
@@ -111,14 +134,39 @@ def read_email(data: bytes) -> list[Failure]:
     import email.policy
 
     raw = normalise(data)
+    named: list[str] = []
     try:
         msg = email.message_from_bytes(raw, policy=email.policy.default)
         dsn_texts, human = _split_parts(msg)
+        named = _ADDR.findall(str(msg.get("X-Failed-Recipients", ""))[:MAX_LINE])
     except Exception:
         dsn_texts, human = [], [raw.decode("utf-8", "replace")]
     records = [rec for text in dsn_texts for rec in dsn_records(text)]
-    from_human = human_failures("\n".join(human))
-    return _merge(records, from_human)[:_MAX_RECIPIENTS]
+    text = "\n".join(human)
+    out = _merge(records, human_failures(text))
+    return _with_header(named, out, text, bool(records))[:_MAX_RECIPIENTS]
+
+
+def _with_header(named: list[str], found: list[Failure], text: str, dsn: bool) -> list[Failure]:
+    """Recipients an X-Failed-Recipients header (Exim, Gmail) names that nothing else gave.
+
+    Exim writes the header only for permanent failures, so without telling words the
+    status is an unspecified permanent one, marked as inferred like any word-read status.
+    """
+    names = list(dict.fromkeys(named[:_MAX_RECIPIENTS]))
+    seen = {f.recipient.lower() for f in found if f.recipient}
+    if found and not dsn and not seen & {a.lower() for a in names}:
+        # The words were tied to another address the text named (a greeting to the sender).
+        first = found[0]
+        return [Failure(a, first.reply, "failed", first.source) for a in names] or found
+    out = list(found)
+    for addr in names:
+        if addr.lower() in seen or (found and not seen):
+            continue
+        line = next((ln for ln in logical_lines(text) if _from_words(ln)), "")
+        reply = _from_words(line) or Reply(None, EnhancedCode(5, 0, 0), "", (), Form.BOUNCE_TEXT)
+        out.append(Failure(addr, reply, "failed", line or f"X-Failed-Recipients: {addr}"))
+    return out
 
 
 def _split_parts(msg: Message) -> tuple[list[str], list[str]]:
@@ -301,6 +349,7 @@ def human_failures(text: str) -> list[Failure]:
     """Replies found in the human part, each tied to the last recipient address named."""
     found: dict[str | None, Failure] = {}
     recipient: str | None = None
+    pending: Failure | None = None
     for line in logical_lines(text):
         addrs = _ADDR.findall(_SENDER.sub(" ", line))
         r = parse_pasted(line)
@@ -309,7 +358,15 @@ def human_failures(text: str) -> list[Failure]:
         if addrs:
             recipient = addrs[0]
         if r is None:
-            r = _from_words(line) if recipient is not None else None
+            r = _qmail_status(line)
+        if r is None:
+            r = _from_words(line)
+            if r is not None and recipient is None:
+                # "Delivery to the following recipient has been delayed:" names it below.
+                pending = pending or Failure(None, r, None, line)
+                continue
+        if r is None and pending is not None and recipient is not None:
+            r, line, pending = pending.reply, pending.source, None
         if r is None:
             continue
         key = recipient
@@ -317,6 +374,14 @@ def human_failures(text: str) -> list[Failure]:
         if old is None or _rank(r) > _rank(old.reply):
             found[key] = Failure(recipient, r, None, line)
     return list(found.values())
+
+
+def _qmail_status(line: str) -> Reply | None:
+    """qmail's "(#5.1.1)" after its sentence: a written status without a reply code."""
+    m = _QMAIL_STATUS.search(line[:MAX_LINE])
+    if m is None:
+        return None
+    return Reply(None, EnhancedCode(*(int(x) for x in m.groups())), line, (line,), Form.DSN)
 
 
 def _from_words(line: str) -> Reply | None:
