@@ -373,7 +373,9 @@ def human_failures(text: str) -> list[Failure]:
         old = found.get(key)
         if old is None or _rank(r) > _rank(old.reply):
             found[key] = Failure(recipient, r, None, line)
-    return list(found.values())
+    failures = [f for f in found.values() if f.reply.reply_class >= 4]
+    # A session transcript's greeting and "250 Ok" lines are context, not a failure.
+    return failures or list(found.values())
 
 
 def _qmail_status(line: str) -> Reply | None:
@@ -393,10 +395,14 @@ def _from_words(line: str) -> Reply | None:
 
 
 def _rank(r: Reply) -> int:
-    """How much a reply says: a code beats a bare status, a status beats inferred words."""
+    """How much a reply says: a code beats a bare status, a status beats inferred words.
+
+    A refusal beats any success: a transcript's "250 Ok" lines are not why mail bounced.
+    """
+    failed = 4 if r.reply_class >= 4 else 0
     if r.form is Form.BOUNCE_TEXT:
-        return 0
-    return (2 if r.code is not None else 1) + (r.enhanced is not None)
+        return failed
+    return failed + (2 if r.code is not None else 1) + (r.enhanced is not None)
 
 
 def _merge(records: list[DsnRecord], human: list[Failure]) -> list[Failure]:
@@ -409,16 +415,20 @@ def _merge(records: list[DsnRecord], human: list[Failure]) -> list[Failure]:
         if h is None and len(human) == 1 and len(records) == 1:
             h = human[0]
         if h is not None and (r is None or (r.code is None and h.reply.code is not None)):
-            r = (
-                h.reply
-                if r is None or r.enhanced is None
-                else replace(h.reply, enhanced=h.reply.enhanced or r.enhanced)
-            )
+            r = h.reply if r is None or r.enhanced is None else _completed(h.reply, r.enhanced)
         if r is not None:
             out.append(Failure(rec.recipient, r, rec.action, rec.source))
     if out:
         return out
     return human
+
+
+def _completed(human: Reply, status: EnhancedCode) -> Reply:
+    """The human part's reply with the DSN's Status where the reply's own says less (x.0.0)."""
+    own = human.enhanced
+    if own is not None and (own.subject != 0 or status.subject == 0):
+        return human
+    return replace(human, enhanced=status)
 
 
 def explain_email(data: bytes) -> list[Interpretation]:

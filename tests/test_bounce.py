@@ -350,3 +350,21 @@ def test_cli_email_json_says_when_the_status_is_inferred() -> None:
     r = run("explain", "--format", "json", "--email", str(BOUNCES / "qmail.eml"))
     assert r.exit_code == 0, r.output
     assert all("inferred" not in d for d in valid(json.loads(r.stdout), "explain"))
+
+
+def test_dsn_status_completes_a_vaguer_transcript_status() -> None:
+    """A transcript's 5.0.0 says less than the DSN's 5.3.0; the transcript's code stays."""
+    (i,) = explain_email((BOUNCES / "sendmail-local.eml").read_bytes())
+    assert (i.recipient, i.reply.code, str(i.reply.enhanced)) == ("lena@example.org", 550, "5.3.0")
+
+
+def test_a_transcripts_success_lines_are_not_the_failure() -> None:
+    data = (
+        b"Subject: Undelivered Mail Returned to Sender\n\n"
+        b"Transcript of the session:\n\n"
+        b" Out: 220 mx.example.org ESMTP\n Out: 250 2.0.0 Ok\n"
+        b" In:  RCPT TO:<olga@example.org>\n Out: 250 2.1.5 Ok\n"
+        b" In:  DATA\n Out: 451 4.3.0 Error: the spool could not be written\n"
+    )
+    (i,) = explain_email(data)
+    assert (i.recipient, i.reply.code, str(i.reply.enhanced)) == ("olga@example.org", 451, "4.3.0")
