@@ -335,6 +335,10 @@ def test_more_codeless_wordings(line: str, enhanced: str) -> None:
         ("550 5.0.0 The recipient account is blocked", "mailbox_disabled"),
         ("530 5.7.0 Remote server does not support TLS", "tls_required"),
         ("550 5.7.1 Insecure Mail Relay", "relay_denied"),
+        ("550 5.0.0 DNS Error: the MX lookup of example.org failed", "dns"),
+        ("550 5.0.0 Denied by policy", "policy"),
+        ("554 5.0.0 All recipients rejected: Access denied [relay 7]", "policy"),
+        ("550 5.0.0 Unauthenticated email from example.org is not accepted", "sender_auth"),
     ],
 )
 def test_generic_rules_read_more_wordings(reply: str, category: str) -> None:
