@@ -143,6 +143,9 @@ def read_email(data: bytes) -> list[Failure]:
         dsn_texts, human = [], [raw.decode("utf-8", "replace")]
     records = [rec for text in dsn_texts for rec in dsn_records(text)]
     text = "\n".join(human)
+    if not records:
+        # A broken MIME boundary leaves the delivery-status fields inside the text part.
+        records = [rec for rec in dsn_records(text) if "final-recipient:" in rec.source.lower()]
     out = _merge(records, human_failures(text))
     return _with_header(named, out, text, bool(records))[:_MAX_RECIPIENTS]
 

@@ -372,3 +372,15 @@ def test_a_transcripts_success_lines_are_not_the_failure() -> None:
     )
     (i,) = explain_email(data)
     assert (i.recipient, i.reply.code, str(i.reply.enhanced)) == ("olga@example.org", 451, "4.3.0")
+
+
+def test_delivery_status_fields_behind_a_broken_boundary() -> None:
+    """An indented boundary hides the DSN part; its fields in the text are still read per recipient."""
+    got = items("broken-boundary.eml")
+    assert [(r, c, e) for r, c, e, _ in got] == [
+        ("pia@example.org", 550, "5.0.0"),
+        ("quinn@slow.example", None, "4.4.3"),
+    ]
+    fs = read_email((BOUNCES / "broken-boundary.eml").read_bytes())
+    assert [f.action for f in fs] == ["failed", "delayed"]
+    assert fs[0].reply.text == "this name is not known at this gateway"
