@@ -95,12 +95,14 @@ _WORDS: tuple[tuple[re.Pattern[str], EnhancedCode], ...] = tuple(
             r"|not listed in|no valid recipients",
             (5, 1, 1),
         ),
+        (r"malformed (?:recipient )?address|incorrectly constructed", (5, 1, 3)),
         (
             r"too (?:big|large)|size limit|exceeds? (?:the )?(?:maximum )?(?:message )?size",
             (5, 3, 4),
         ),
         (
-            r"connection (?:refused|timed out|reset)|could not connect|network (?:is )?unreachable",
+            r"connection (?:refused|timed out|reset)|could not connect|network (?:is )?unreachable"
+            r"|network error",
             (4, 4, 1),
         ),
         (

@@ -316,6 +316,8 @@ def test_words_before_the_address_they_are_about() -> None:
         ("Insecure Mail Relay", "5.7.1"),
         ("service permits 2 unverifyable sending IPs", "5.7.25"),
         ("Remote server does not support TLS", "5.7.10"),
+        ("Network error on destination MXs", "4.4.1"),
+        ("malformed address: <x@example.org> may not follow it", "5.1.3"),
     ],
 )
 def test_more_codeless_wordings(line: str, enhanced: str) -> None:
