@@ -36,6 +36,8 @@ _ADDR = re.compile(
 _SENDER = re.compile(
     r"(?:MAIL FROM|envelope-from|Return-Path|From)[ \t]{0,5}:?[ \t]{0,5}<[^<>\n]{0,300}>", re.I
 )
+# qmail writes the status after its words: "Sorry, no mailbox here by that name. (#5.1.1)".
+_QMAIL_STATUS = re.compile(r"\(#([245])\.(\d{1,3})\.(\d{1,3})\)")
 _REPLY_START = re.compile(r"[2-5]\d\d[ -]")
 _FIELD = re.compile(r"(?<![A-Za-z0-9-])([A-Za-z][A-Za-z0-9-]{0,40})[ \t]{0,40}:[ \t]{0,40}(.*)")
 # Where the copy of the original message starts inside a plain-text bounce.
@@ -55,12 +57,29 @@ _WORDS: tuple[tuple[re.Pattern[str], EnhancedCode], ...] = tuple(
     for pattern, code in (
         (
             r"retry time ?out exceeded|message (?:has )?expired|delivery time expired"
-            r"|too long (?:in|on) (?:the )?queue|could not be delivered within|giving up on",
+            r"|too long (?:in|on) (?:the )?queue|could not be delivered within|giving up on"
+            r"|(?:been|have been|has been) failing for a long time|retry timeout|has been delayed"
+            r"|will be retried|delivery (?:is |was )?delayed|not yet been delivered"
+            r"|was aborted after",
             (4, 4, 7),
+        ),
+        (
+            r"reverse dns|ptr record|unverif[a-z]{0,6} sending ips?|mismatches client ip"
+            r"|reverse (?:lookup|hostname)|no ptr",
+            (5, 7, 25),
+        ),
+        (
+            r"does not support tls|tls (?:is )?required|requires? (?:tls|encryption)"
+            r"|starttls (?:is )?required",
+            (5, 7, 10),
         ),
         (r"mailbox (?:is )?full|over (?:the )?quota|quota exceeded|mailbox is over", (5, 2, 2)),
         (
-            r"host unknown|unknown host|domain (?:not found|does not exist|is not reachable)"
+            r"name service error|host not found, try again|temporary dns",
+            (4, 4, 3),
+        ),
+        (
+            r"host unknown|unknown host|host not found|find any host named|domain (?:not found|does not exist|is not reachable)"
             r"|unrouteable|no such domain|bad destination system",
             (5, 1, 2),
         ),
@@ -71,19 +90,25 @@ _WORDS: tuple[tuple[re.Pattern[str], EnhancedCode], ...] = tuple(
         (
             r"user ?unknown|unknown (?:user|recipient)|no such (?:user|mailbox|recipient|address)"
             r"|not recognized|does not exist|address (?:rejected|not found)|recipient not found"
-            r"|no mailbox|invalid (?:recipient|address)|not a valid",
+            r"|no mailbox|invalid (?:recipient|address)|not a valid|(?:doesn't|does not) have an? "
+            r"[^ \n]{1,100} account|(?:user|address|recipient|mailbox) (?:not exist|unknown)"
+            r"|not listed in|no valid recipients",
             (5, 1, 1),
         ),
+        (r"malformed (?:recipient )?address|incorrectly constructed", (5, 1, 3)),
         (
             r"too (?:big|large)|size limit|exceeds? (?:the )?(?:maximum )?(?:message )?size",
             (5, 3, 4),
         ),
         (
-            r"connection (?:refused|timed out|reset)|could not connect|network (?:is )?unreachable",
+            r"connection (?:refused|timed out|reset)|could not connect|network (?:is )?unreachable"
+            r"|network error",
             (4, 4, 1),
         ),
         (
-            r"permission to post|not allowed to (?:post|send)|spam|denied|blocked|rejected|refused",
+            r"permission to post|not allowed to (?:post|send)|spam|denied|blocked|rejected|refused"
+            r"|black ?listed|block ?listed|relay(?:ing)? (?:denied|not permitted)|unable to relay"
+            r"|insecure mail relay|groups\.google\.com/support",
             (5, 7, 1),
         ),
     )
@@ -111,14 +136,42 @@ def read_email(data: bytes) -> list[Failure]:
     import email.policy
 
     raw = normalise(data)
+    named: list[str] = []
     try:
         msg = email.message_from_bytes(raw, policy=email.policy.default)
         dsn_texts, human = _split_parts(msg)
+        named = _ADDR.findall(str(msg.get("X-Failed-Recipients", ""))[:MAX_LINE])
     except Exception:
         dsn_texts, human = [], [raw.decode("utf-8", "replace")]
     records = [rec for text in dsn_texts for rec in dsn_records(text)]
-    from_human = human_failures("\n".join(human))
-    return _merge(records, from_human)[:_MAX_RECIPIENTS]
+    text = "\n".join(human)
+    if not records:
+        # A broken MIME boundary leaves the delivery-status fields inside the text part.
+        records = [rec for rec in dsn_records(text) if "final-recipient:" in rec.source.lower()]
+    out = _merge(records, human_failures(text))
+    return _with_header(named, out, text, bool(records))[:_MAX_RECIPIENTS]
+
+
+def _with_header(named: list[str], found: list[Failure], text: str, dsn: bool) -> list[Failure]:
+    """Recipients an X-Failed-Recipients header (Exim, Gmail) names that nothing else gave.
+
+    Exim writes the header only for permanent failures, so without telling words the
+    status is an unspecified permanent one, marked as inferred like any word-read status.
+    """
+    names = list(dict.fromkeys(named[:_MAX_RECIPIENTS]))
+    seen = {f.recipient.lower() for f in found if f.recipient}
+    if found and not dsn and not seen & {a.lower() for a in names}:
+        # The words were tied to another address the text named (a greeting to the sender).
+        first = found[0]
+        return [Failure(a, first.reply, "failed", first.source) for a in names] or found
+    out = list(found)
+    for addr in names:
+        if addr.lower() in seen or (found and not seen):
+            continue
+        line = next((ln for ln in logical_lines(text) if _from_words(ln)), "")
+        reply = _from_words(line) or Reply(None, EnhancedCode(5, 0, 0), "", (), Form.BOUNCE_TEXT)
+        out.append(Failure(addr, reply, "failed", line or f"X-Failed-Recipients: {addr}"))
+    return out
 
 
 def _split_parts(msg: Message) -> tuple[list[str], list[str]]:
@@ -301,6 +354,7 @@ def human_failures(text: str) -> list[Failure]:
     """Replies found in the human part, each tied to the last recipient address named."""
     found: dict[str | None, Failure] = {}
     recipient: str | None = None
+    pending: Failure | None = None
     for line in logical_lines(text):
         addrs = _ADDR.findall(_SENDER.sub(" ", line))
         r = parse_pasted(line)
@@ -309,14 +363,32 @@ def human_failures(text: str) -> list[Failure]:
         if addrs:
             recipient = addrs[0]
         if r is None:
-            r = _from_words(line) if recipient is not None else None
+            r = _qmail_status(line)
+        if r is None:
+            r = _from_words(line)
+            if r is not None and recipient is None:
+                # "Delivery to the following recipient has been delayed:" names it below.
+                pending = pending or Failure(None, r, None, line)
+                continue
+        if r is None and pending is not None and recipient is not None:
+            r, line, pending = pending.reply, pending.source, None
         if r is None:
             continue
         key = recipient
         old = found.get(key)
         if old is None or _rank(r) > _rank(old.reply):
             found[key] = Failure(recipient, r, None, line)
-    return list(found.values())
+    failures = [f for f in found.values() if f.reply.reply_class >= 4]
+    # A session transcript's greeting and "250 Ok" lines are context, not a failure.
+    return failures or list(found.values())
+
+
+def _qmail_status(line: str) -> Reply | None:
+    """qmail's "(#5.1.1)" after its sentence: a written status without a reply code."""
+    m = _QMAIL_STATUS.search(line[:MAX_LINE])
+    if m is None:
+        return None
+    return Reply(None, EnhancedCode(*(int(x) for x in m.groups())), line, (line,), Form.DSN)
 
 
 def _from_words(line: str) -> Reply | None:
@@ -328,10 +400,14 @@ def _from_words(line: str) -> Reply | None:
 
 
 def _rank(r: Reply) -> int:
-    """How much a reply says: a code beats a bare status, a status beats inferred words."""
+    """How much a reply says: a code beats a bare status, a status beats inferred words.
+
+    A refusal beats any success: a transcript's "250 Ok" lines are not why mail bounced.
+    """
+    failed = 4 if r.reply_class >= 4 else 0
     if r.form is Form.BOUNCE_TEXT:
-        return 0
-    return (2 if r.code is not None else 1) + (r.enhanced is not None)
+        return failed
+    return failed + (2 if r.code is not None else 1) + (r.enhanced is not None)
 
 
 def _merge(records: list[DsnRecord], human: list[Failure]) -> list[Failure]:
@@ -344,16 +420,20 @@ def _merge(records: list[DsnRecord], human: list[Failure]) -> list[Failure]:
         if h is None and len(human) == 1 and len(records) == 1:
             h = human[0]
         if h is not None and (r is None or (r.code is None and h.reply.code is not None)):
-            r = (
-                h.reply
-                if r is None or r.enhanced is None
-                else replace(h.reply, enhanced=h.reply.enhanced or r.enhanced)
-            )
+            r = h.reply if r is None or r.enhanced is None else _completed(h.reply, r.enhanced)
         if r is not None:
             out.append(Failure(rec.recipient, r, rec.action, rec.source))
     if out:
         return out
     return human
+
+
+def _completed(human: Reply, status: EnhancedCode) -> Reply:
+    """The human part's reply with the DSN's Status where the reply's own says less (x.0.0)."""
+    own = human.enhanced
+    if own is not None and (own.subject != 0 or status.subject == 0):
+        return human
+    return replace(human, enhanced=status)
 
 
 def explain_email(data: bytes) -> list[Interpretation]:

@@ -259,3 +259,130 @@ def test_cost_per_email_is_small() -> None:
         for d in data:
             explain_email(d)
     assert (time.process_time() - t0) / (5 * len(data)) < 0.01
+
+
+# ----------------------------------------------------------------- more general forms
+
+
+def test_qmail_status_after_its_words() -> None:
+    """qmail's "<addr>:" blocks with "(#5.1.1)": written statuses, the copy below not read."""
+    got = items("qmail.eml")
+    assert got == [
+        ("zoe@example.org", None, "5.1.1", "user_unknown"),
+        ("yann@gone.example", None, "5.1.2", "dns"),
+    ]
+    assert all(i.reply.form == "dsn" for i in explain_email((BOUNCES / "qmail.eml").read_bytes()))
+
+
+def test_failed_recipients_header_alone_is_a_permanent_failure() -> None:
+    """Exim names the address in X-Failed-Recipients; with no telling words the status is 5.0.0."""
+    (i,) = explain_email((BOUNCES / "exim-header-only.eml").read_bytes())
+    assert (i.recipient, str(i.reply.enhanced), i.reply_class) == ("uma@example.org", "5.0.0", 5)
+    assert i.reply.form == "bounce_text"
+
+
+def test_failed_recipients_header_with_a_localised_text() -> None:
+    """A group bounce in another language: the header names the address, the help link the reason."""
+    (i,) = explain_email((BOUNCES / "groups-localised.eml").read_bytes())
+    assert (i.recipient, str(i.reply.enhanced), i.category) == (
+        "club@groups.example.net",
+        "5.7.1",
+        "policy",
+    )
+
+
+def test_words_before_the_address_they_are_about() -> None:
+    """A "has been delayed:" sentence names its recipient on the lines below."""
+    (i,) = explain_email((BOUNCES / "delayed.eml").read_bytes())
+    assert (i.recipient, str(i.reply.enhanced), i.category) == (
+        "victor@example.org",
+        "4.4.7",
+        "expired",
+    )
+    assert i.retryable
+
+
+@pytest.mark.parametrize(
+    ("line", "enhanced"),
+    [
+        ("all hosts have been failing for a long time and were last tried", "4.4.7"),
+        ("Delivery was aborted after 5.0 hour(s)", "4.4.7"),
+        ("Name service error for domain example.org: Host not found, try again", "4.4.3"),
+        ("Sorry, I couldn't find any host named gone.example.", "5.1.2"),
+        ("User someone (x@example.org) not listed in the directory", "5.1.1"),
+        ("This user doesn't have a example.org account", "5.1.1"),
+        ("Error: No valid recipients for this message", "5.1.1"),
+        ("Sorry, you are sending from an address that has been blacklisted", "5.7.1"),
+        ("Insecure Mail Relay", "5.7.1"),
+        ("service permits 2 unverifyable sending IPs", "5.7.25"),
+        ("Remote server does not support TLS", "5.7.10"),
+        ("Network error on destination MXs", "4.4.1"),
+        ("malformed address: <x@example.org> may not follow it", "5.1.3"),
+    ],
+)
+def test_more_codeless_wordings(line: str, enhanced: str) -> None:
+    data = f"Subject: failed\n\n  kim@example.org\n    {line}\n".encode()
+    (i,) = explain_email(data)
+    assert (i.recipient, str(i.reply.enhanced)) == ("kim@example.org", enhanced)
+
+
+@pytest.mark.parametrize(
+    ("reply", "category"),
+    [
+        ("550 5.7.1 service permits 2 unverifyable sending IPs", "dns"),
+        ("550 5.7.1 domain [example.com] mismatches client ip 192.0.2.1", "dns"),
+        ("550 5.0.0 Sorry, I couldn't find any host named gone.example", "dns"),
+        ("550 5.0.0 User x not listed in Domino Directory", "user_unknown"),
+        ("550 5.2.1 Mailbox is frozen", "mailbox_disabled"),
+        ("550 5.0.0 The recipient account is blocked", "mailbox_disabled"),
+        ("530 5.7.0 Remote server does not support TLS", "tls_required"),
+        ("550 5.7.1 Insecure Mail Relay", "relay_denied"),
+        ("550 5.0.0 DNS Error: the MX lookup of example.org failed", "dns"),
+        ("550 5.0.0 Denied by policy", "policy"),
+        ("554 5.0.0 All recipients rejected: Access denied [relay 7]", "policy"),
+        ("550 5.0.0 Unauthenticated email from example.org is not accepted", "sender_auth"),
+    ],
+)
+def test_generic_rules_read_more_wordings(reply: str, category: str) -> None:
+    i = explain(reply)
+    assert getattr(i, "category", None) == category, i
+
+
+def test_cli_email_json_says_when_the_status_is_inferred() -> None:
+    r = run("explain", "--format", "json", "--email", str(BOUNCES / "delayed.eml"))
+    assert r.exit_code == 0, r.output
+    (doc,) = valid(json.loads(r.stdout), "explain")
+    assert doc["inferred"] is True and doc["enhanced"] == "4.4.7"
+    r = run("explain", "--format", "json", "--email", str(BOUNCES / "qmail.eml"))
+    assert r.exit_code == 0, r.output
+    assert all("inferred" not in d for d in valid(json.loads(r.stdout), "explain"))
+
+
+def test_dsn_status_completes_a_vaguer_transcript_status() -> None:
+    """A transcript's 5.0.0 says less than the DSN's 5.3.0; the transcript's code stays."""
+    (i,) = explain_email((BOUNCES / "sendmail-local.eml").read_bytes())
+    assert (i.recipient, i.reply.code, str(i.reply.enhanced)) == ("lena@example.org", 550, "5.3.0")
+
+
+def test_a_transcripts_success_lines_are_not_the_failure() -> None:
+    data = (
+        b"Subject: Undelivered Mail Returned to Sender\n\n"
+        b"Transcript of the session:\n\n"
+        b" Out: 220 mx.example.org ESMTP\n Out: 250 2.0.0 Ok\n"
+        b" In:  RCPT TO:<olga@example.org>\n Out: 250 2.1.5 Ok\n"
+        b" In:  DATA\n Out: 451 4.3.0 Error: the spool could not be written\n"
+    )
+    (i,) = explain_email(data)
+    assert (i.recipient, i.reply.code, str(i.reply.enhanced)) == ("olga@example.org", 451, "4.3.0")
+
+
+def test_delivery_status_fields_behind_a_broken_boundary() -> None:
+    """An indented boundary hides the DSN part; its fields in the text are still read per recipient."""
+    got = items("broken-boundary.eml")
+    assert [(r, c, e) for r, c, e, _ in got] == [
+        ("pia@example.org", 550, "5.0.0"),
+        ("quinn@slow.example", None, "4.4.3"),
+    ]
+    fs = read_email((BOUNCES / "broken-boundary.eml").read_bytes())
+    assert [f.action for f in fs] == ["failed", "delayed"]
+    assert fs[0].reply.text == "this name is not known at this gateway"

@@ -22,6 +22,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import probe.bounce as bounce_mod
 import probe.reply as reply_mod
 from probe import catalog
 from probe.cli import cli
@@ -356,3 +357,21 @@ def test_needles_of_a_long_pattern_are_found_in_linear_time(unit: str) -> None:
     """Rules are catalog data, not a peer's; still, reading their needles stays linear."""
     pattern = unit * (64 * 1024 // len(unit))
     assert cpu(lambda: catalog.needles_for(pattern)) < BOUND
+
+
+# probe.bounce reads every line of an email with these; the words table is read the same way.
+BOUNCE = {n: p for n, p in vars(bounce_mod).items() if isinstance(p, re.Pattern)} | {
+    f"_WORDS[{i}]": p for i, (p, _) in enumerate(bounce_mod._WORDS)
+}
+
+
+@pytest.mark.parametrize("name", sorted(BOUNCE))
+def test_every_bounce_pattern_is_linear(name: str) -> None:
+    """64 KB of spaces and the pattern's own near misses, searched, within 50 ms."""
+    pattern = BOUNCE[name]
+    slow = []
+    for text in adversarial(pattern.pattern, 64 * 1024, pattern.flags):
+        took = cpu(lambda: pattern.search(text))  # noqa: B023
+        if took > BOUND:
+            slow.append((round(took * 1000), text[:40]))
+    assert not slow, slow

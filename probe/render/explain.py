@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from probe.catalog import Locale
-from probe.model import Explained, NotAReply
+from probe.model import Explained, Form, NotAReply
 from probe.render import (
     CLASS_COLOURS,
     Styler,
@@ -36,6 +36,8 @@ def to_json(e: Explained, loc: Locale) -> dict[str, object]:
         "form": str(r.form),
         "code": r.code,
         "enhanced": str(r.enhanced) if r.enhanced else None,
+        # Said only when true, so replies that carry their own status keep their old shape.
+        **({"inferred": True} if r.form is Form.BOUNCE_TEXT else {}),
         "command": r.command,
         "text": r.text,
         "lines": list(r.lines),
