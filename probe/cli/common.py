@@ -147,6 +147,15 @@ def dump(obj: object) -> str:
     return to_json(obj, indent=2)
 
 
+# probe and mx: a transcript or findings as text or JSON, or one of the reports.
+format_option = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(("text", "json", *REPORT_FORMATS)),
+    default="text",
+    show_default=True,
+)
+
 redact_option = click.option(
     "--redact",
     is_flag=True,

@@ -14,6 +14,7 @@ from probe.cli.common import (
     dump,
     echo,
     fail,
+    format_option,
     lang_option,
     redact_option,
     resolve_lang,
@@ -59,13 +60,7 @@ from probe.target import TargetError, check_helo, to_ascii_domain
     "key exchange; five more connections to each address that offers STARTTLS.",
 )
 @click.option("--https-port", type=AsciiInt(1, 65535), default=443, hidden=True)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(("text", "json", *REPORT_FORMATS)),
-    default="text",
-    show_default=True,
-)
+@format_option
 @redact_option
 @lang_option
 def mx(

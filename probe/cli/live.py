@@ -20,6 +20,7 @@ from probe.cli.common import (
     dump,
     echo,
     fail,
+    format_option,
     lang_option,
     redact_option,
     resolve_lang,
@@ -77,13 +78,7 @@ class LiveView:
     "--host", "host_mode", is_flag=True, help="TARGET is a host to connect to: no MX lookup."
 )
 @live_options
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(("text", "json", *REPORT_FORMATS)),
-    default="text",
-    show_default=True,
-)
+@format_option
 @redact_option
 @lang_option
 def probe_command(
