@@ -83,3 +83,21 @@ def test_json_of_what_the_fast_encoder_refuses_is_still_json() -> None:
     for value in ({"reply": "\udcff"}, {"n": 2**70}):
         assert json.loads(to_json(value)) == value
     assert "\\udcff" in to_json("\udcff")
+
+
+def test_the_utf8_check_finds_every_character_json_escapes() -> None:
+    # The fast path of to_json decides on the encoded bytes; a character it missed would go
+    # out raw. Walk every code point (surrogates cannot be encoded).
+    from probe.text import utf8_unsafe
+
+    missed = [
+        hex(cp)
+        for cp in range(0x7F, 0x110000)
+        if not 0xD800 <= cp <= 0xDFFF
+        and safe(chr(cp)) != chr(cp)  # what the terminal escaper treats as unsafe
+        and not utf8_unsafe(f"a{chr(cp)}b".encode())
+    ]
+    assert missed == []
+    assert to_json("x\u202ey") == '"x\\u202ey"'
+    assert not utf8_unsafe("§ é 中 한 ü".encode())
+    assert utf8_unsafe("x\u202ey".encode())
