@@ -1,10 +1,11 @@
 """The floor for a batch: N sessions at concurrency C with nothing but asyncio streams.
 
-    python benchmarks/raw_client.py N C PORT CAFILE HOST [HOST ...]
+    python benchmarks/raw_client.py N C PORT CAFILE HOST [HOST ...] [--rset]
 
 Each session opens a connection, reads the greeting, EHLO, STARTTLS with a full handshake
-(one SSLContext that verifies the chain, no resumption), EHLO, MAIL, RCPT, QUIT: what
-`smtp-probe batch --reuse 1 --no-tls-resume` does for each target, without recording,
+(one SSLContext that verifies the chain, no resumption), EHLO, MAIL, RCPT, (RSET with
+--rset,) QUIT. With --rset that is what `smtp-probe batch --reuse 1 --no-tls-resume` does
+for each target (it ends a transaction with RSET before QUIT), without recording,
 interpreting or judging anything. Prints the seconds taken. Runs on uvloop when installed,
 as smtp-probe does.
 """
@@ -53,7 +54,7 @@ async def session(
     await writer.wait_closed()
 
 
-async def main(n: int, c: int, port: int, cafile: str, hosts: list[str]) -> float:
+async def main(n: int, c: int, port: int, cafile: str, hosts: list[str], rset: bool) -> float:
     ctx = ssl.create_default_context(cafile=cafile)
     ctx.check_hostname = False  # the farm's listeners share one certificate
     queue: asyncio.Queue[int] = asyncio.Queue()
@@ -63,7 +64,7 @@ async def main(n: int, c: int, port: int, cafile: str, hosts: list[str]) -> floa
     async def worker() -> None:
         while not queue.empty():
             i = queue.get_nowait()
-            await session(hosts[i % len(hosts)], port, ctx, f"user{i}@d{i}.test")
+            await session(hosts[i % len(hosts)], port, ctx, f"user{i}@d{i}.test", rset=rset)
 
     t = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(c)))
@@ -71,10 +72,12 @@ async def main(n: int, c: int, port: int, cafile: str, hosts: list[str]) -> floa
 
 
 if __name__ == "__main__":
-    n, c, port, cafile, *hosts = sys.argv[1:]
+    args = [a for a in sys.argv[1:] if a != "--rset"]
+    rset = "--rset" in sys.argv[1:]
+    n, c, port, cafile, *hosts = args
     try:
         import uvloop
     except ImportError:
-        print(asyncio.run(main(int(n), int(c), int(port), cafile, hosts)))
+        print(asyncio.run(main(int(n), int(c), int(port), cafile, hosts, rset)))
     else:
-        print(uvloop.run(main(int(n), int(c), int(port), cafile, hosts)))
+        print(uvloop.run(main(int(n), int(c), int(port), cafile, hosts, rset)))

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from dataclasses import dataclass, field, replace
 
 from probe import exitcodes
-from probe.aio import cancel_all
+from probe.aio import Handoff, cancel_all
 from probe.catalog import Locale
 from probe.config import BatchLimits, ProbeRequest, SessionOptions
 from probe.context import RunContext
@@ -70,41 +70,15 @@ async def stream_targets(items: Iterator[Item], room: int = 1024) -> AsyncIterat
     memory, so a file of millions of lines is never held. The thread is a daemon: a run that
     ends early (Ctrl-C, the output closed) must not wait for a read that may never return.
     """
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[Item | BaseException | None] = asyncio.Queue()
-    slots = threading.Semaphore(room)
-    closed = threading.Event()
-
-    def send(item: Item | BaseException | None) -> bool:
-        if closed.is_set():
-            return False
-        try:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
-        except RuntimeError:  # the loop is gone
-            return False
-        return True
-
-    def read() -> None:
-        try:
-            for item in items:
-                slots.acquire()
-                if not send(item):
-                    return
-        except Exception as e:  # reading the input failed: the run ends with this error
-            send(e)
-            return
-        send(None)
-
-    threading.Thread(target=read, name="smtp-probe-input", daemon=True).start()
+    handoff: Handoff[Item] = Handoff(asyncio.get_running_loop(), room)
+    threading.Thread(
+        target=handoff.fill, args=(items,), name="smtp-probe-input", daemon=True
+    ).start()
     try:
-        while (item := await queue.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            slots.release()
+        while (item := await handoff.get()) is not None:
             yield item
     finally:
-        closed.set()
-        slots.release()  # a reader waiting for room wakes up, sees `closed` and stops
+        handoff.close()  # a reader waiting for room wakes up, sees it closed and stops
 
 
 def raw_lines(fd: int, limit: int | None = None, size: int = 65536) -> Iterator[bytes]:
@@ -489,37 +463,33 @@ async def _drive(
     record: Callable[[int, Record | None], None],
     concurrency: int,
 ) -> None:
-    """`concurrency` workers take targets from a bounded queue, in completion order."""
-    queue: asyncio.Queue[Item | None] = asyncio.Queue(maxsize=concurrency * 2)
+    """`concurrency` workers take targets in turn straight from the input, and record them
+    in completion order. The lock lets one worker at a time read on; while targets are
+    waiting, taking one suspends nothing (no feeder task, no queue in between)."""
+    turn = asyncio.Lock()
 
     async def worker() -> None:
-        while (item := await queue.get()) is not None:
+        while True:
+            async with turn:
+                item = await anext(targets, None)
+            if item is None:
+                return
             record(item[0], await one(*item))
 
-    async def feed() -> None:
-        try:
-            async for item in targets:
-                await queue.put(item)
-        finally:
-            # Stopped early: close the input now (its reader thread ends), not at garbage
-            # collection.
-            aclose = getattr(targets, "aclose", None)
-            if aclose is not None:
-                await aclose()
-        for _ in range(concurrency):
-            await queue.put(None)
-
-    tasks = [asyncio.create_task(feed())]
-    tasks += [asyncio.create_task(worker()) for _ in range(concurrency)]
+    tasks = [asyncio.create_task(worker()) for _ in range(concurrency)]
     try:
-        # A failing sink (the reader of stdout gone) ends the run at once; waiting for the
-        # feeder alone would wait forever on a queue that nobody empties any more.
+        # A failing sink (the reader of stdout gone) ends the run at once.
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         for t in done:
             if not t.cancelled() and (exc := t.exception()) is not None:
                 raise exc
     finally:
         await cancel_all(tasks)
+        # Stopped early: close the input now (its reader thread ends), not at garbage
+        # collection.
+        aclose = getattr(targets, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def recorded_lines(path: str) -> set[int]:

@@ -47,6 +47,11 @@ class Limits:
         self._provider_next: dict[str, float] = {}  # only starts still to come are kept
         self._prune_at = 1024
 
+    @property
+    def by_provider(self) -> bool:
+        """Whether sessions are counted or paced per provider at all."""
+        return bool(self.config.per_provider or self._provider_interval)
+
     async def acquire(self, addr: Address) -> None:
         await self._take(addr, self.config.per_host)
 
@@ -136,8 +141,19 @@ class Limited:
         self.run = run or RunContext()
 
     async def session(self, host: str, address: str, port: int, opts: SessionOptions) -> Session:
-        provider = provider_of(host, address)
-        # Provider before address, everywhere: one order, so no two sessions wait on each other.
-        async with self.limits.provider_slot(provider), self.limits.slot((address, port)):
-            await self.limits.pace(provider)
-            return await run_session(host, address, port, opts, self.run)
+        limits = self.limits
+        # Provider before address, everywhere: one order, so no two sessions wait on each
+        # other. Plain try blocks, not context managers: this runs once per target.
+        provider = provider_of(host, address) if limits.by_provider else None
+        if provider is not None:
+            await limits.acquire_provider(provider)
+        try:
+            await limits.acquire((address, port))
+            try:
+                await limits.pace(provider)
+                return await run_session(host, address, port, opts, self.run)
+            finally:
+                limits.release((address, port))
+        finally:
+            if provider is not None:
+                limits.release_provider(provider)

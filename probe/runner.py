@@ -21,6 +21,7 @@ from probe.result import (
     Outcome,
     ProbeResult,
     Session,
+    Target,
     Verdict,
 )
 from probe.session import Direct, SessionRunner
@@ -46,9 +47,8 @@ async def _candidates(
 ) -> tuple[DnsResult | None, Candidates]:
     """The DNS result (None when no lookup was needed) and the (host, address) pairs."""
     t = req.target
-    if t.kind not in ("domain", "address", "host") or (t.kind == "address" and not t.domain):
-        # An address literal, alone or as the domain of a mailbox (user@[192.0.2.1]).
-        return None, [(t.host, t.host)] if t.host else []
+    if not _needs_dns(t):
+        return None, _literal(t)
     # Loaded here, not at the top: an address literal needs no DNS, and dnspython's async
     # resolver is a fifth of a whole `probe` process's start-up.
     from probe.resolve import addresses, make_resolver, resolve_domain
@@ -70,13 +70,25 @@ async def _candidates(
     return None, [(t.host, t.host)] if t.host else []
 
 
+def _needs_dns(t: Target) -> bool:
+    """False for an address literal, alone or as the domain of a mailbox (user@[192.0.2.1])."""
+    return t.kind in ("domain", "host") or (t.kind == "address" and bool(t.domain))
+
+
+def _literal(t: Target) -> Candidates:
+    return [(t.host, t.host)] if t.host else []
+
+
 async def _resolved(
     req: ProbeRequest, resolver: Resolver | None, budget: float
 ) -> tuple[DnsResult | None, Candidates, list[Note]]:
     """`_candidates` within the budget, capped at `max_addresses`; notes say what was cut."""
     try:
-        async with asyncio.timeout(budget):
-            dns_result, found = await _candidates(req, resolver)
+        if not _needs_dns(req.target):  # no lookup, no timer (a batch of literals)
+            dns_result, found = None, _literal(req.target)
+        else:
+            async with asyncio.timeout(budget):
+                dns_result, found = await _candidates(req, resolver)
     except TimeoutError:
         name = req.target.domain or req.target.host or ""
         why = msg("runner.dns_budget", seconds=budget)

@@ -218,6 +218,11 @@ def _abort(transport: asyncio.BaseTransport) -> None:
         abort()
 
 
+def _give_up(transport: asyncio.BaseTransport, lost: asyncio.Event) -> None:
+    _abort(transport)
+    lost.set()  # whether or not the transport still reports its end
+
+
 def _quick_ack(transport: asyncio.BaseTransport | None) -> None:
     # After the TLS handshake Postfix holds its next reply until the client acknowledges the
     # session ticket; a delayed ACK then costs ~40 ms per session. Linux only; not sticky.
@@ -388,8 +393,11 @@ class Connection:
             return
         transport = proto.transport
         transport.close()
+        if proto.lost.is_set():
+            return
+        # A timer rather than asyncio.timeout: one handle, no cancellation (once per session).
+        timer = asyncio.get_running_loop().call_later(1.0, _give_up, transport, proto.lost)
         try:
-            async with asyncio.timeout(1.0):
-                await proto.lost.wait()
-        except TimeoutError:
-            _abort(transport)
+            await proto.lost.wait()
+        finally:
+            timer.cancel()
