@@ -257,12 +257,20 @@ def _stop(farm: subprocess.Popen[str]) -> None:
 
 def _run_seconds(cmd: list[str], stdin: Path | None = None) -> float:
     """Seconds of session work: batch's own count ("N records in X s"), or what the raw
-    client prints; the start-up of either process is left out."""
-    with open(stdin, "rb") if stdin else open(os.devnull, "rb") as inp:
-        p = subprocess.run(cmd, stdin=inp, capture_output=True, text=True, check=False)
-    if "records in" in p.stderr:
-        return float(p.stderr.split("records in", 1)[1].split(" s", 1)[0])
-    return float(p.stdout.strip())
+    client prints; the start-up of either process is left out. Standard output goes to a
+    file, as a run's records would: through a pipe, this process would have to read some
+    10 KB per record, on the farm's CPU, and batch would wait on it."""
+    with (
+        open(stdin, "rb") if stdin else open(os.devnull, "rb") as inp,
+        tempfile.TemporaryFile("w+") as out,
+    ):
+        p = subprocess.run(
+            cmd, stdin=inp, stdout=out, stderr=subprocess.PIPE, text=True, check=False
+        )
+        if "records in" in p.stderr:
+            return float(p.stderr.split("records in", 1)[1].split(" s", 1)[0])
+        out.seek(0)
+        return float(out.read().strip())
 
 
 def bench_like_for_like(quick: bool) -> list[tuple[str, str]]:
