@@ -25,6 +25,7 @@ from probe.catalog import Locale
 from probe.config import BatchLimits, ProbeRequest, SessionOptions
 from probe.context import RunContext
 from probe.limits import Limited, Limits
+from probe.messages import msg
 from probe.mxcache import DEFAULT_MAX_AGE, Hit, MxStore, cacheable, fact_key
 from probe.pool import Pool
 from probe.render.probe import ProbeJson
@@ -153,13 +154,13 @@ def input_lines(fd: int, limit: int = MAX_LINE) -> Iterator[str | Refused]:
         data = raw.removesuffix(b"\n")
         if len(data) > limit:
             shown = data[:limit].decode("utf-8", "replace")
-            yield Refused(shown, f"the line is longer than {limit} bytes")
+            yield Refused(shown, msg("input.line_too_long", limit=limit))
             continue
         try:
             yield data.decode("utf-8")
         except UnicodeDecodeError as e:
             shown = data.decode("utf-8", "replace")
-            yield Refused(shown, f"the line is not UTF-8 (byte {e.start + 1} of {len(data)})")
+            yield Refused(shown, msg("input.not_utf8", byte=e.start + 1, size=len(data)))
 
 
 def read_targets(lines: Iterable[str | Refused]) -> Iterator[Item]:
@@ -536,8 +537,7 @@ def recorded_lines(path: str) -> set[int]:
         for raw in raw_lines(fd, MAX_RECORD):
             if len(raw.removesuffix(b"\n")) > MAX_RECORD:
                 raise OutputFileError(
-                    f"{path} has a line longer than {MAX_RECORD // 2**20} MB: it is not "
-                    "batch output; refusing to resume from it"
+                    msg("input.record_too_long", path=path, mb=MAX_RECORD // 2**20)
                 )
             if not raw.endswith(b"\n"):
                 break
@@ -559,7 +559,7 @@ def _open_regular(path: str) -> int | None:
         return None
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise OutputFileError(f"{path} is not a regular file; --resume reads back only files")
+        raise OutputFileError(msg("input.not_regular", path=path))
     os.set_blocking(fd, True)
     return fd
 

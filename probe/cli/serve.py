@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from probe import aio
-from probe.cli.common import echo, fail, lang_option, resolve_lang
+from probe.cli.common import echo, fail, lang_option, refuse, resolve_lang
 from probe.serveconf import DEFAULT_LISTEN, ConfigError, ServeConfig, parse_config
 from probe.target import TargetError, parse_int
 
@@ -21,13 +21,13 @@ def listen_address(value: str) -> tuple[str, int]:
     try:
         ipaddress.ip_address(host)
     except ValueError:
-        fail(f"--listen {value!r}: give IP:PORT, e.g. {DEFAULT_LISTEN}")
+        refuse("usage.listen_form", value=repr(value), example=DEFAULT_LISTEN)
     try:
         number = parse_int(port, 0, 65535) if sep else -1
     except TargetError:
         number = -1
     if number < 0:
-        fail(f"--listen {value!r}: bad port")
+        refuse("usage.listen_port", value=repr(value))
     return host, number
 
 
@@ -37,11 +37,16 @@ def load_config(path: str | None) -> ServeConfig:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        fail(f"--config {path}: {e}")
+        from probe.cli.usage import os_reason
+
+        reason = os_reason(e) if isinstance(e, OSError) else str(e)
+        refuse("usage.config", path=path, detail=reason)
     try:
         return parse_config(text)
     except ConfigError as e:
-        fail(f"{path}: {e}", hint=False)
+        from probe.messages import carried, msg
+
+        fail(msg("usage.in_file", path=path, detail=carried(e)), hint=False)
 
 
 async def _serve(config: ServeConfig, host: str, port: int, lang: str) -> None:
