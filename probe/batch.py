@@ -25,7 +25,7 @@ from probe.catalog import Locale
 from probe.config import BatchLimits, ProbeRequest, SessionOptions
 from probe.context import RunContext
 from probe.limits import Limited, Limits
-from probe.messages import msg
+from probe.messages import Message, carried, message_json, msg
 from probe.mxcache import DEFAULT_MAX_AGE, Hit, MxStore, cacheable, fact_key
 from probe.pool import Pool
 from probe.render.probe import ProbeJson
@@ -296,14 +296,12 @@ def _dicts(value: object) -> list[Mapping[str, object]]:
 
 
 def error_record(n: int, text: str, kind: str, detail: str, status: int) -> dict[str, object]:
-    """The record of an input line that got no probe result."""
-    return {
-        "schema": SCHEMA,
-        "line": n,
-        "input": text,
-        "error": {"kind": kind, "detail": detail},
-        "exit_status": status,
-    }
+    """The record of an input line that got no probe result; a detail that is one of our
+    sentences has its id and parameters beside it, for reports in other languages."""
+    error: dict[str, object] = {"kind": kind, "detail": detail}
+    if isinstance(detail, Message):
+        error["message"] = message_json(detail)
+    return {"schema": SCHEMA, "line": n, "input": text, "error": error, "exit_status": status}
 
 
 def internal_record(n: int, text: str, e: Exception) -> dict[str, object]:
@@ -393,7 +391,7 @@ class _Targets:
         try:
             t = parse_target(item)
         except TargetError as e:
-            rec = error_record(n, item, "bad_target", str(e), exitcodes.USAGE)
+            rec = error_record(n, item, "bad_target", carried(e), exitcodes.USAGE)
             return rec if mine else None
         except Exception as e:  # a bug in the parser costs this line its probe, not the run
             return internal_record(n, item, e) if mine else None

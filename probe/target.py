@@ -28,6 +28,16 @@ class TargetError(ValueError):
         super().__init__(msg(id, **params))
 
 
+# The values this module names in its own words (a message id), as opposed to an option
+# name ("--rcpt") or a configuration key: made a message only when an error says them, not
+# for every target checked.
+_OUR_WORDS = ("target.the_target", "target.the_address")
+
+
+def _named(what: str) -> Param:
+    return msg(what) if what in _OUR_WORDS else what
+
+
 def to_ascii_domain(name: str) -> str:
     """IDNA 2008 with UTS 46 mapping ("Bücher.example" -> "xn--bcher-kva.example")."""
     name = name.strip().rstrip(".")
@@ -49,19 +59,19 @@ def to_ascii_domain(name: str) -> str:
     return name
 
 
-def check_wire_value(value: str, what: Param) -> str:
+def check_wire_value(value: str, what: str) -> str:
     """Refuse anything that could inject commands: CR, LF, NUL and other control characters."""
     for ch in value:
         if ord(ch) < 0x20 or ord(ch) == 0x7F:
-            raise TargetError("target.control", what=what, char=repr(ch))
+            raise TargetError("target.control", what=_named(what), char=repr(ch))
     if value != value.strip():
-        raise TargetError("target.spaces_around", what=what)
+        raise TargetError("target.spaces_around", what=_named(what))
     if " " in value or "<" in value or ">" in value:
-        raise TargetError("target.spaces_inside", what=what)
+        raise TargetError("target.spaces_inside", what=_named(what))
     return value
 
 
-def check_address(value: str, what: Param) -> str:
+def check_address(value: str, what: str) -> str:
     """A mailbox for MAIL FROM / RCPT TO: local@domain with an IDNA domain ("" and "<>" are
     the null sender; "<a@b>" is taken as written in a header). Address literals are given in
     the form RFC 5321 sends: "[IPv6:2001:db8::1]", even when written "[2001:db8::1]"."""
@@ -72,7 +82,7 @@ def check_address(value: str, what: Param) -> str:
         return value
     local, domain = _split_address(value, what)
     if len(local) > 64:
-        raise TargetError("target.local_too_long", what=what)
+        raise TargetError("target.local_too_long", what=_named(what))
     if domain.startswith("["):
         return f"{local}@{wire_literal(domain)}"
     return f"{local}@{to_ascii_domain(domain)}"
@@ -82,21 +92,23 @@ def check_address(value: str, what: Param) -> str:
 _ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\x80-\U0010ffff-]+")
 
 
-def _split_address(value: str, what: Param) -> tuple[str, str]:
+def _split_address(value: str, what: str) -> tuple[str, str]:
     """(local part, domain), or a one-line reason why `value` is not an address."""
     quoted = value.startswith('"') and value.count('"') >= 2
     local, at, domain = value.rpartition("@")
     if not at:
-        raise TargetError("target.not_an_address", what=what, value=repr(value))
+        raise TargetError("target.not_an_address", what=_named(what), value=repr(value))
     if not local or not domain:
         part = "target.empty_local" if not local else "target.empty_domain_part"
-        raise TargetError(part, what=what, value=repr(value))
+        raise TargetError(part, what=_named(what), value=repr(value))
     if quoted and local.startswith('"') and local.endswith('"') and len(local) >= 2:
         return local, domain
     if "@" in local:
-        raise TargetError("target.two_ats", what=what, value=repr(value))
+        raise TargetError("target.two_ats", what=_named(what), value=repr(value))
     if not all(_ATOM.fullmatch(atom) for atom in local.split(".")):
-        raise TargetError("target.bad_local", what=what, value=repr(value), local=repr(local))
+        raise TargetError(
+            "target.bad_local", what=_named(what), value=repr(value), local=repr(local)
+        )
     return local, domain
 
 
@@ -179,7 +191,7 @@ def parse_target(raw: str, *, host_mode: bool = False) -> Target:
     text = raw.strip()
     if not text:
         raise TargetError("target.empty")
-    check_wire_value(text, msg("target.the_target"))
+    check_wire_value(text, "target.the_target")
     if text.startswith("["):
         end = text.find("]")
         if end < 0:
@@ -196,7 +208,7 @@ def parse_target(raw: str, *, host_mode: bool = False) -> Target:
     except ValueError:
         pass
     if "@" in text:
-        address = check_address(text, msg("target.the_address"))
+        address = check_address(text, "target.the_address")
         ascii_domain = address.rpartition("@")[2]
         if ascii_domain.startswith("["):
             # user@[192.0.2.1]: the mailbox is at that address; there is no name to look up.

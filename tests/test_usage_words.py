@@ -5,6 +5,7 @@ message id the code uses exists in every language with the parameters the code g
 from __future__ import annotations
 
 import ast
+import json
 import os
 import re
 import string
@@ -22,6 +23,7 @@ from probe.catalog import LANGUAGES, locale
 from probe.cli import cli
 from probe.messages import Message, say
 from probe.serveconf import parse_config
+from tests.conftest import valid
 from tests.test_serve import Client, Lab, client, running_lab
 from tests.test_words import FOREIGN, IDENTIFIERS, QUOTED
 from tests.test_words import english_in as sentence_words
@@ -333,3 +335,22 @@ def test_the_merge_summary_speaks_the_environments_language(tmp_path: Path) -> N
     r = CliRunner().invoke(cli, args, env={"LANG": "de_DE.UTF-8"})
     assert r.exit_code == 65 and r.stderr.count("\n") == 1, r.stderr
     assert "1 von 2 Eingabezeilen" in r.stderr and not english_in(r.stderr), r.stderr
+
+
+@pytest.mark.parametrize("lang", FOREIGN)
+def test_refused_batch_lines_are_reported_in_the_language(tmp_path: Path, lang: str) -> None:
+    """The records stay English with the id beside; a report says the refusal again."""
+    inputs = tmp_path / "targets.txt"
+    inputs.write_bytes(b"# only lines that cannot be probed\nbad\xff.test\na@b@c\n")
+    r = CliRunner().invoke(cli, ["batch", str(inputs)], env={"LANG": "C"})
+    records = [valid(json.loads(line)) for line in r.stdout.splitlines()]
+    assert [rec["error"]["message"]["id"] for rec in records] == [
+        "input.not_utf8",
+        "target.two_ats",
+    ]
+    assert records[0]["error"]["detail"] == "the line is not UTF-8 (byte 4 of 9)"
+    report = CliRunner().invoke(
+        cli, ["batch", str(inputs), "--format", "github", "--lang", lang], env={"LANG": "C"}
+    )
+    lines = [line.split("::", 2)[2] for line in report.stdout.splitlines() if "::error" in line]
+    assert len(lines) == 2 and not english_in("\n".join(lines)), lines

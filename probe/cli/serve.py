@@ -9,7 +9,9 @@ from pathlib import Path
 import click
 
 from probe import aio
+from probe.catalog import locale
 from probe.cli.common import echo, fail, lang_option, refuse, resolve_lang
+from probe.messages import msg, say
 from probe.serveconf import DEFAULT_LISTEN, ConfigError, ServeConfig, parse_config
 from probe.target import TargetError, parse_int
 
@@ -53,7 +55,8 @@ async def _serve(config: ServeConfig, host: str, port: int, lang: str) -> None:
     from probe.serve.app import Exporter, start
 
     runner = await start(Exporter(config, lang), host, port)
-    echo(f"smtp-probe: serving on http://{host}:{port}/ (/probe?target=...&module=...)")
+    where = f"http://{host}:{port}/"
+    echo(say(locale(lang), msg("serve.ready", url=where)))
     try:
         await asyncio.Event().wait()
     finally:
@@ -76,7 +79,8 @@ def serve(
     """Run the Prometheus exporter: /probe?target=DOMAIN&module=NAME, /metrics, /."""
     config = load_config(config_path)
     host, port = listen_address(listen or config.listen)
+    chosen = resolve_lang(lang)
     if check_config:
-        echo(f"smtp-probe: configuration OK ({len(config.modules)} modules)")
+        echo(say(locale(chosen), msg("serve.config_ok", modules=len(config.modules))))
         return
-    aio.run(_serve(config, host, port, resolve_lang(lang)))
+    aio.run(_serve(config, host, port, chosen))
