@@ -166,7 +166,7 @@ def test_the_same_errors_in_english_are_as_before() -> None:
         "(see 'smtp-probe probe --help')",
         "bad port": "Invalid value for '--port': '99999' is not a number from 1 to 65535 "
         "(see 'smtp-probe probe --help')",
-        "unknown command": "no command 'prbe'; did you mean 'probe'?",
+        "unknown command": "no command 'prbe'; did you mean 'probe'? (see 'smtp-probe --help')",
         "malformed address": "target address 'a@b@c' has more than one @ (an @ in a local part "
         "must be quoted: \"a@b\"@example.org) (see 'smtp-probe probe --help')",
         "missing argument": "Missing argument 'TARGET'. (see 'smtp-probe probe --help')",

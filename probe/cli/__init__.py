@@ -138,7 +138,7 @@ class _Group(click.Group):
         first = args[0] if args else None
         if first is not None and first not in COMMANDS and first not in _GROUP_OPTIONS:
             if not first.startswith("-") and not looks_like_target(first):
-                raise _unknown_command(first)
+                raise _unknown_command(first, ctx)
             args = ["probe", *args]
         return super().parse_args(ctx, args)
 
@@ -192,7 +192,7 @@ def _claim_standard_descriptors() -> None:
                 sys.stdout = _ClosedOutput()
 
 
-def _unknown_command(word: str) -> click.UsageError:
+def _unknown_command(word: str, ctx: click.Context) -> click.UsageError:
     """A word that is neither a command nor anything a target could be: send nothing."""
     import difflib  # only on this error path: it costs 5 ms of every start-up
 
@@ -200,8 +200,8 @@ def _unknown_command(word: str) -> click.UsageError:
 
     close = difflib.get_close_matches(word, list(COMMANDS), n=1, cutoff=0.6)
     if close:
-        return click.UsageError(msg("usage.no_command_meant", word=repr(word), meant=close[0]))
-    return click.UsageError(msg("usage.no_command_host", word=repr(word)))
+        return click.UsageError(msg("usage.no_command_meant", word=repr(word), meant=close[0]), ctx)
+    return click.UsageError(msg("usage.no_command_host", word=repr(word)), ctx)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
