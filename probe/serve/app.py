@@ -107,7 +107,7 @@ class _Guarded:
             raise Refused(why)
         left = self.deadline - asyncio.get_running_loop().time()
         if left < 0.1:
-            err = StepError(ErrorKind.BUDGET, "no time left within the scrape timeout")
+            err = StepError(ErrorKind.BUDGET, msg("http.no_time_left"))
             step = Step("CONNECT", None, None, 0.0, err)
             return Session(host, address, port, (step,), TlsInfo(False, False), (), Outcome.BUDGET)
         opts = replace(opts, timeouts=_within(opts.timeouts, left))
@@ -116,7 +116,7 @@ class _Guarded:
 
 
 def _timed_out(target: Target, watch: _Watch, allowed: float) -> ProbeResult:
-    why = f"the probe took longer than {allowed:g} s"
+    why = msg("http.took_longer", seconds=allowed)
     dns = watch.dns or DnsResult(target.domain or target.host or "", DnsStatus.TIMEOUT, error=why)
     verdict = Verdict.DNS_FAILURE if watch.dns is None else Verdict.UNREACHABLE
     return ProbeResult(target, dns, (), verdict, why, elapsed_ms=allowed * 1000)
