@@ -25,6 +25,7 @@ from probe.catalog import Locale
 from probe.config import BatchLimits, ProbeRequest, SessionOptions
 from probe.context import RunContext
 from probe.limits import Limited, Limits
+from probe.messages import Message, carried, message_json, msg
 from probe.mxcache import DEFAULT_MAX_AGE, Hit, MxStore, cacheable, fact_key
 from probe.pool import Pool
 from probe.render.probe import ProbeJson
@@ -127,13 +128,13 @@ def input_lines(fd: int, limit: int = MAX_LINE) -> Iterator[str | Refused]:
         data = raw.removesuffix(b"\n")
         if len(data) > limit:
             shown = data[:limit].decode("utf-8", "replace")
-            yield Refused(shown, f"the line is longer than {limit} bytes")
+            yield Refused(shown, msg("input.line_too_long", limit=limit))
             continue
         try:
             yield data.decode("utf-8")
         except UnicodeDecodeError as e:
             shown = data.decode("utf-8", "replace")
-            yield Refused(shown, f"the line is not UTF-8 (byte {e.start + 1} of {len(data)})")
+            yield Refused(shown, msg("input.not_utf8", byte=e.start + 1, size=len(data)))
 
 
 def read_targets(lines: Iterable[str | Refused]) -> Iterator[Item]:
@@ -269,14 +270,12 @@ def _dicts(value: object) -> list[Mapping[str, object]]:
 
 
 def error_record(n: int, text: str, kind: str, detail: str, status: int) -> dict[str, object]:
-    """The record of an input line that got no probe result."""
-    return {
-        "schema": SCHEMA,
-        "line": n,
-        "input": text,
-        "error": {"kind": kind, "detail": detail},
-        "exit_status": status,
-    }
+    """The record of an input line that got no probe result; a detail that is one of our
+    sentences has its id and parameters beside it, for reports in other languages."""
+    error: dict[str, object] = {"kind": kind, "detail": detail}
+    if isinstance(detail, Message):
+        error["message"] = message_json(detail)
+    return {"schema": SCHEMA, "line": n, "input": text, "error": error, "exit_status": status}
 
 
 def internal_record(n: int, text: str, e: Exception) -> dict[str, object]:
@@ -366,7 +365,7 @@ class _Targets:
         try:
             t = parse_target(item)
         except TargetError as e:
-            rec = error_record(n, item, "bad_target", str(e), exitcodes.USAGE)
+            rec = error_record(n, item, "bad_target", carried(e), exitcodes.USAGE)
             return rec if mine else None
         except Exception as e:  # a bug in the parser costs this line its probe, not the run
             return internal_record(n, item, e) if mine else None
@@ -506,8 +505,7 @@ def recorded_lines(path: str) -> set[int]:
         for raw in raw_lines(fd, MAX_RECORD):
             if len(raw.removesuffix(b"\n")) > MAX_RECORD:
                 raise OutputFileError(
-                    f"{path} has a line longer than {MAX_RECORD // 2**20} MB: it is not "
-                    "batch output; refusing to resume from it"
+                    msg("input.record_too_long", path=path, mb=MAX_RECORD // 2**20)
                 )
             if not raw.endswith(b"\n"):
                 break
@@ -529,7 +527,7 @@ def _open_regular(path: str) -> int | None:
         return None
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise OutputFileError(f"{path} is not a regular file; --resume reads back only files")
+        raise OutputFileError(msg("input.not_regular", path=path))
     os.set_blocking(fd, True)
     return fd
 

@@ -32,6 +32,7 @@ from probe import exitcodes
 from probe.batch import Item, Record, Refused, Scale, error_record, refused_record, run_batch
 from probe.config import BatchLimits, ProbeRequest
 from probe.limits import Address, Key, Limits
+from probe.messages import msg
 from probe.text import to_json
 
 CHUNK = 10  # input lines per call to an actor
@@ -64,9 +65,7 @@ def load_ray(local: bool = True) -> Any:
     try:
         return importlib.import_module("ray")
     except ImportError:
-        raise RayMissing(
-            "--ray needs Ray, which is not installed here: pip install 'smtp-probe[ray]'"
-        ) from None
+        raise RayMissing(msg("input.no_ray")) from None
 
 
 class RemoteLimits(Limits):

@@ -67,6 +67,13 @@ def say(loc: Locale, text: str) -> str:
     return render(loc, text.id, text.params)
 
 
+def carried(e: BaseException) -> str:
+    """The one-line reason an exception was raised with: a message stays a message (to be
+    said in the reader's language), anything else is its text."""
+    first = e.args[0] if len(e.args) == 1 else None
+    return first if isinstance(first, str) else str(e)
+
+
 # The name for modules that have a `say` of their own (the CLI's stderr writer).
 said_in = say
 

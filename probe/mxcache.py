@@ -23,6 +23,7 @@ from typing import Any
 
 from probe.config import SessionOptions
 from probe.context import wire_reply
+from probe.messages import msg
 from probe.result import Certificate, ErrorKind, Outcome, Session, Step, StepError, TlsInfo
 from probe.wire import Raw
 
@@ -78,12 +79,12 @@ class MxStore:
         """Open `path`, or create it when absent or empty; CacheFileError when it is not ours."""
         new = not os.path.exists(path) or (os.path.isfile(path) and os.path.getsize(path) == 0)
         if os.path.isdir(path):
-            raise CacheFileError(f"cannot use {path} as a cache: it is a directory")
+            raise CacheFileError(msg("input.cache_dir", path=path))
         try:
             # isolation_level=None: transactions are ours (BEGIN IMMEDIATE), not the module's.
             db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
         except sqlite3.Error as e:
-            raise CacheFileError(f"cannot open {path} as a cache: {e}") from None
+            raise CacheFileError(msg("input.cache_open", path=path, why=str(e))) from None
         try:
             if new:
                 _create(db)
@@ -92,9 +93,7 @@ class MxStore:
             db.execute("PRAGMA journal_mode=WAL")  # several workers may write at once
         except sqlite3.DatabaseError as e:
             db.close()
-            raise CacheFileError(
-                f"{path} is not an smtp-probe cache (SQLite says: {e}); refusing to use it"
-            ) from None
+            raise CacheFileError(msg("input.cache_not_ours", path=path, why=str(e))) from None
         except CacheFileError:
             db.close()
             raise
@@ -158,18 +157,17 @@ def _check(db: sqlite3.Connection, path: str) -> None:
     app = db.execute("PRAGMA application_id").fetchone()[0]
     version = db.execute("PRAGMA user_version").fetchone()[0]
     if app != APPLICATION_ID:
-        raise CacheFileError(f"{path} is an SQLite file of another program; refusing to use it")
+        raise CacheFileError(msg("input.cache_foreign", path=path))
     if version != VERSION:
         raise CacheFileError(
-            f"{path} is an smtp-probe cache of format {version}, not {VERSION}; "
-            "remove it or name another file"
+            msg("input.cache_version", path=path, version=version, expected=VERSION)
         )
     check = db.execute("PRAGMA quick_check").fetchone()[0]
     if check != "ok":
-        raise CacheFileError(f"{path} is damaged (SQLite's check says: {check}); refusing it")
+        raise CacheFileError(msg("input.cache_damaged", path=path, why=str(check)))
     cols = [r[1] for r in db.execute("PRAGMA table_info(facts)")]
     if cols != ["key", "stored", "data"]:
-        raise CacheFileError(f"{path} lacks the table of an smtp-probe cache; refusing it")
+        raise CacheFileError(msg("input.cache_no_table", path=path))
 
 
 # -- sessions as JSON ----------------------------------------------------------------------------

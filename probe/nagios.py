@@ -5,6 +5,9 @@ States: OK when the session was accepted; WARNING when the server answered but r
 4xx, threw us out (throttled), or an expectation failed; CRITICAL when it could not be reached,
 timed out, answered 5xx, or DNS says no mail host; UNKNOWN for bad arguments. Thresholds on
 the time and the certificate's days left can only raise the state.
+
+The service state word ("SMTP OK -") and the perfdata after `|` are protocol: tools parse
+them, so they never change; the words between are said in the chosen language.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import re
 from collections.abc import Sequence
 from typing import NamedTuple
 
+from probe.catalog import Locale, locale
+from probe.messages import msg, say
 from probe.metrics import PHASES, phase_totals
 from probe.result import ProbeResult, Session, Verdict
 from probe.text import safe
@@ -45,14 +50,14 @@ def parse_range(text: str, *, bare_is_minimum: bool = False) -> Range:
     t = text.strip()
     m = _RANGE.fullmatch(t)
     if not t or m is None or (m.group(2) is None and m.group(3) is None and ":" not in t):
-        raise ValueError(f"{text!r} is not a threshold range (10, 10:, ~:10, 10:20, @10:20)")
+        raise ValueError(msg("nagios.bad_range", value=repr(text)))
     inside, start_text, end_text = m.group(1) is not None, m.group(2), m.group(3)
     if ":" not in t and bare_is_minimum and not inside:
         start_text, end_text, t = end_text, None, f"{end_text}:"
     start = -math.inf if start_text == "~" else float(start_text or 0)
     end = math.inf if end_text is None else float(end_text)
     if start > end:
-        raise ValueError(f"{text!r}: the start of the range is above its end")
+        raise ValueError(msg("nagios.range_order", value=repr(text)))
     return Range(start, end, inside, t)
 
 
@@ -110,9 +115,9 @@ def _judge(
     if value is None:
         return OK, None
     if crit is not None and crit.alerts(value):
-        return CRITICAL, f"{what} outside {crit.text}"
+        return CRITICAL, msg(f"nagios.{what}_outside", range=crit.text)
     if warn is not None and warn.alerts(value):
-        return WARNING, f"{what} outside {warn.text}"
+        return WARNING, msg(f"nagios.{what}_outside", range=warn.text)
     return OK, None
 
 
@@ -122,44 +127,52 @@ def _perf(label: str, value: float, unit: str, warn: Range | None, crit: Range |
     return f"{label}={value:.6g}{unit};{w};{c};0;"
 
 
-def _session_line(s: Session) -> str:
+def _session_line(s: Session, loc: Locale) -> str:
     code, seconds = _greeting(s)
     state = OK if s.completed and not _replied(s) else (WARNING if _replied(s) else CRITICAL)
-    said = f"answered {code} in {seconds:.3f}s" if code is not None else s.outcome.value
+    # An outcome without a greeting stays its token ("timeout"): monitoring rules match it.
+    answered = code is not None
+    parts = [msg("nagios.answered", code=str(code), seconds=seconds) if answered else s.outcome]
     tls = s.tls
     if tls.ok:
-        trust = "trusted" if tls.trusted and tls.name_matches else "not trusted"
-        said += f", {tls.protocol} {trust}"
+        trusted = tls.trusted and tls.name_matches
+        how = "nagios.trusted" if trusted else "nagios.not_trusted"
+        parts.append(msg(how, protocol=str(tls.protocol)))
         if tls.certificate is not None:
-            said += f", certificate {tls.certificate.days_left} days"
+            parts.append(msg("nagios.days", days=tls.certificate.days_left))
     elif tls.offered or tls.attempted:
-        said += f", TLS failed: {tls.error or 'no session'}"
+        parts.append(msg("nagios.tls_failed", error=tls.error or msg("nagios.no_session")))
+    said = ", ".join(say(loc, p) for p in parts)
     where = f"{s.host} [{s.address}]:{s.port}"
     return f"\\_[{STATES[state]}] {_clean(where)}: {_clean(said)}"
 
 
-def _summary(result: ProbeResult, state: int, notes: Sequence[str]) -> str:
+def _summary(result: ProbeResult, state: int, notes: Sequence[str], loc: Locale) -> str:
     s = deciding_session(result.sessions)
     if result.verdict is Verdict.ACCEPTED and s is not None:
         code, seconds = _greeting(s)
-        text = f"{s.host} answered {code} in {seconds:.3f}s"
+        text = say(loc, msg("nagios.host_answered", host=s.host, code=str(code), seconds=seconds))
     else:
-        text = result.reason
-    return f"SMTP {STATES[state]} - {_clean(text)}" + "".join(f", {_clean(n)}" for n in notes)
+        text = say(loc, result.reason)
+    more = "".join(f", {_clean(say(loc, n))}" for n in notes)
+    return f"SMTP {STATES[state]} - {_clean(text)}{more}"
 
 
-def answer(result: ProbeResult, limits: Thresholds, throttled: bool = False) -> Answer:
-    """The plugin's output and state for a finished probe."""
+def answer(
+    result: ProbeResult, limits: Thresholds, throttled: bool = False, lang: str = "en"
+) -> Answer:
+    """The plugin's output and state for a finished probe; the human words in `lang`."""
+    loc = locale(lang)
     state = base_state(result, throttled)
-    notes = ["throttled"] if throttled else []
+    notes: list[str] = [msg("nagios.throttled")] if throttled else []
     seconds = result.elapsed_ms / 1000
     time_state, why = _judge(seconds, limits.warning_time, limits.critical_time, "time")
     s = deciding_session(result.sessions)
     cert = s.tls.certificate if s is not None and s.tls.ok else None
     days = float(cert.days_left) if cert is not None else None
-    days_state, why_days = _judge(days, limits.warning_days, limits.critical_days, "cert days")
+    days_state, why_days = _judge(days, limits.warning_days, limits.critical_days, "days")
     if days is None and (limits.warning_days or limits.critical_days) and state == OK:
-        days_state, why_days = WARNING, "no TLS certificate to check"
+        days_state, why_days = WARNING, msg("nagios.no_certificate")
     for extra_state, note in ((time_state, why), (days_state, why_days)):
         state = _worse(state, extra_state)
         notes += [note] if note else []
@@ -168,9 +181,9 @@ def answer(result: ProbeResult, limits: Thresholds, throttled: bool = False) -> 
     perf += [f"{p}={totals[p]:.6g}s;;;0;" for p in PHASES if p in totals]
     if days is not None:
         perf.append(_perf("cert_days", days, "", limits.warning_days, limits.critical_days))
-    head = f"{_summary(result, state, notes)} | {' '.join(perf)}"
-    return Answer(state, "\n".join([head, *(_session_line(x) for x in result.sessions)]))
+    head = f"{_summary(result, state, notes, loc)} | {' '.join(perf)}"
+    return Answer(state, "\n".join([head, *(_session_line(x, loc) for x in result.sessions)]))
 
 
-def unknown(message: str) -> Answer:
-    return Answer(UNKNOWN, f"SMTP UNKNOWN - {_clean(message)}")
+def unknown(message: str, lang: str = "en") -> Answer:
+    return Answer(UNKNOWN, f"SMTP UNKNOWN - {_clean(say(locale(lang), message))}")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from probe.config import ProbeRequest, QuitAfter, SessionOptions, StartTls, Timeouts
+from probe.messages import carried, msg
 from probe.result import Target
 from probe.target import (
     TargetError,
@@ -38,7 +39,7 @@ class ConfigError(ValueError):
     """A mistake in the configuration file: `line` is where it is (0 when unknown)."""
 
     def __init__(self, line: int, reason: str) -> None:
-        super().__init__(f"line {line}: {reason}" if line else reason)
+        super().__init__(msg("config.at_line", line=line, reason=reason) if line else reason)
         self.line = line
         self.reason = reason
 
@@ -105,18 +106,15 @@ class TargetPolicy:
         low = name.lower().rstrip(".")
         if any(low == d or low.endswith("." + d) for d in self.domains):
             return None
-        return f"{name} is outside the domains this exporter may probe"
+        return msg("config.outside_domains", name=name)
 
     def address_refused(self, address: str) -> str | None:
         """Why a connection to this address is refused, or None."""
         ip = ipaddress.ip_address(address)
         if self.networks and not any(ip in n for n in self.networks):
-            return f"{address} is outside the networks this exporter may probe"
+            return msg("config.outside_networks", address=address)
         if not ip.is_global and not any(ip in n for n in self.private):
-            return (
-                f"{address} is a loopback, private or link-local address; "
-                "the configuration does not allow it (targets.private)"
-            )
+            return msg("config.private", address=address)
         return None
 
 
@@ -170,42 +168,42 @@ def line_of(text: str, table: str, key: str | None = None) -> int:
 
 def _number(value: object, low: float, high: float, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{what} must be a number")
+        raise ValueError(msg("config.number", key=what))
     if not low <= value <= high:
-        raise ValueError(f"{what} must be between {low:g} and {high:g}")
+        raise ValueError(msg("config.between", key=what, low=low, high=high))
     return float(value)
 
 
 def _string(value: object, what: str) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"{what} must be a string")
+        raise ValueError(msg("config.string", key=what))
     return value
 
 
 def _strings(value: object, what: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"{what} must be a list of strings")
+        raise ValueError(msg("config.strings", key=what))
     return tuple(value)
 
 
 def _choice(value: object, choices: tuple[str, ...], what: str) -> str:
     word = _string(value, what)
     if word not in choices:
-        raise ValueError(f"{what} must be one of {', '.join(choices)}")
+        raise ValueError(msg("config.choice", key=what, choices=", ".join(choices)))
     return word
 
 
 def _family(value: object) -> int | None:
     words = set(_strings(value, "ip_families"))
     if not words or not words <= {"ip4", "ip6"}:
-        raise ValueError('ip_families must list "ip4", "ip6" or both')
+        raise ValueError(msg("config.families"))
     return None if len(words) == 2 else (4 if "ip4" in words else 6)
 
 
 def _lang(value: object) -> str:
     lang = normalize_lang(_string(value, "lang"))
     if lang is None:
-        raise ValueError("lang must be one of en, zh, de, ko")
+        raise ValueError(msg("config.lang"))
     return lang
 
 
@@ -243,8 +241,7 @@ def _timeouts(raw: Mapping[str, object]) -> Timeouts:
 def parse_module(name: str, raw: Mapping[str, object], text: str = "") -> Module:
     table = f"modules.{name}"
     if not _MODULE_NAME.fullmatch(name):
-        reason = f"module name {name!r}: use letters, digits, _ . -"
-        raise ConfigError(line_of(text, table), reason)
+        raise ConfigError(line_of(text, table), msg("config.module_name", name=repr(name)))
     values: dict[str, object] = {"name": name}
     for key, value in raw.items():
         try:
@@ -252,15 +249,17 @@ def parse_module(name: str, raw: Mapping[str, object], text: str = "") -> Module
                 attr, convert = _MODULE_FIELDS[key]
                 values[attr] = convert(value)
             elif key not in _TIMEOUT_KEYS:
-                raise ValueError(f"unknown key {key!r} in [{table}]")
+                raise ValueError(msg("config.unknown_key", key=repr(key), table=table))
         except (ValueError, TargetError) as e:
-            reason = str(e) if str(e).startswith((key, "unknown key")) else f"{key}: {e}"
+            reason = carried(e)
+            if not reason.startswith((key, "unknown key")):
+                reason = msg("config.key", key=key, reason=reason)
             raise ConfigError(line_of(text, table, key), reason) from None
     try:
         values["timeouts"] = _timeouts(raw)
     except ValueError as e:
         bad = next((k for k in _TIMEOUT_KEYS if k in raw and k in str(e)), None)
-        raise ConfigError(line_of(text, table, bad), str(e)) from None
+        raise ConfigError(line_of(text, table, bad), carried(e)) from None
     return Module(**values)  # type: ignore[arg-type]
 
 
@@ -275,7 +274,7 @@ def parse_nameserver(value: str) -> tuple[str, int]:
     except TargetError:
         number = 0
     if not is_ip(host) or not number:
-        raise ValueError(f"nameserver {value!r}: give an IP address, optionally with :PORT")
+        raise ValueError(msg("config.nameserver", value=repr(value)))
     return host, number
 
 
@@ -283,7 +282,7 @@ def _networks(value: object, what: str) -> tuple[Network, ...]:
     try:
         return tuple(ipaddress.ip_network(v, strict=False) for v in _strings(value, what))
     except ValueError as e:
-        raise ValueError(f"{what}: {e}") from None
+        raise ValueError(msg("config.key", key=what, reason=str(e))) from None
 
 
 def _domain_suffix(value: str) -> str:
@@ -300,10 +299,10 @@ def _targets(raw: Mapping[str, object], text: str) -> TargetPolicy:
     for key, value in raw.items():
         try:
             if key not in fields_:
-                raise ValueError(f"unknown key {key!r} in [targets]")
+                raise ValueError(msg("config.unknown_key", key=repr(key), table="targets"))
             values[key] = fields_[key](value)
         except (ValueError, TargetError) as e:
-            raise ConfigError(line_of(text, "targets", key), str(e)) from None
+            raise ConfigError(line_of(text, "targets", key), carried(e)) from None
     return TargetPolicy(**values)  # type: ignore[arg-type]
 
 
@@ -324,17 +323,17 @@ def _server(raw: Mapping[str, object], text: str) -> dict[str, object]:
     for key, value in raw.items():
         try:
             if key not in _SERVER_FIELDS:
-                raise ValueError(f"unknown key {key!r} in [server]")
+                raise ValueError(msg("config.unknown_key", key=repr(key), table="server"))
             values[key] = _SERVER_FIELDS[key](value)
         except ValueError as e:
-            raise ConfigError(line_of(text, "server", key), str(e)) from None
+            raise ConfigError(line_of(text, "server", key), carried(e)) from None
     return values
 
 
 def _table(doc: Mapping[str, object], key: str, text: str) -> Mapping[str, object]:
     value = doc.get(key, {})
     if not isinstance(value, dict):
-        raise ConfigError(line_of(text, key), f"{key} must be a table ([{key}])")
+        raise ConfigError(line_of(text, key), msg("config.table", key=key))
     return value
 
 
@@ -348,13 +347,13 @@ def parse_config(text: str) -> ServeConfig:
         raise ConfigError(int(m.group(1)) if m else 0, reason) from None
     unknown = sorted(set(doc) - _TOP)
     if unknown:
-        raise ConfigError(line_of(text, unknown[0]), f"unknown table or key {unknown[0]!r}")
+        raise ConfigError(line_of(text, unknown[0]), msg("config.unknown", key=repr(unknown[0])))
     values = _server(_table(doc, "server", text), text)
     values["targets"] = _targets(_table(doc, "targets", text), text)
     modules = {"default": Module()}
     for name, raw in _table(doc, "modules", text).items():
         if not isinstance(raw, dict):
-            raise ConfigError(line_of(text, "modules"), f"module {name!r} must be a table")
+            raise ConfigError(line_of(text, "modules"), msg("config.module_table", name=repr(name)))
         modules[name] = parse_module(name, raw, text)
     values["modules"] = modules
     return ServeConfig(**values)  # type: ignore[arg-type]
@@ -374,17 +373,17 @@ def query(config: ServeConfig, params: Mapping[str, str]) -> tuple[Target, Modul
     raw = params.get("target", "")
     name = params.get("module", "default")
     if not raw:
-        raise BadQuery("missing target")
+        raise BadQuery(msg("http.missing_target"))
     if len(raw) > MAX_TARGET:
-        raise BadQuery(f"target longer than {MAX_TARGET} characters")
+        raise BadQuery(msg("http.target_too_long", most=MAX_TARGET))
     if len(name) > 64 or name not in config.modules:
-        raise BadQuery(f"unknown module {name[:64]!r}")
+        raise BadQuery(msg("http.unknown_module", name=repr(name[:64])))
     try:
         target = parse_target(raw)
     except TargetError as e:
-        raise BadQuery(str(e)) from None
+        raise BadQuery(carried(e)) from None
     if target.kind == "address":
-        raise BadQuery("a target is a domain, a host or host:port; recipients go in the module")
+        raise BadQuery(msg("http.no_address"))
     return target, config.modules[name]
 
 

@@ -17,6 +17,7 @@ import ipaddress
 import zlib
 from collections.abc import Sequence
 
+from probe.messages import msg
 from probe.target import parse_int
 
 # Second-level suffixes under which names are registered, as in the PSL: the common ones of
@@ -67,11 +68,9 @@ def parse_shard(text: str) -> tuple[int, int]:
             raise ValueError
         kk, nn = parse_int(k, 1, 100000), parse_int(n, 1, 100000)
     except ValueError:
-        raise ShardError(
-            f"--shard takes K/N with N up to 100000 (such as 2/8), not {text!r}"
-        ) from None
+        raise ShardError(msg("input.shard_form", value=repr(text))) from None
     if kk > nn:
-        raise ShardError(f"--shard {text}: K must be from 1 to N")
+        raise ShardError(msg("input.shard_order", value=text))
     return kk, nn
 
 

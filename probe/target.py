@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
+from probe.messages import Param, msg
 from probe.result import Target
 
 _LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)", re.IGNORECASE)
@@ -20,29 +21,41 @@ def is_ip(name: str) -> bool:
 
 
 class TargetError(ValueError):
-    """The target or a wire value cannot be used; the message is one line for the user."""
+    """The target or a wire value cannot be used; the message is one line for the user, a
+    `probe.messages.Message` (`e.args[0]`) that the CLI says in the user's language."""
+
+    def __init__(self, id: str, /, **params: Param) -> None:
+        super().__init__(msg(id, **params))
+
+
+# The values this module names in its own words (a message id), as opposed to an option
+# name ("--rcpt") or a configuration key: made a message only when an error says them, not
+# for every target checked.
+_OUR_WORDS = ("target.the_target", "target.the_address")
+
+
+def _named(what: str) -> Param:
+    return msg(what) if what in _OUR_WORDS else what
 
 
 def to_ascii_domain(name: str) -> str:
     """IDNA 2008 with UTS 46 mapping ("Bücher.example" -> "xn--bcher-kva.example")."""
     name = name.strip().rstrip(".")
     if not name:
-        raise TargetError("empty domain name")
+        raise TargetError("target.empty_domain")
     if not name.isascii():
         import idna
 
         try:
             name = idna.encode(name, uts46=True).decode("ascii")
         except idna.IDNAError as e:
-            raise TargetError(
-                f"{name!r} is not a valid internationalized domain name: {e}"
-            ) from None
+            raise TargetError("target.bad_idn", name=repr(name), why=str(e)) from None
     name = name.lower()
     if len(name) > 253:
-        raise TargetError("domain name longer than 253 characters")
+        raise TargetError("target.domain_too_long")
     for label in name.split("."):
         if not _LABEL.fullmatch(label):
-            raise TargetError(f"{name!r} is not a valid domain name (bad label {label!r})")
+            raise TargetError("target.bad_label", name=repr(name), label=repr(label))
     return name
 
 
@@ -50,11 +63,11 @@ def check_wire_value(value: str, what: str) -> str:
     """Refuse anything that could inject commands: CR, LF, NUL and other control characters."""
     for ch in value:
         if ord(ch) < 0x20 or ord(ch) == 0x7F:
-            raise TargetError(f"{what} contains a control character ({ch!r}); refusing to send it")
+            raise TargetError("target.control", what=_named(what), char=repr(ch))
     if value != value.strip():
-        raise TargetError(f"{what} has leading or trailing spaces")
+        raise TargetError("target.spaces_around", what=_named(what))
     if " " in value or "<" in value or ">" in value:
-        raise TargetError(f"{what} must not contain spaces or angle brackets")
+        raise TargetError("target.spaces_inside", what=_named(what))
     return value
 
 
@@ -69,7 +82,7 @@ def check_address(value: str, what: str) -> str:
         return value
     local, domain = _split_address(value, what)
     if len(local) > 64:
-        raise TargetError(f"{what} local part longer than 64 characters")
+        raise TargetError("target.local_too_long", what=_named(what))
     if domain.startswith("["):
         return f"{local}@{wire_literal(domain)}"
     return f"{local}@{to_ascii_domain(domain)}"
@@ -84,21 +97,17 @@ def _split_address(value: str, what: str) -> tuple[str, str]:
     quoted = value.startswith('"') and value.count('"') >= 2
     local, at, domain = value.rpartition("@")
     if not at:
-        raise TargetError(f"{what} {value!r} is not an address (local@domain)")
+        raise TargetError("target.not_an_address", what=_named(what), value=repr(value))
     if not local or not domain:
-        part = "local part" if not local else "domain"
-        raise TargetError(f"{what} {value!r} has an empty {part} (local@domain)")
+        part = "target.empty_local" if not local else "target.empty_domain_part"
+        raise TargetError(part, what=_named(what), value=repr(value))
     if quoted and local.startswith('"') and local.endswith('"') and len(local) >= 2:
         return local, domain
     if "@" in local:
-        raise TargetError(
-            f"{what} {value!r} has more than one @ (an @ in a local part must be quoted: "
-            '"a@b"@example.org)'
-        )
+        raise TargetError("target.two_ats", what=_named(what), value=repr(value))
     if not all(_ATOM.fullmatch(atom) for atom in local.split(".")):
         raise TargetError(
-            f"{what} {value!r}: the local part {local!r} is not valid (no empty part between "
-            "dots, no leading or trailing dot, no ( ) , ; : \\ [ ] unless quoted)"
+            "target.bad_local", what=_named(what), value=repr(value), local=repr(local)
         )
     return local, domain
 
@@ -112,7 +121,7 @@ def wire_literal(text: str) -> str:
 def check_helo(value: str) -> str:
     check_wire_value(value, "--helo")
     if not value.isascii():
-        raise TargetError("--helo must be ASCII (a domain name or an address literal)")
+        raise TargetError("target.helo_ascii")
     if value.startswith("["):
         return wire_literal(value)
     return to_ascii_domain(value)
@@ -127,11 +136,11 @@ def parse_literal(text: str) -> str:
         try:
             return str(ipaddress.IPv6Address(inner[5:] if tagged else inner))
         except ValueError:
-            raise TargetError(f"{text!r} is not a valid IPv6 address literal") from None
+            raise TargetError("target.bad_ipv6", text=repr(text)) from None
     try:
         return str(ipaddress.IPv4Address(inner))
     except ValueError:
-        raise TargetError(f"{text!r} is not a valid address literal") from None
+        raise TargetError("target.bad_literal", text=repr(text)) from None
 
 
 def shown(text: str, most: int = 24) -> str:
@@ -148,10 +157,10 @@ def parse_int(text: str, low: int, high: int) -> int:
     Arabic-Indic three), and raises ValueError, not a usage error, past 4,300 digits.
     """
     if not (text.isascii() and text.isdigit()):
-        raise TargetError(f"{shown(text)} is not a whole number (ASCII digits only)")
+        raise TargetError("target.not_whole", text=shown(text))
     digits = text.lstrip("0") or "0"
     if len(digits) > len(str(high)) or not low <= int(digits) <= high:
-        raise TargetError(f"{shown(text)} is not a number from {low} to {high}")
+        raise TargetError("target.out_of_range", text=shown(text), low=low, high=high)
     return int(digits)
 
 
@@ -162,10 +171,10 @@ def parse_decimal(text: str, low: float, high: float) -> float:
     """A plain decimal ("5", "0.5", ".5") from `low` to `high`; float() would also take
     "nan", "inf", "1e3", "1_0" and non-ASCII digits, and "nan" passes every range check."""
     if not (text.isascii() and _DECIMAL.fullmatch(text)):
-        raise TargetError(f"{shown(text)} is not a decimal number (like 5 or 0.5)")
+        raise TargetError("target.not_decimal", text=shown(text))
     value = float(text)
     if not low <= value <= high:
-        raise TargetError(f"{shown(text)} is not a number from {low:g} to {high:g}")
+        raise TargetError("target.out_of_range_g", text=shown(text), low=low, high=high)
     return value
 
 
@@ -174,24 +183,24 @@ def parse_port(text: str) -> int:
     try:
         return parse_int(text, 1, 65535)
     except TargetError:
-        raise TargetError(f"{shown(text)} is not a port number (1-65535)") from None
+        raise TargetError("target.not_a_port", text=shown(text)) from None
 
 
 def parse_target(raw: str, *, host_mode: bool = False) -> Target:
     """Domain, address, host (with --host), address literal, or host:port."""
     text = raw.strip()
     if not text:
-        raise TargetError("empty target")
-    check_wire_value(text, "target")
+        raise TargetError("target.empty")
+    check_wire_value(text, "target.the_target")
     if text.startswith("["):
         end = text.find("]")
         if end < 0:
-            raise TargetError(f"{raw!r}: unclosed address literal")
+            raise TargetError("target.unclosed", raw=repr(raw))
         ip = parse_literal(text[: end + 1])
         rest = text[end + 1 :]
         port = parse_port(rest[1:]) if rest.startswith(":") else None
         if rest and port is None:
-            raise TargetError(f"{raw!r}: unexpected text after the address literal")
+            raise TargetError("target.after_literal", raw=repr(raw))
         return Target(raw, "literal", None, ip, port, display=text)
     try:
         ip = str(ipaddress.ip_address(text))
@@ -199,7 +208,7 @@ def parse_target(raw: str, *, host_mode: bool = False) -> Target:
     except ValueError:
         pass
     if "@" in text:
-        address = check_address(text, "target address")
+        address = check_address(text, "target.the_address")
         ascii_domain = address.rpartition("@")[2]
         if ascii_domain.startswith("["):
             # user@[192.0.2.1]: the mailbox is at that address; there is no name to look up.

@@ -53,27 +53,24 @@ def parse_expectation(text: str) -> Expectation:
     key = key.strip().lower()
     value = value.strip()
     if not sep or not value:
-        raise ValueError(f"--expect {text!r}: expected NAME or NAME=VALUE")
+        raise ValueError(msg("input.expect_form", value=repr(text)))
     if key in _STEP_NAMES:
         if not re.fullmatch(r"[2-5](?:\d\d|xx|\dx)", value.lower()):
-            raise ValueError(f"--expect {text!r}: the code must look like 250, 2xx or 25x")
+            raise ValueError(msg("input.expect_code", value=repr(text)))
         return Expectation(t, "code", _STEP_NAMES[key], value.lower())
     if key == "ext":
         return Expectation(t, "ext", pattern=value.upper())
     if key.endswith("-within") and key[: -len("-within")] in _STEP_NAMES:
         m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(ms|s)?", value.lower())
         if not m:
-            raise ValueError(f"--expect {text!r}: the time must look like 5s or 500ms")
+            raise ValueError(msg("input.expect_time", value=repr(text)))
         seconds = float(m.group(1)) / (1000 if m.group(2) == "ms" else 1)
         return Expectation(t, "within", _STEP_NAMES[key[: -len("-within")]], number=seconds)
     if key == "cert-days":
         if not value.isdigit():
-            raise ValueError(f"--expect {text!r}: cert-days takes a whole number of days")
+            raise ValueError(msg("input.expect_days", value=repr(text)))
         return Expectation(t, "cert-days", number=float(value))
-    raise ValueError(
-        f"--expect {text!r}: unknown expectation (starttls, tls-trusted, STEP=CODE, ext=NAME, "
-        "STEP-within=TIME, cert-days=N)"
-    )
+    raise ValueError(msg("input.expect_unknown", value=repr(text)))
 
 
 def _code_matches(code: int, pattern: str) -> bool:

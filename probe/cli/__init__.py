@@ -99,17 +99,22 @@ class _Group(click.Group):
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
+        given = args[0] if args else kwargs.get("args")
+        argv = list(given) if given is not None else sys.argv[1:]
         try:
             rv = super().main(*args, **kwargs)
         except (click.exceptions.Abort, KeyboardInterrupt):
             from probe.cli.common import say
+            from probe.cli.usage import notice
+            from probe.messages import msg
 
-            say("smtp-probe: interrupted")
+            say(notice(msg("usage.interrupted"), argv))
             sys.exit(exitcodes.INTERRUPTED)
         except click.ClickException as e:
             from probe.cli.common import say
+            from probe.cli.usage import click_error
 
-            say(_one_line(e))
+            say(click_error(e, argv))
             sys.exit(exitcodes.USAGE)
         sys.exit(rv if isinstance(rv, int) else exitcodes.OK)
 
@@ -129,10 +134,11 @@ class _Group(click.Group):
                     sys.stdout.flush()
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["smtp_probe.argv"] = list(args)  # the language of an error (cli/usage.py)
         first = args[0] if args else None
         if first is not None and first not in COMMANDS and first not in _GROUP_OPTIONS:
             if not first.startswith("-") and not looks_like_target(first):
-                raise _unknown_command(first)
+                raise _unknown_command(first, ctx)
             args = ["probe", *args]
         return super().parse_args(ctx, args)
 
@@ -157,13 +163,6 @@ def _output_guard() -> Iterator[None]:
         from probe.cli.common import io_failed
 
         io_failed(e)
-
-
-def _one_line(e: click.ClickException) -> str:
-    """A usage error as one line, with where to look for help."""
-    ctx = getattr(e, "ctx", None)
-    hint = f" (see '{ctx.command_path} --help')" if isinstance(ctx, click.Context) else ""
-    return f"smtp-probe: error: {e.format_message()}{hint}"
 
 
 class _ClosedOutput(io.TextIOBase):
@@ -193,14 +192,16 @@ def _claim_standard_descriptors() -> None:
                 sys.stdout = _ClosedOutput()
 
 
-def _unknown_command(word: str) -> click.UsageError:
+def _unknown_command(word: str, ctx: click.Context) -> click.UsageError:
     """A word that is neither a command nor anything a target could be: send nothing."""
     import difflib  # only on this error path: it costs 5 ms of every start-up
 
+    from probe.messages import msg
+
     close = difflib.get_close_matches(word, list(COMMANDS), n=1, cutoff=0.6)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
-    more = " (to probe a single-label host, write: smtp-probe probe NAME --host)"
-    return click.UsageError(f"no command {word!r}{hint}{'' if close else more}")
+    if close:
+        return click.UsageError(msg("usage.no_command_meant", word=repr(word), meant=close[0]), ctx)
+    return click.UsageError(msg("usage.no_command_host", word=repr(word)), ctx)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -34,6 +34,7 @@ from probe.cli.common import (
     REPORT_FORMATS,
     AsciiDecimal,
     AsciiInt,
+    Choice,
     fail,
     io_failed,
     lang_option,
@@ -43,8 +44,9 @@ from probe.cli.common import (
 )
 from probe.cli.options import LiveArgs, live_options
 from probe.cli.report import JsonLines, RecordFormat, batch_format
+from probe.cli.usage import notice, os_reason
 from probe.config import BatchLimits, ProbeRequest
-from probe.messages import msg, said_in
+from probe.messages import carried, msg, said_in
 from probe.mxcache import DEFAULT_MAX_AGE, CacheFileError, MxStore
 from probe.redact import Redactor
 from probe.shard import ShardError, parse_shard
@@ -62,9 +64,9 @@ def _open_input(source: str) -> tuple[Iterable[str | Refused], int | None]:
         fd = os.open(source, os.O_RDONLY)
         if stat.S_ISDIR(os.fstat(fd).st_mode):
             os.close(fd)
-            fail(f"cannot read {source}: it is a directory")
+            fail(msg("usage.cannot_read", path=source, reason=msg("usage.is_a_directory")))
     except OSError as e:
-        fail(f"cannot read {source}: {e.strerror}")
+        fail(msg("usage.cannot_read", path=source, reason=os_reason(e)))
     return input_lines(fd), fd
 
 
@@ -80,15 +82,12 @@ def _prepare_output(path: str, resume: bool) -> set[int]:
             done = recorded_lines(path)
             drop_torn_tail(path)
         except OutputFileError as e:
-            fail(str(e))
+            fail(carried(e))
         return done
     if torn_tail(path) is not None:
         with open(path, "a", encoding="utf-8") as f:
             f.write("\n")
-        say(
-            f"smtp-probe: {path} ended in an incomplete line (an interrupted write?); "
-            "it is kept, and the new records start on the next line"
-        )
+        say(notice(msg("batch.torn_output", path=path)))
     return set()
 
 
@@ -187,7 +186,7 @@ class _BatchRun:
         try:
             run_on_ray(items, cfg, self._on_record)
         except RayMissing as e:
-            fail(str(e), hint=False)  # not a usage error to look up in --help
+            fail(carried(e), hint=False)  # not a usage error to look up in --help
         finally:
             if self.progress:
                 self.progress.close()
@@ -260,16 +259,16 @@ def _scale(
         try:
             MxStore.open(cache_file).close()
         except CacheFileError as e:
-            fail(str(e), exitcodes.DATAERR)
+            fail(carried(e), exitcodes.DATAERR)
     try:
         where = parse_shard(shard) if shard is not None else None
     except ShardError as e:
-        fail(str(e))
+        fail(carried(e))
     for addr in sources:
         try:
             ipaddress.ip_address(addr)
         except ValueError:
-            fail(f"--source-address takes an IP address, not {addr!r}")
+            fail(msg("usage.source_address", value=repr(addr)))
     return Scale(cache_file, max_age, where, tuple(dict.fromkeys(sources)))
 
 
@@ -390,7 +389,7 @@ def _run_into(
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(("jsonl", *REPORT_FORMATS)),
+    type=Choice(("jsonl", *REPORT_FORMATS)),
     default="jsonl",
     show_default=True,
     help="html: one report page; junit: a testsuite per target; github: workflow commands.",
@@ -420,16 +419,16 @@ def batch(
 ) -> None:
     """Probe many targets, one a line (FILE or '-'), streaming JSON Lines in completion order."""
     if resume and not output:
-        fail("--resume needs --output FILE")
+        fail(msg("usage.resume_needs_output"))
     if resume and fmt != "jsonl":
-        fail("--resume reads JSON Lines: it needs --format jsonl")
+        fail(msg("usage.resume_needs_jsonl"))
     limits = BatchLimits(
         concurrency, per_host, rate, reuse, per_provider=per_provider, provider_rate=provider_rate
     )
     scale = _scale(cache_file, max_age, shard, sources)
     job = _BatchRun(live.request(), resolve_lang(lang), limits, scale)
     if ray_address is not None and shard is not None:
-        fail("--ray and --shard do not go together: a Ray cluster takes the whole input")
+        fail(msg("usage.ray_and_shard"))
     job.ray = ray_address
     job.redactor = Redactor() if redact else None
     lines, fd = _open_input(source)

@@ -11,15 +11,18 @@ from typing import Any, NoReturn
 import click
 
 from probe import aio
+from probe.cli.common import lang_option, resolve_lang
 from probe.cli.options import LiveArgs, live_options
+from probe.cli.usage import DEFAULT_LANG, argv_lang, click_message
+from probe.messages import carried, msg
 from probe.metrics import throttle_sign
 from probe.nagios import Answer, Range, Thresholds, answer, parse_range, unknown
 from probe.runner import probe as run_probe
 from probe.target import TargetError, parse_target
 
 
-def _unknown(message: str) -> NoReturn:
-    _emit(unknown(message))
+def _unknown(message: str, lang: str = "en") -> NoReturn:
+    _emit(unknown(message, lang))
     raise AssertionError  # not reached
 
 
@@ -35,16 +38,17 @@ class _PluginCommand(click.Command):
         try:
             return super().make_context(*args, **kwargs)
         except click.ClickException as e:
-            _unknown(e.format_message())
+            given = args[1] if len(args) > 1 else kwargs.get("args", [])
+            _unknown(click_message(e), argv_lang(given) or "en")
 
 
-def _range(value: str | None, name: str, days: bool) -> Range | None:
+def _range(value: str | None, name: str, days: bool, lang: str) -> Range | None:
     if value is None:
         return None
     try:
         return parse_range(value, bare_is_minimum=days)
     except ValueError as e:
-        _unknown(f"{name}: {e}")
+        _unknown(msg("nagios.option", option=name, reason=carried(e)), lang)
 
 
 @click.command(name="check", cls=_PluginCommand)
@@ -56,6 +60,7 @@ def _range(value: str | None, name: str, days: bool) -> Range | None:
     "--warning-time", metavar="RANGE", help="Seconds the whole probe took (10, ~:10 ...)."
 )
 @click.option("--critical-time", metavar="RANGE", help="Seconds the whole probe took.")
+@lang_option
 @live_options
 def check(
     target: str,
@@ -64,14 +69,21 @@ def check(
     critical_days: str | None,
     warning_time: str | None,
     critical_time: str | None,
+    lang: str | None,
     live: LiveArgs,
 ) -> None:
     """Check TARGET as a Nagios plugin: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN."""
+    # English unless asked: a plugin's environment is the monitoring server's, not a reader's.
+    click.get_current_context().meta[DEFAULT_LANG] = "en"
+    try:
+        chosen = resolve_lang(lang) if lang else "en"
+    except click.BadParameter as e:
+        _unknown(click_message(e))
     limits = Thresholds(
-        _range(warning_days, "--warning-days", True),
-        _range(critical_days, "--critical-days", True),
-        _range(warning_time, "--warning-time", False),
-        _range(critical_time, "--critical-time", False),
+        _range(warning_days, "--warning-days", True, chosen),
+        _range(critical_days, "--critical-days", True, chosen),
+        _range(warning_time, "--warning-time", False, chosen),
+        _range(critical_time, "--critical-time", False, chosen),
     )
     said = io.StringIO()
     try:
@@ -81,11 +93,13 @@ def check(
             template = live.request()
         req = replace(template, target=parse_target(target, host_mode=host_mode))
     except TargetError as e:
-        _unknown(str(e))
+        _unknown(carried(e), chosen)
     except SystemExit:
-        _unknown(said.getvalue().strip().removeprefix("smtp-probe: error: ") or "bad arguments")
+        told = said.getvalue().strip().removeprefix("smtp-probe: error: ")
+        _unknown(told or msg("nagios.bad_arguments"), chosen)
     try:
         result = aio.run(run_probe(req))
     except Exception as e:  # a bug must still answer as a plugin does
-        _unknown(f"internal error: {type(e).__name__}: {e}")
-    _emit(answer(result, limits, throttled=throttle_sign(result, None) is not None))
+        _unknown(msg("nagios.internal", error=f"{type(e).__name__}: {e}"), chosen)
+    throttled = throttle_sign(result, None) is not None
+    _emit(answer(result, limits, throttled=throttled, lang=chosen))

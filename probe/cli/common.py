@@ -5,13 +5,16 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from typing import IO, NoReturn
+from typing import IO, TYPE_CHECKING, NoReturn
 
 import click
 
 from probe import exitcodes
 from probe.render import Styler
 from probe.text import lang_from_env, normalize_lang, to_json
+
+if TYPE_CHECKING:
+    from probe.messages import Param
 
 FORMATS = ("text", "json", "jsonl")
 REPORT_FORMATS = ("html", "junit", "github")  # probe.cli.report
@@ -44,25 +47,35 @@ def silence(stream: IO[str] | None) -> None:
 def fail(message: str, status: int = exitcodes.USAGE, *, hint: bool = True) -> NoReturn:
     """One-line error on stderr and a documented exit status; a usage error also says where
     to look for help, as click's own usage errors do (`hint=False`: for an error in a file's
-    content, where the help would not help)."""
-    wanted = hint and status == exitcodes.USAGE and "--help" not in message
-    hint_text = help_hint() if wanted else ""
-    say(f"smtp-probe: error: {message}{hint_text}")
+    content, where the help would not help). A `probe.messages.Message` is said in the
+    user's language."""
+    from probe.cli.usage import error_line  # the message catalog: on the error path only
+
+    ctx = click.get_current_context(silent=True)
+    wanted = hint and status == exitcodes.USAGE
+    say(error_line(message, ctx, () if ctx else sys.argv[1:], hint=wanted))
     raise SystemExit(status)
 
 
-def help_hint() -> str:
-    """ " (see 'smtp-probe CMD --help')" for the command running, or "" outside one."""
-    ctx = click.get_current_context(silent=True)
-    return "" if ctx is None else f" (see '{ctx.command_path} --help')"
+def refuse(id: str, /, **params: Param) -> NoReturn:
+    """A usage error (64) by message id: `fail(msg(id, **params))` for modules that do not
+    load the message catalog at start."""
+    from probe.messages import msg
+
+    fail(msg(id, **params))
 
 
-def io_failed(e: OSError, what: str = "I/O error") -> NoReturn:
+def io_failed(e: OSError) -> NoReturn:
     """Reading the input or writing the output failed (a full disk, a closed or unwritable
     output): one line, exit 74. Standard output is silenced, since it may be what failed."""
+    from probe.cli.usage import os_reason
+    from probe.messages import msg
+
     silence(sys.stdout)
-    name = f" ({e.filename})" if e.filename else ""
-    fail(f"{what}{name}: {e.strerror or e}", exitcodes.IOERR)
+    reason = os_reason(e)
+    if e.filename:
+        fail(msg("usage.io_error_file", path=str(e.filename), reason=reason), exitcodes.IOERR)
+    fail(msg("usage.io_error", reason=reason), exitcodes.IOERR)
 
 
 class AsciiInt(click.IntRange):
@@ -82,7 +95,7 @@ class AsciiInt(click.IntRange):
         try:
             return parse_int(str(value), self.low, self.high)
         except TargetError as e:
-            self.fail(str(e), param, ctx)
+            self.fail(e.args[0], param, ctx)
 
 
 class AsciiDecimal(click.FloatRange):
@@ -102,7 +115,7 @@ class AsciiDecimal(click.FloatRange):
         try:
             return parse_decimal(str(value), self.low, self.high)
         except TargetError as e:
-            self.fail(str(e), param, ctx)
+            self.fail(e.args[0], param, ctx)
 
 
 def resolve_lang(value: str | None) -> str:
@@ -110,11 +123,43 @@ def resolve_lang(value: str | None) -> str:
     if value:
         chosen = normalize_lang(value)
         if chosen is None:
+            from probe.messages import msg
+
             raise click.BadParameter(
-                f"{value!r} is not one of en, zh, de, ko", param_hint="'--lang'"
+                msg("usage.bad_lang", value=repr(value)), param_hint="'--lang'"
             )
         return chosen
     return lang_from_env(os.environ)
+
+
+class Choice(click.Choice[str]):
+    """click.Choice that refuses a value in the user's language, on one line."""
+
+    def get_invalid_choice_message(self, value: object, ctx: click.Context | None) -> str:
+        from probe.cli.usage import choice_message
+
+        return choice_message(value, [str(c) for c in self.choices])
+
+    def get_missing_message(self, param: click.Parameter, ctx: click.Context | None) -> str:
+        return ""  # click's is a list over several lines; the usage error is one
+
+
+class ExistingFile(click.Path):
+    """A file that must exist (--cafile), refused in the user's language."""
+
+    def __init__(self) -> None:
+        super().__init__(exists=True, dir_okay=False)
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> str:
+        path = os.fspath(value) if isinstance(value, str | os.PathLike) else str(value)
+        if not os.path.exists(path) or os.path.isdir(path):
+            from probe.messages import msg
+
+            missing = not os.path.exists(path)
+            self.fail(msg("usage.no_file" if missing else "usage.is_dir", path=repr(path)))
+        return str(super().convert(path, param, ctx))
 
 
 def colour_enabled(stream: IO[str]) -> bool:
@@ -151,7 +196,7 @@ def dump(obj: object) -> str:
 format_option = click.option(
     "--format",
     "fmt",
-    type=click.Choice(("text", "json", *REPORT_FORMATS)),
+    type=Choice(("text", "json", *REPORT_FORMATS)),
     default="text",
     show_default=True,
 )

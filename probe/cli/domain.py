@@ -11,17 +11,21 @@ from probe.cli.common import (
     REPORT_FORMATS,
     AsciiDecimal,
     AsciiInt,
+    Choice,
+    ExistingFile,
     dump,
     echo,
     fail,
     format_option,
     lang_option,
     redact_option,
+    refuse,
     resolve_lang,
     stdout_styler,
 )
 from probe.cli.options import nameserver as parse_nameserver
 from probe.config import QuitAfter, SessionOptions, Timeouts
+from probe.messages import carried
 from probe.mxscan import scan
 from probe.redact import Redactor
 from probe.render import mx as mx_render
@@ -46,12 +50,8 @@ from probe.target import TargetError, check_helo, to_ascii_domain
 @click.option(
     "--allow-private", is_flag=True, help="Private and loopback MX addresses are fine (test labs)."
 )
-@click.option(
-    "--fail-on", type=click.Choice(("error", "warning")), default="error", show_default=True
-)
-@click.option(
-    "--cafile", type=click.Path(exists=True, dir_okay=False), help="Trust this CA bundle too."
-)
+@click.option("--fail-on", type=Choice(("error", "warning")), default="error", show_default=True)
+@click.option("--cafile", type=ExistingFile(), help="Trust this CA bundle too.")
 @click.option("--helo", help="Name sent in EHLO (default: this host's FQDN or an address literal).")
 @click.option(
     "--tls-scan",
@@ -84,14 +84,14 @@ def mx(
     """Check a domain's mail setup: MX, DNS, reverse DNS, SPF, DMARC, MTA-STS, TLS, DANE."""
     loc = locale(resolve_lang(lang))
     if ipv4 and ipv6:
-        fail("-4 and -6 exclude each other")
+        refuse("usage.exclusive_46")
     if tls_scan and not connect:
-        fail("--tls-scan needs --connect: it scans the addresses the probe connects to")
+        refuse("usage.tls_scan_needs_connect")
     try:
         name = to_ascii_domain(domain)
         helo_v = check_helo(helo) if helo else None
     except TargetError as e:
-        fail(str(e))
+        fail(carried(e))
     timeouts = Timeouts(timeout)
     opts = SessionOptions(helo=helo_v, quit_after=QuitAfter.TLS, cafile=cafile, timeouts=timeouts)
     facts = aio.run(

@@ -29,6 +29,7 @@ from probe.cli.common import (
 from probe.cli.options import LiveArgs, live_options
 from probe.config import ProbeRequest
 from probe.context import RunContext
+from probe.messages import carried
 from probe.redact import Redactor
 from probe.render import Styler
 from probe.render import probe as probe_render
@@ -90,7 +91,7 @@ def probe_command(
     try:
         t = parse_target(target, host_mode=host_mode)
     except TargetError as e:
-        fail(str(e))
+        fail(carried(e))
     req = replace(template, target=t)
     style = stdout_styler()
     mask = redactor_for(t) if redact else None

@@ -19,7 +19,9 @@ import click
 
 from probe import exitcodes
 from probe.batch import MAX_RECORD, input_lines, raw_lines, read_targets
-from probe.cli.common import fail, io_failed, say
+from probe.cli.common import io_failed, refuse, say
+from probe.cli.usage import notice, os_reason
+from probe.messages import Message, msg
 
 
 @dataclass
@@ -51,32 +53,32 @@ class _Merge:
     def report(self, files: int) -> int:
         missing = sorted(self.expected - self.seen)
         problems = [
-            _listed("missing", missing),
-            _listed("recorded twice (first record kept)", sorted(set(self.duplicated))),
-            _listed("not target lines of the input", sorted(set(self.foreign))),
+            _listed("merge.missing", missing),
+            _listed("merge.twice", sorted(set(self.duplicated))),
+            _listed("merge.foreign", sorted(set(self.foreign))),
         ]
         if self.unreadable:
-            problems.append(f"{self.unreadable} unreadable lines skipped")
-        found = "; ".join(p for p in problems if p)
-        say(
-            f"smtp-probe: merged {len(self.seen)} of {len(self.expected)} input lines from "
-            f"{files} files" + (f"; {found}" if found else "")
-        )
-        return exitcodes.DATAERR if found else exitcodes.OK
+            problems.append(msg("merge.unreadable", count=self.unreadable))
+        merged = msg("merge.summary", merged=len(self.seen), expected=len(self.expected))
+        line = msg("merge.files", summary=merged, files=files)
+        for problem in filter(None, problems):
+            line = msg("join.two", first=line, second=problem)
+        say(notice(line))
+        return exitcodes.DATAERR if any(problems) else exitcodes.OK
 
 
-def _listed(what: str, lines: list[int]) -> str:
+def _listed(id: str, lines: list[int]) -> Message | None:
     if not lines:
-        return ""
+        return None
     shown = ", ".join(map(str, lines[:10])) + (", ..." if len(lines) > 10 else "")
-    return f"{len(lines)} lines {what}: {shown}"
+    return msg(id, count=len(lines), lines=shown)
 
 
 def _expected(path: str) -> set[int]:
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError as e:
-        fail(f"cannot read {path}: {e.strerror}")
+        refuse("usage.cannot_read", path=path, reason=os_reason(e))
     try:
         return {n for n, _ in read_targets(input_lines(fd))}
     finally:
@@ -87,7 +89,7 @@ def _records(path: str) -> Iterable[bytes]:
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError as e:
-        fail(f"cannot read {path}: {e.strerror}")
+        refuse("usage.cannot_read", path=path, reason=os_reason(e))
     try:
         yield from raw_lines(fd, MAX_RECORD)
     finally:

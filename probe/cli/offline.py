@@ -14,12 +14,15 @@ from probe.bounce import MAX_EMAIL, explain_email
 from probe.catalog import Locale, locale
 from probe.cli.common import (
     FORMATS,
+    AsciiInt,
+    Choice,
     colour_enabled,
     dump,
     echo,
     fail,
     lang_option,
     redact_option,
+    refuse,
     resolve_lang,
     stdout_styler,
     styler,
@@ -117,7 +120,7 @@ class _Explained:
 
 @click.command()
 @click.argument("items", nargs=-1)
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True)
+@click.option("--format", "fmt", type=Choice(FORMATS), default="text", show_default=True)
 @click.option(
     "--summary", is_flag=True, help="With '-': counts by category and code, one example each."
 )
@@ -147,9 +150,9 @@ def explain(
     """
     loc = locale(resolve_lang(lang))
     if not items and not emails:
-        fail("give an ITEM, '-' or --email FILE")
+        refuse("usage.give_item")
     if summary and "-" not in items and not emails:
-        fail("--summary needs '-' (standard input) among the items")
+        refuse("usage.summary_needs_stdin")
     out = _Explained(fmt, summary, loc, styler(fmt == "text" and colour_enabled(sys.stdout)))
     out.redactor = Redactor() if redact else None
     for path in emails:
@@ -162,11 +165,12 @@ def explain(
             e = explain_one(item)
             out.add(e)
     out.close()
-    if not out.found:
-        click.echo("smtp-probe: no SMTP reply found in the input", err=True)
-        raise SystemExit(exitcodes.DATAERR)
-    if out.missing:
-        click.echo(f"smtp-probe: {out.missing} item(s) held no SMTP reply", err=True)
+    if not out.found or out.missing:
+        from probe.messages import msg, say
+
+        none = msg("usage.no_reply_found")
+        told = none if not out.found else msg("usage.items_without_reply", count=out.missing)
+        click.echo(say(loc, told), err=True)
         raise SystemExit(exitcodes.DATAERR)
 
 
@@ -179,24 +183,24 @@ def _email_bytes(path: str) -> bytes:
         with open(path, "rb") as f:
             return f.read(MAX_EMAIL)
     except OSError as e:
-        fail(f"cannot read {path}: {e.strerror or e}", exitcodes.NOINPUT, hint=False)
+        from probe.cli.usage import os_reason
+        from probe.messages import msg
+
+        reason = os_reason(e)
+        fail(msg("usage.cannot_read", path=path, reason=reason), exitcodes.NOINPUT, hint=False)
 
 
 def _code_item(value: str) -> Interpretation:
     r = parse(value)
     if r is None or r.form.value not in ("code", "enhanced"):
-        fail(
-            f"{value!r} is not a reply code (give a basic code like 421 or an enhanced code like 5.7.26)"
-        )
+        refuse("usage.not_a_code", value=repr(value))
     return interpret_reply(r, value)
 
 
 @click.command()
 @click.argument("a")
 @click.argument("b")
-@click.option(
-    "--format", "fmt", type=click.Choice(("text", "json")), default="text", show_default=True
-)
+@click.option("--format", "fmt", type=Choice(("text", "json")), default="text", show_default=True)
 @lang_option
 def compare(a: str, b: str, fmt: str, lang: str | None) -> None:
     """Compare two codes side by side (421 521, or 5.1.1 5.2.2)."""
@@ -211,20 +215,18 @@ def compare(a: str, b: str, fmt: str, lang: str | None) -> None:
 @click.command()
 @click.option(
     "--kind",
-    type=click.Choice(("basic", "enhanced", "rules", "all")),
+    type=Choice(("basic", "enhanced", "rules", "all")),
     default="basic",
     show_default=True,
 )
-@click.option("--class", "klass", type=click.IntRange(2, 5), help="Only codes of this class (2-5).")
+@click.option("--class", "klass", type=AsciiInt(2, 5), help="Only codes of this class (2-5).")
 @click.option("--category", help="Only entries of this category (see README).")
-@click.option(
-    "--format", "fmt", type=click.Choice(("text", "json")), default="text", show_default=True
-)
+@click.option("--format", "fmt", type=Choice(("text", "json")), default="text", show_default=True)
 @lang_option
 def codes(kind: str, klass: int | None, category: str | None, fmt: str, lang: str | None) -> None:
     """List the catalog: basic codes, enhanced codes or provider rules."""
     if category is not None and category not in CATEGORIES:
-        fail(f"unknown category {category!r}; one of: {', '.join(CATEGORIES)}")
+        refuse("usage.unknown_category", category=repr(category), choices=", ".join(CATEGORIES))
     loc = locale(resolve_lang(lang))
     items = codes_render.rows(catalog.load(), loc, kind, klass, category)
     if fmt == "json":

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
-from probe.cli.common import AsciiDecimal, AsciiInt, fail
+from probe.cli.common import AsciiDecimal, AsciiInt, Choice, ExistingFile, fail, refuse
 from probe.config import (
     MAX_ADDRESSES,
     MAX_MX,
@@ -20,6 +20,7 @@ from probe.config import (
     StartTls,
     Timeouts,
 )
+from probe.messages import carried
 from probe.result import Target
 from probe.target import TargetError, check_address, check_helo, parse_port, shown
 from probe.verdict import parse_expectation
@@ -58,7 +59,7 @@ class LiveArgs:
     @property
     def family(self) -> int | None:
         if self.ipv4 and self.ipv6:
-            fail("-4 and -6 exclude each other")
+            refuse("usage.exclusive_46")
         return 4 if self.ipv4 else 6 if self.ipv6 else None
 
     def timeouts(self) -> Timeouts:
@@ -80,7 +81,7 @@ class LiveArgs:
             rcpts = tuple(check_address(r, "--rcpt") for r in self.rcpt)
             expectations = tuple(parse_expectation(e) for e in self.expect)
         except (TargetError, ValueError) as e:
-            fail(str(e))
+            fail(carried(e))
         opts = SessionOptions(
             helo=helo,
             mail_from=sender,
@@ -113,18 +114,18 @@ def nameserver(value: str) -> tuple[str, int]:
         host, _, rest = value[1:].partition("]")
         if rest:
             if not rest.startswith(":"):
-                fail(f"--nameserver {shown(value)}: give an IP address, optionally with :PORT")
+                refuse("usage.nameserver", value=shown(value))
             port = rest[1:]
     elif value.count(":") == 1:
         host, port = value.split(":")
     try:
         ipaddress.ip_address(host)
     except ValueError:
-        fail(f"--nameserver {shown(value)}: give an IP address, optionally with :PORT")
+        refuse("usage.nameserver", value=shown(value))
     try:
         return host, parse_port(port)
     except TargetError as e:
-        fail(f"--nameserver {shown(value)}: {e}")
+        refuse("usage.nameserver_port", value=shown(value), detail=carried(e))
 
 
 def _timeout(name: str, default: str, help_: str | None = None) -> Callable[[F], F]:
@@ -142,13 +143,11 @@ _OPTIONS = [
     click.option("--tls", "implicit_tls", is_flag=True, help="Implicit TLS (SMTPS, port 465)."),
     click.option(
         "--starttls",
-        type=click.Choice([m.value for m in StartTls]),
+        type=Choice([m.value for m in StartTls]),
         default="auto",
         show_default=True,
     ),
-    click.option(
-        "--cafile", type=click.Path(exists=True, dir_okay=False), help="Trust this CA bundle too."
-    ),
+    click.option("--cafile", type=ExistingFile(), help="Trust this CA bundle too."),
     click.option(
         "--no-tls-resume",
         is_flag=True,
@@ -162,7 +161,7 @@ _OPTIONS = [
         "--from", "mail_from", default="", help="MAIL FROM address (default: the null sender <>)."
     ),
     click.option("--rcpt", multiple=True, help="RCPT TO address (repeatable)."),
-    click.option("--quit-after", type=click.Choice([m.value for m in QuitAfter])),
+    click.option("--quit-after", type=Choice([m.value for m in QuitAfter])),
     click.option(
         "--timeout",
         type=AsciiDecimal(0.1, 3600),

@@ -7,7 +7,7 @@ from importlib import resources
 
 import click
 
-from probe.cli.common import echo, fail
+from probe.cli.common import echo, refuse
 
 
 def schema_names() -> list[str]:
@@ -32,5 +32,5 @@ def schema(name: str | None) -> None:
         echo("\n".join(names))
         return
     if name not in names:
-        fail(f"no schema {name!r} (one of: {', '.join(names)})")
+        refuse("usage.no_schema", name=repr(name), names=", ".join(names))
     echo(schema_text(name).rstrip("\n"))

@@ -9,7 +9,9 @@ from pathlib import Path
 import click
 
 from probe import aio
-from probe.cli.common import echo, fail, lang_option, resolve_lang
+from probe.catalog import locale
+from probe.cli.common import echo, fail, lang_option, refuse, resolve_lang
+from probe.messages import msg, say
 from probe.serveconf import DEFAULT_LISTEN, ConfigError, ServeConfig, parse_config
 from probe.target import TargetError, parse_int
 
@@ -21,13 +23,13 @@ def listen_address(value: str) -> tuple[str, int]:
     try:
         ipaddress.ip_address(host)
     except ValueError:
-        fail(f"--listen {value!r}: give IP:PORT, e.g. {DEFAULT_LISTEN}")
+        refuse("usage.listen_form", value=repr(value), example=DEFAULT_LISTEN)
     try:
         number = parse_int(port, 0, 65535) if sep else -1
     except TargetError:
         number = -1
     if number < 0:
-        fail(f"--listen {value!r}: bad port")
+        refuse("usage.listen_port", value=repr(value))
     return host, number
 
 
@@ -37,18 +39,24 @@ def load_config(path: str | None) -> ServeConfig:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        fail(f"--config {path}: {e}")
+        from probe.cli.usage import os_reason
+
+        reason = os_reason(e) if isinstance(e, OSError) else str(e)
+        refuse("usage.config", path=path, detail=reason)
     try:
         return parse_config(text)
     except ConfigError as e:
-        fail(f"{path}: {e}", hint=False)
+        from probe.messages import carried, msg
+
+        fail(msg("usage.in_file", path=path, detail=carried(e)), hint=False)
 
 
 async def _serve(config: ServeConfig, host: str, port: int, lang: str) -> None:
     from probe.serve.app import Exporter, start
 
     runner = await start(Exporter(config, lang), host, port)
-    echo(f"smtp-probe: serving on http://{host}:{port}/ (/probe?target=...&module=...)")
+    where = f"http://{host}:{port}/"
+    echo(say(locale(lang), msg("serve.ready", url=where)))
     try:
         await asyncio.Event().wait()
     finally:
@@ -71,7 +79,8 @@ def serve(
     """Run the Prometheus exporter: /probe?target=DOMAIN&module=NAME, /metrics, /."""
     config = load_config(config_path)
     host, port = listen_address(listen or config.listen)
+    chosen = resolve_lang(lang)
     if check_config:
-        echo(f"smtp-probe: configuration OK ({len(config.modules)} modules)")
+        echo(say(locale(chosen), msg("serve.config_ok", modules=len(config.modules))))
         return
-    aio.run(_serve(config, host, port, resolve_lang(lang)))
+    aio.run(_serve(config, host, port, chosen))

@@ -43,7 +43,8 @@ def probe_commands(doc: Mapping[str, Any], loc: Locale, notice: bool = True) -> 
     title = f"smtp-probe: {target}"
     err = doc.get("error")
     if isinstance(err, dict):
-        return command("error", title, safe(f"{loc.ui('report.input_error')}: {err.get('detail')}"))
+        detail = said(loc, err)  # the refusal in the report's language
+        return command("error", title, safe(f"{loc.ui('report.input_error')}: {detail}"))
     status = doc.get("exit_status")
     kind = "warning" if status == TEMPFAIL else "error"
     out = []

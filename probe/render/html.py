@@ -186,7 +186,7 @@ class BatchHtml:
         base = {"anchor": f"t{line}", "input": shown, "line": line}
         err = rec.get("error")
         if isinstance(err, dict):
-            detail = safe(f"{err.get('kind')}: {err.get('detail')}")
+            detail = safe(f"{err.get('kind')}: {said(self.loc, err)}")
             return {**base, "error": detail, "state": "bad"}
         return {**base, "error": None, **probe_context(rec, self.loc, f"t{line}-")}
 

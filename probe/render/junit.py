@@ -105,7 +105,7 @@ def probe_suite(doc: Mapping[str, Any], loc: Locale, index: int, timestamp: str 
     )
     err = doc.get("error")
     if isinstance(err, dict):  # a batch input line that was not probed
-        detail = safe(f"{err.get('kind')}: {err.get('detail')}")
+        detail = safe(f"{err.get('kind')}: {said(loc, err)}")
         _case(suite, f"{PACKAGE}.verdict", "verdict", 0, ("error", detail, detail))
         return _close(suite, detail, 0)
     sentence = views.probe_sentence(doc, loc)

@@ -19,6 +19,7 @@ from probe.catalog import locale
 from probe.config import BatchLimits, SessionOptions, Timeouts
 from probe.context import RunContext
 from probe.limits import Limited, Limits
+from probe.messages import carried, msg, say
 from probe.metrics import Memory, Snapshot, remember, samples, success, throttle_sign
 from probe.render import probe as probe_render
 from probe.resolve import Resolver, make_resolver
@@ -106,7 +107,7 @@ class _Guarded:
             raise Refused(why)
         left = self.deadline - asyncio.get_running_loop().time()
         if left < 0.1:
-            err = StepError(ErrorKind.BUDGET, "no time left within the scrape timeout")
+            err = StepError(ErrorKind.BUDGET, msg("http.no_time_left"))
             step = Step("CONNECT", None, None, 0.0, err)
             return Session(host, address, port, (step,), TlsInfo(False, False), (), Outcome.BUDGET)
         opts = replace(opts, timeouts=_within(opts.timeouts, left))
@@ -115,7 +116,7 @@ class _Guarded:
 
 
 def _timed_out(target: Target, watch: _Watch, allowed: float) -> ProbeResult:
-    why = f"the probe took longer than {allowed:g} s"
+    why = msg("http.took_longer", seconds=allowed)
     dns = watch.dns or DnsResult(target.domain or target.host or "", DnsStatus.TIMEOUT, error=why)
     verdict = Verdict.DNS_FAILURE if watch.dns is None else Verdict.UNREACHABLE
     return ProbeResult(target, dns, (), verdict, why, elapsed_ms=allowed * 1000)
@@ -202,37 +203,41 @@ class Exporter:
         try:
             scrape = float(header)
         except ValueError:
-            raise BadQuery(f"{SCRAPE_TIMEOUT_HEADER} is not a number") from None
+            raise BadQuery(msg("http.scrape_not_number", header=SCRAPE_TIMEOUT_HEADER)) from None
         if not 0 < scrape < 86400:
-            raise BadQuery(f"{SCRAPE_TIMEOUT_HEADER} out of range")
+            raise BadQuery(msg("http.scrape_range", header=SCRAPE_TIMEOUT_HEADER))
         return min(limit, max(0.1, scrape - OFFSET))
 
-    def _fail(self, status: int, kind: str, message: str) -> web.Response:
+    def _fail(self, status: int, kind: str, message: str, lang: str = "en") -> web.Response:
+        """A one-line refusal, in the module's language (English before one is known)."""
         self.errors.labels(kind).inc()
-        return web.Response(status=status, text=message.replace("\n", " ") + "\n")
+        text = say(locale(lang), message)
+        return web.Response(status=status, text=text.replace("\n", " ") + "\n")
 
     async def handle_probe(self, request: web.Request) -> web.Response:
+        asked = self.config.modules.get(request.query.get("module", "default"))
         try:
             target, module = query(self.config, request.query)
             allowed = self.allowed(request, module)
         except BadQuery as e:
-            return self._fail(400, "bad_request", str(e))
+            return self._fail(400, "bad_request", carried(e), asked.lang if asked else "en")
         why = refused(self.config.targets, target)
         if why is not None:
-            return self._fail(403, "refused", why)
+            return self._fail(403, "refused", why, module.lang)
         key = cache_key(target, module)
         interval = self.config.interval(module)
         if self.results.fresh(key, interval) is None and self.pending >= self.config.queue:
-            return self._fail(503, "overloaded", "too many probes waiting; try again later")
+            return self._fail(503, "overloaded", msg("http.overloaded"), module.lang)
         self.pending += 1
         try:
             served = await self.results.get(
                 key, interval, lambda: self.run_probe(target, module, allowed), allowed + GRACE
             )
         except Refused as e:
-            return self._fail(403, "refused", str(e))
+            return self._fail(403, "refused", carried(e), module.lang)
         except TimeoutError:
-            return self._fail(503, "timeout", f"no result within {allowed + GRACE:g} s")
+            late = msg("http.timeout", seconds=allowed + GRACE)
+            return self._fail(503, "timeout", late, module.lang)
         finally:
             self.pending -= 1
         if served.how == "cached":
