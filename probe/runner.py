@@ -153,9 +153,8 @@ async def _walk(
 def _no_family(req: ProbeRequest) -> str:
     """Why there was nothing to connect to, when -4 or -6 may be the cause."""
     t = req.target
-    name = t.display or t.raw or t.domain or t.host or "the target"
-    ip = f"IPv{req.family}"
-    return f"no {ip} address to connect to: {name} has none, and -{req.family} allows {ip} only"
+    name = t.display or t.raw or t.domain or t.host or "?"
+    return msg("runner.no_family", family=req.family or 0, name=name)
 
 
 async def probe(

@@ -244,3 +244,17 @@ def test_batch_expect_decides_the_exit_status() -> None:
     verdicts = sorted(rec["verdict"] for rec in valid_lines(missed.stdout))
     assert verdicts == ["accepted", "expectation_failed"]
     assert plain.exit_code == 0  # without --expect, a record's verdict is its own business
+
+
+@pytest.mark.parametrize(
+    ("lang", "words"),
+    [
+        ("de", "keine IPv6-Adresse"),
+        ("zh", "没有可连接的 IPv6 地址"),
+        ("ko", "IPv6 주소가 없습니다"),
+    ],
+)
+def test_a_family_with_no_address_says_so_in_the_language(lang: str, words: str) -> None:
+    r = invoke("[127.0.0.1]:25", "-6", "--lang", lang)
+    assert r.exit_code == 68
+    assert words in r.stdout and "no IPv6 address" not in r.stdout
