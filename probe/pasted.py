@@ -28,7 +28,7 @@ _GMAIL_RESPONSE = re.compile(
 _STAT = re.compile(r"\bstat=([^,]{0,500})")
 _DSN = re.compile(r"\bdsn=([245])\.(\d{1,3})\.(\d{1,3})\b")
 # Yahoo writes a colon after the code: "501: 5.1.8 Sender address rejected".
-_CODE_COLON = re.compile(r"[ \t]{0,40}([2-5]\d\d):[ \t]{1,40}(?=[245]\.\d{1,3}\.\d{1,3}\b)")
+_CODE_COLON = re.compile(r"([2-5]\d\d):[ \t]{1,40}(?=[245]\.\d{1,3}\.\d{1,3}\b)")
 # qmail-era servers (vpopmail's chkuser, Gmail relaying them) write "550 #5.1.0 Address rejected."
 _HASH_STATUS = re.compile(r"#([245])\.(\d{1,3})\.(\d{1,3})\b[ \t]{0,40}")
 # A multi-line reply flattened onto one line (Postfix: "refused to talk to me: 220-mx.example
@@ -88,9 +88,10 @@ def _refined(r: Reply) -> Reply:
 
 def _unwrapped(s: str) -> Reply | None:
     """The reply inside the wrapping a pasted item has: M365, Gmail, swaks, Sendmail, Yahoo."""
-    colon = _CODE_COLON.match(s)
+    lead = s.lstrip(" \t")
+    colon = _CODE_COLON.match(lead[:60])
     if colon:
-        s = f"{colon.group(1)} {s[colon.end() :]}"
+        s = f"{colon.group(1)} {lead[colon.end() :]}"
     m = _MS_RETURNED.search(s)
     if m:
         r = parse(m.group(1))

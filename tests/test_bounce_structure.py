@@ -278,3 +278,31 @@ def test_stream_reply_agrees_with_parse_pasted_line_by_line() -> None:
 def test_a_pasted_log_still_streams_its_lines_in_order() -> None:
     docs = _json(["-"], "".join(line + "\nnoise without a reply\n" for line in PASTED))
     assert [d["code"] for d in docs] == [550, None, None, 550, 550, 501, 550, 421, 550]
+
+
+def test_a_body_line_starting_with_from_does_not_split_an_mbox() -> None:
+    data = (
+        b"From MAILER-DAEMON  Thu Apr 29 23:34:45 2021\nFrom: MAILER-DAEMON@mx.example.net\n"
+        b"Subject: failed\n\n  max@example.org\n    550 5.1.1 unknown user\n\n"
+        b"From what we can tell, the address is wrong.\n"
+    )
+    assert [r for r, _, _, _ in got(data)] == ["max@example.org"]
+
+
+@pytest.mark.parametrize(
+    ("charset", "body"),
+    [
+        ("iso-8859-1", "550 5.1.1 Empf\xe4nger unbekannt".encode("latin-1")),
+        ("x-no-such-charset", "550 5.1.1 Empfänger unbekannt".encode()),
+    ],
+)
+def test_text_parts_are_decoded_by_their_charset(charset: str, body: bytes) -> None:
+    data = (
+        b"Subject: failed\nMIME-Version: 1.0\nContent-Type: text/plain; charset="
+        + charset.encode()
+        + b"\nContent-Transfer-Encoding: 8bit\n\n  ned@example.org\n    "
+        + body
+        + b"\n"
+    )
+    (f,) = read_email(data)
+    assert (f.recipient, f.reply.text) == ("ned@example.org", "Empfänger unbekannt")
