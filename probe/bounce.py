@@ -308,7 +308,9 @@ def _text_of(part: Message) -> str:
 
 
 def _strip_html(text: str) -> str:
-    out = re.sub(r"<(?:br|/p|/div|/tr|p|div)\b[^<>]{0,200}>", "\n", text[:MAX_EMAIL], flags=re.I)
+    out = re.sub(
+        r"<(?:br|/p|/div|/tr|p|div)\b[^<>]{0,200}>", "\n", _unstyled(text[:MAX_EMAIL]), flags=re.I
+    )
     return (
         re.sub(r"<[^<>]{0,500}>", " ", out)
         .replace("&nbsp;", " ")
@@ -316,6 +318,29 @@ def _strip_html(text: str) -> str:
         .replace("&gt;", ">")
         .replace("&amp;", "&")
     )
+
+
+def _unstyled(html: str) -> str:
+    """HTML without its <style> and <script> blocks: style sheets are never a reason, and
+    reading their hundreds of lines as words cost more than the rest of a big notice."""
+    low = html.lower()
+    if len(low) != len(html):
+        return html  # a few letters lower-case to two characters: offsets would not match
+    kept: list[str] = []
+    at = 0
+    while (start := min(_find(low, "<style", at), _find(low, "<script", at))) < len(html):
+        name = "</style" if low.startswith("<style", start) else "</script"
+        end = low.find(">", _find(low, name, start))
+        kept.append(html[at:start])
+        at = len(html) if end < 0 else end + 1
+    kept.append(html[at:])
+    return "".join(kept)
+
+
+def _find(text: str, needle: str, start: int) -> int:
+    """Where needle is in text from start, or the text's length."""
+    i = text.find(needle, start)
+    return len(text) if i < 0 else i
 
 
 # ---------------------------------------------------------------- RFC 3464 delivery-status

@@ -306,3 +306,13 @@ def test_text_parts_are_decoded_by_their_charset(charset: str, body: bytes) -> N
     )
     (f,) = read_email(data)
     assert (f.recipient, f.reply.text) == ("ned@example.org", "Empfänger unbekannt")
+
+
+def test_an_html_notices_style_sheet_is_not_read_as_words() -> None:
+    data = (
+        b"Subject: Undeliverable\nMIME-Version: 1.0\nContent-Type: text/html\n\n"
+        b"<html><head><STYLE type='text/css'>\n/* when the mailbox is full */\n"
+        b".blocked { color: red }\n</style></head><body><p>We could not deliver to</p>\n"
+        b"<p>oli@example.org</p><p>No such user here</p></body></html>\n"
+    )
+    assert got(data) == [("oli@example.org", None, "5.1.1", "user_unknown")]
