@@ -115,7 +115,7 @@ _WORDS: tuple[tuple[re.Pattern[str], EnhancedCode], ...] = tuple(
             (4, 4, 1),
         ),
         (
-            r"permission to post|not allowed to (?:post|send)|spam|denied|blocked|rejected|refused"
+            r"permission to post|not allowed to (?:post|send)|not a member of|spam|denied|blocked|rejected|refused"
             r"|black ?listed|block ?listed|relay(?:ing)? (?:denied|not permitted)|unable to relay"
             r"|insecure mail relay|groups\.google\.com/support",
             (5, 7, 1),

@@ -155,6 +155,7 @@ def test_a_bare_status_takes_the_human_sentence_about_its_recipient() -> None:
         ("No mx record found for domain=far.example", "5.1.2", "dns"),
         ("an MX or SRV record indicated no SMTP service", "5.1.2", "dns"),
         ("Delivery to the following recipient failed permanently:", "5.0.0", "other"),
+        ("You are not a member of this mailing list.", "5.7.1", "policy"),
     ],
 )
 def test_more_codeless_wordings(line: str, enhanced: str, category: str) -> None:
