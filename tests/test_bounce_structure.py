@@ -5,6 +5,7 @@ test: each shows one general rule, not one sender's notice."""
 from __future__ import annotations
 
 import json
+import random
 from typing import Any
 
 import pytest
@@ -317,3 +318,35 @@ def test_an_html_notices_style_sheet_is_not_read_as_words() -> None:
         b"<p>oli@example.org</p><p>No such user here</p></body></html>\n"
     )
     assert got(data) == [("oli@example.org", None, "5.1.1", "user_unknown")]
+
+
+def _synthetic() -> list[bytes]:
+    inner = "From: MAILER-DAEMON@mx.example.org\nSubject: x\n\n<<< 550 5.1.1 <p@example.org>\n"
+    mbox = (
+        "From MAILER-DAEMON  Thu Apr 29 23:34:45 2021\nSubject: a\n\n  q@example.org\n"
+        "    Giving up.\n\nFrom MAILER-DAEMON  Fri Apr 30 23:34:45 2021\nSubject: b\n\n"
+        "  r@example.org\n    501: 5.1.8 Sender address rejected\n"
+    )
+    return [
+        _notice_with(inner),
+        mbox.encode(),
+        _dsn("Final-Recipient: rfc822;s@example.org\nStatus: 4.0.0 (x)\nStatus: 5.0.0"),
+        _dsn("Final-Recipient: rfc822;t@example.org\nAction: failed\nStatus: 5.0.0", "t@x.example"),
+    ]
+
+
+def test_mutations_of_these_structures_never_raise() -> None:
+    rnd = random.Random(14)
+    for data in _synthetic():
+        for _ in range(150):
+            d = bytearray(data)
+            for _ in range(rnd.randint(1, 12)):
+                pos = rnd.randrange(len(d) or 1)
+                if rnd.random() < 0.5:
+                    d[pos : pos + rnd.randint(1, 20)] = b""
+                else:
+                    d[pos:pos] = rnd.choice(
+                        [b"\n", b"\n\nFrom x Mon ", b"--outer\n", b"(", b"\xff"]
+                    )
+            for i in explain_email(bytes(d)):
+                assert i.reply.code is not None or i.reply.enhanced is not None
