@@ -68,7 +68,7 @@ REASONS: dict[str, frozenset[str]] = {
         "mailererror": {"other", "unavailable"},
         "notaccept": {"dns", "unavailable", "policy"},
         "onhold": {"other", "unavailable"},
-        "syntaxerror": {"syntax"},
+        "syntaxerror": {"syntax", "sequence"},
         "undefined": {"other"},
         "delivered": {"success"},
     }.items()

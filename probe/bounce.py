@@ -14,6 +14,7 @@ import quopri
 import re
 from collections.abc import Iterator
 from dataclasses import replace
+from itertools import pairwise
 from typing import TYPE_CHECKING, NamedTuple
 
 from probe.interpret import interpret_reply
@@ -37,6 +38,7 @@ _SENDER = re.compile(
     r"(?:MAIL FROM|envelope-from|Return-Path|From)[ \t]{0,5}:?[ \t]{0,5}<[^<>\n]{0,300}>", re.I
 )
 # qmail writes the status after its words: "Sorry, no mailbox here by that name. (#5.1.1)".
+_STATUS_COMMENT = re.compile(r"[245]\.\d{1,3}\.\d{1,3}[ \t]{0,40}\(([^()]{1,500})\)")
 _QMAIL_STATUS = re.compile(r"\(#([245])\.(\d{1,3})\.(\d{1,3})\)")
 _REPLY_START = re.compile(r"[2-5]\d\d[ -]")
 _FIELD = re.compile(r"(?<![A-Za-z0-9-])([A-Za-z][A-Za-z0-9-]{0,40})[ \t]{0,40}:[ \t]{0,40}(.*)")
@@ -47,20 +49,26 @@ _ORIGINAL = re.compile(
     r"|(?:original message|unsent message|message headers) follows",
     re.IGNORECASE,
 )
+# Where the next message of an mbox file starts: "From MAILER-DAEMON  Thu Apr 29 ...".
+_MBOX_FROM = re.compile(r"\n\n(?=From [^ \n]{1,300} {1,4}(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) )")
 _SKIP_TYPES = frozenset({"message/rfc822", "text/rfc822-headers", "message/global-headers"})
+# Fields a recipient's block has once: one seen again starts the next recipient's block.
+_ONCE = frozenset({"final-recipient", "original-recipient", "action", "status"})
 _DSN_TYPES = frozenset({"message/delivery-status", "message/global-delivery-status"})
 
 
 # What codeless bounces say, and the RFC 3463 code that says the same; first match wins.
+# Written in lower case and searched in a lower-cased line: a few times faster than
+# re.IGNORECASE over the long lines of an HTML bounce.
 _WORDS: tuple[tuple[re.Pattern[str], EnhancedCode], ...] = tuple(
-    (re.compile(pattern, re.IGNORECASE), EnhancedCode(*code))
+    (re.compile(pattern), EnhancedCode(*code))
     for pattern, code in (
         (
             r"retry time ?out exceeded|message (?:has )?expired|delivery time expired"
             r"|too long (?:in|on) (?:the )?queue|could not be delivered within|giving up on"
             r"|(?:been|have been|has been) failing for a long time|retry timeout|has been delayed"
             r"|will be retried|delivery (?:is |was )?delayed|not yet been delivered"
-            r"|was aborted after",
+            r"|was aborted after|giving up",
             (4, 4, 7),
         ),
         (
@@ -75,16 +83,17 @@ _WORDS: tuple[tuple[re.Pattern[str], EnhancedCode], ...] = tuple(
         ),
         (r"mailbox (?:is )?full|over (?:the )?quota|quota exceeded|mailbox is over", (5, 2, 2)),
         (
-            r"name service error|host not found, try again|temporary dns",
+            r"name service error|host not found, try again|temporary dns|host ?name lookup fail",
             (4, 4, 3),
         ),
         (
             r"host unknown|unknown host|host not found|find any host named|domain (?:not found|does not exist|is not reachable)"
-            r"|unrouteable|no such domain|bad destination system",
+            r"|unrouteable|no such domain|bad destination system|no mx record"
+            r"|indicated no smtp service",
             (5, 1, 2),
         ),
         (
-            r"mailbox (?:is )?(?:disabled|suspended|inactive|frozen)|account (?:is )?(?:disabled|suspended)",
+            r"(?:mailbox|account) (?:is |has been )?(?:disabled|suspended|inactive|frozen|deactivated)",
             (5, 2, 1),
         ),
         (
@@ -92,7 +101,7 @@ _WORDS: tuple[tuple[re.Pattern[str], EnhancedCode], ...] = tuple(
             r"|not recognized|does not exist|address (?:rejected|not found)|recipient not found"
             r"|no mailbox|invalid (?:recipient|address)|not a valid|(?:doesn't|does not) have an? "
             r"[^ \n]{1,100} account|(?:user|address|recipient|mailbox) (?:not exist|unknown)"
-            r"|not listed in|no valid recipients",
+            r"|not listed in|no valid recipients|address (?:couldn't|could not) be found",
             (5, 1, 1),
         ),
         (r"malformed (?:recipient )?address|incorrectly constructed", (5, 1, 3)),
@@ -106,11 +115,13 @@ _WORDS: tuple[tuple[re.Pattern[str], EnhancedCode], ...] = tuple(
             (4, 4, 1),
         ),
         (
-            r"permission to post|not allowed to (?:post|send)|spam|denied|blocked|rejected|refused"
+            r"permission to post|not allowed to (?:post|send)|not a member of|spam|denied|blocked|rejected|refused"
             r"|black ?listed|block ?listed|relay(?:ing)? (?:denied|not permitted)|unable to relay"
             r"|insecure mail relay|groups\.google\.com/support",
             (5, 7, 1),
         ),
+        # Gmail's "Delivery to the following recipient failed permanently:", with no reason.
+        (r"failed permanently", (5, 0, 0)),
     )
 )
 
@@ -130,26 +141,77 @@ def normalise(data: bytes) -> bytes:
 
 
 def read_email(data: bytes) -> list[Failure]:
-    """Every failed (or reported) recipient of a bounce, in the order the email names them."""
+    """Every failed (or reported) recipient of a bounce, in the order the email names them.
+
+    An mbox file (a "From " line first) may hold several bounces: each is read in turn.
+    """
+    out: list[Failure] = []
+    for raw in _mbox_messages(normalise(data)):
+        out.extend(_read_raw(raw))
+        if len(out) >= _MAX_RECIPIENTS:
+            break
+    return out[:_MAX_RECIPIENTS]
+
+
+def _mbox_messages(raw: bytes) -> list[bytes]:
+    """The messages of an mbox file: a blank line, then a "From sender date" line, starts
+    each one (mboxrd quotes a body's own "From " lines as ">From ")."""
+    if not raw.startswith(b"From "):
+        return [raw]
+    # Latin-1 maps each byte to one character, so offsets in the text are offsets in `raw`.
+    cuts = [m.end() for m in _MBOX_FROM.finditer(raw.decode("latin-1"))][: _MAX_PARTS - 1]
+    bounds = [0, *cuts, len(raw)]
+    return [raw[a:b] for a, b in pairwise(bounds)]
+
+
+def _read_raw(raw: bytes) -> list[Failure]:
     # The email package pulls in socket; offline commands that read no email must not.
     import email
     import email.policy
 
-    raw = normalise(data)
-    named: list[str] = []
     try:
-        msg = email.message_from_bytes(raw, policy=email.policy.default)
-        dsn_texts, human = _split_parts(msg)
+        # compat32 parses no header into objects: several times cheaper on a big report.
+        msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    except Exception:
+        return _read_message(None, raw.decode("utf-8", "replace"), 0)
+    return _read_message(msg, raw.decode("utf-8", "replace"), 0)
+
+
+def _read_message(msg: Message | None, fallback: str, depth: int) -> list[Failure]:
+    """The failures of one parsed email; `fallback` is read as text where parsing failed."""
+    named: list[str] = []
+    returned: list[Message] = []
+    try:
+        if msg is None:
+            raise ValueError("unparsed")
+        dsn_texts, human, returned = _split_parts(msg)
         named = _ADDR.findall(str(msg.get("X-Failed-Recipients", ""))[:MAX_LINE])
     except Exception:
-        dsn_texts, human = [], [raw.decode("utf-8", "replace")]
+        dsn_texts, human = [], [fallback]
     records = [rec for text in dsn_texts for rec in dsn_records(text)]
     text = "\n".join(human)
     if not records:
         # A broken MIME boundary leaves the delivery-status fields inside the text part.
         records = [rec for rec in dsn_records(text) if "final-recipient:" in rec.source.lower()]
-    out = _merge(records, human_failures(text))
-    return _with_header(named, out, text, bool(records))[:_MAX_RECIPIENTS]
+    out = _with_header(named, _merge(records, human_failures(text)), text, bool(records))
+    if not out and depth < 2:
+        out = _returned_bounce(returned, depth)
+    return out
+
+
+def _returned_bounce(returned: list[Message], depth: int) -> list[Failure]:
+    """A notice that names no reason but returns a bounce (a relay or a filter passing one
+    on): that bounce's failures. Only replies and written statuses count there, not words,
+    so a returned ordinary message that merely mentions "spam" is not read as a failure."""
+    for inner in returned:
+        found = [
+            f
+            for f in _read_message(inner, "", depth + 1)
+            if f.reply.form is not Form.BOUNCE_TEXT and f.reply.reply_class >= 4
+        ]
+        if found:
+            return found
+    return []
 
 
 def _with_header(named: list[str], found: list[Failure], text: str, dsn: bool) -> list[Failure]:
@@ -174,22 +236,33 @@ def _with_header(named: list[str], found: list[Failure], text: str, dsn: bool) -
     return out
 
 
-def _split_parts(msg: Message) -> tuple[list[str], list[str]]:
-    """The delivery-status texts and the human-readable texts of an email."""
+def _split_parts(msg: Message) -> tuple[list[str], list[str], list[Message]]:
+    """The delivery-status texts, the human-readable texts and the returned messages."""
+    from email.message import Message
+
     dsn: list[str] = []
     human: list[str] = []
-    for part in _leaf_parts(msg, 0):
-        ctype = part.get_content_type()
+    returned: list[Message] = []
+    for part, ctype in _leaf_parts(msg, 0):
         if ctype in _DSN_TYPES:
             dsn.append(_dsn_body(part))
-        elif part.get_content_maintype() == "text" and ctype not in _SKIP_TYPES:
+        elif ctype == "message/rfc822":
+            payload = part.get_payload()
+            if isinstance(payload, list):
+                returned.extend(m for m in payload[:1] if isinstance(m, Message))
+        elif ctype.startswith("multipart/"):
+            # Its boundary never came (a mistyped one): the whole body is the report, as text.
+            body = part.get_payload()
+            human.append(body[:MAX_EMAIL] if isinstance(body, str) else "")
+        elif ctype.startswith("text/") and ctype not in _SKIP_TYPES:
             text = _text_of(part)
             human.append(_strip_html(text) if ctype == "text/html" and not human else text)
-    return dsn, human
+    return dsn, human, returned
 
 
-def _leaf_parts(part: Message, depth: int) -> Iterator[Message]:
-    """Parts that carry content, not descending into the returned original message."""
+def _leaf_parts(part: Message, depth: int) -> Iterator[tuple[Message, str]]:
+    """Parts that carry content, and returned messages (message/rfc822) without their parts,
+    each with its content type (parsed once: the email package parses it on every call)."""
     from email.message import Message
 
     if depth > 8:
@@ -201,8 +274,8 @@ def _leaf_parts(part: Message, depth: int) -> Iterator[Message]:
         for sub in subparts[:_MAX_PARTS]:
             if isinstance(sub, Message):
                 yield from _leaf_parts(sub, depth + 1)
-    elif ctype not in _SKIP_TYPES:
-        yield part
+    elif ctype not in _SKIP_TYPES or ctype == "message/rfc822":
+        yield part, ctype
 
 
 def _dsn_body(part: Message) -> str:
@@ -224,21 +297,20 @@ def _dsn_body(part: Message) -> str:
 
 def _text_of(part: Message) -> str:
     """A text part decoded (transfer encoding and charset), leniently."""
-    from email.message import EmailMessage
-
-    if isinstance(part, EmailMessage):
-        try:
-            content = part.get_content()
-            if isinstance(content, str):
-                return content
-        except Exception:
-            pass
     payload = part.get_payload(decode=True)
-    return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
+    if not isinstance(payload, bytes):
+        return ""
+    charset = str(part.get_content_charset() or "utf-8")
+    try:
+        return payload.decode(charset, "replace")
+    except (LookupError, ValueError):
+        return payload.decode("utf-8", "replace")
 
 
 def _strip_html(text: str) -> str:
-    out = re.sub(r"<(?:br|/p|/div|/tr|p|div)\b[^<>]{0,200}>", "\n", text[:MAX_EMAIL], flags=re.I)
+    out = re.sub(
+        r"<(?:br|/p|/div|/tr|p|div)\b[^<>]{0,200}>", "\n", _unstyled(text[:MAX_EMAIL]), flags=re.I
+    )
     return (
         re.sub(r"<[^<>]{0,500}>", " ", out)
         .replace("&nbsp;", " ")
@@ -246,6 +318,29 @@ def _strip_html(text: str) -> str:
         .replace("&gt;", ">")
         .replace("&amp;", "&")
     )
+
+
+def _unstyled(html: str) -> str:
+    """HTML without its <style> and <script> blocks: style sheets are never a reason, and
+    reading their hundreds of lines as words cost more than the rest of a big notice."""
+    low = html.lower()
+    if len(low) != len(html):
+        return html  # a few letters lower-case to two characters: offsets would not match
+    kept: list[str] = []
+    at = 0
+    while (start := min(_find(low, "<style", at), _find(low, "<script", at))) < len(html):
+        name = "</style" if low.startswith("<style", start) else "</script"
+        end = low.find(">", _find(low, name, start))
+        kept.append(html[at:start])
+        at = len(html) if end < 0 else end + 1
+    kept.append(html[at:])
+    return "".join(kept)
+
+
+def _find(text: str, needle: str, start: int) -> int:
+    """Where needle is in text from start, or the text's length."""
+    i = text.find(needle, start)
+    return len(text) if i < 0 else i
 
 
 # ---------------------------------------------------------------- RFC 3464 delivery-status
@@ -275,7 +370,12 @@ def dsn_fields(text: str) -> Iterator[list[tuple[str, str]]]:
         else:
             m = _FIELD.match(line[:MAX_LINE])
             if m:
-                block.append((m.group(1).lower(), m.group(2).strip()))
+                name = m.group(1).lower()
+                if name in _ONCE and any(k == name for k, _ in block):
+                    # Some MTAs leave out the blank line between two recipients' blocks.
+                    yield block
+                    block = []
+                block.append((name, m.group(2).strip()))
     if block:
         yield block
 
@@ -295,6 +395,10 @@ def dsn_records(text: str) -> list[DsnRecord]:
         if recipient is None and "status" not in f:
             continue  # the per-message block
         diag = " ".join(_typed(v) for k, v in block if k == "diagnostic-code")
+        if not diag:
+            # A comment in the Status field is the only reason some MTAs give (RFC 3464 §2.3.4).
+            m = _STATUS_COMMENT.match(f.get("status", "")[:MAX_LINE].strip())
+            diag = m.group(1).strip() if m else ""
         addr = _ADDR.search(_typed(recipient)) if recipient else None
         m = _ENH.search(f.get("status", "")[:100])
         status = EnhancedCode(*(int(x) for x in m.groups())) if m else None
@@ -393,8 +497,9 @@ def _qmail_status(line: str) -> Reply | None:
 
 def _from_words(line: str) -> Reply | None:
     """A bounce's words without a code, read as the code they describe."""
+    low = line[:MAX_LINE].lower()
     for pattern, code in _WORDS:
-        if pattern.search(line[:MAX_LINE]):
+        if pattern.search(low):
             return Reply(None, code, line, (line,), Form.BOUNCE_TEXT)
     return None
 
@@ -421,6 +526,9 @@ def _merge(records: list[DsnRecord], human: list[Failure]) -> list[Failure]:
             h = human[0]
         if h is not None and (r is None or (r.code is None and h.reply.code is not None)):
             r = h.reply if r is None or r.enhanced is None else _completed(h.reply, r.enhanced)
+        elif h is not None and r is not None and r.code is None and not rec.diagnostic:
+            # A bare Status: the human part's sentence about the recipient is the reason.
+            r = replace(r, text=h.reply.text, lines=h.reply.lines)
         if r is not None:
             out.append(Failure(rec.recipient, r, rec.action, rec.source))
     if out:

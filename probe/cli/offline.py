@@ -30,6 +30,7 @@ from probe.cli.common import (
 from probe.interpret import Interpreter, interpret_reply
 from probe.interpret import explain as explain_one
 from probe.model import CATEGORIES, Interpretation, NotAReply
+from probe.pasted import stream_reply
 from probe.redact import Redactor
 from probe.render import Styler
 from probe.render import codes as codes_render
@@ -103,7 +104,9 @@ class _Explained:
 
     def read(self, stream: IO[bytes]) -> None:
         """A whole log: lines without a reply are counted (for --summary), not shown."""
-        for line, reply in scan(_read_stream(stream)):
+        for line, scanned in scan(_read_stream(stream)):
+            # A pasted Sendmail, M365 or Gmail line reads as it does given as an argument.
+            reply = stream_reply(line, scanned) if scanned is not None or line[3:4] == ":" else None
             if reply is not None:
                 self.add(self.interpret(reply, line))
             elif self.summary:
