@@ -462,33 +462,37 @@ async def _drive(
     record: Callable[[int, Record | None], None],
     concurrency: int,
 ) -> None:
-    """`concurrency` workers take targets in turn straight from the input, and record them
-    in completion order. The lock lets one worker at a time read on; while targets are
-    waiting, taking one suspends nothing (no feeder task, no queue in between)."""
-    turn = asyncio.Lock()
+    """`concurrency` workers take targets from a bounded queue, in completion order."""
+    queue: asyncio.Queue[Item | None] = asyncio.Queue(maxsize=concurrency * 2)
 
     async def worker() -> None:
-        while True:
-            async with turn:
-                item = await anext(targets, None)
-            if item is None:
-                return
+        while (item := await queue.get()) is not None:
             record(item[0], await one(*item))
 
-    tasks = [asyncio.create_task(worker()) for _ in range(concurrency)]
+    async def feed() -> None:
+        try:
+            async for item in targets:
+                await queue.put(item)
+        finally:
+            # Stopped early: close the input now (its reader thread ends), not at garbage
+            # collection.
+            aclose = getattr(targets, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        for _ in range(concurrency):
+            await queue.put(None)
+
+    tasks = [asyncio.create_task(feed())]
+    tasks += [asyncio.create_task(worker()) for _ in range(concurrency)]
     try:
-        # A failing sink (the reader of stdout gone) ends the run at once.
+        # A failing sink (the reader of stdout gone) ends the run at once; waiting for the
+        # feeder alone would wait forever on a queue that nobody empties any more.
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         for t in done:
             if not t.cancelled() and (exc := t.exception()) is not None:
                 raise exc
     finally:
         await cancel_all(tasks)
-        # Stopped early: close the input now (its reader thread ends), not at garbage
-        # collection.
-        aclose = getattr(targets, "aclose", None)
-        if aclose is not None:
-            await aclose()
 
 
 def recorded_lines(path: str) -> set[int]:

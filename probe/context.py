@@ -34,6 +34,15 @@ class Replies:
 
     def __init__(self, size: int = 4096) -> None:
         self._seen: Bounded[tuple[bytes, int, str, str], WireReply] = Bounded(size)
+        self._extensions: Bounded[tuple[str, ...], tuple[tuple[str, str], ...]] = Bounded(256)
+
+    def extensions(self, lines: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+        """The EHLO keywords of a reply (each MX answers every session with the same list)."""
+        found = self._extensions.get(lines)
+        if found is None:
+            found = parse_extensions(lines)
+            self._extensions.put(lines, found)
+        return found
 
     def get(self, raw: Raw, command: str) -> WireReply:
         if len(raw.data) > self.LONG:
@@ -44,6 +53,18 @@ class Replies:
             reply = wire_reply(raw, command)
             self._seen.put(key, reply)
         return reply
+
+
+def parse_extensions(lines: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """EHLO keywords and their parameters (the first line is the server's name)."""
+    out: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        body = line[4:].strip()
+        if not body:
+            continue
+        keyword, _, params = body.partition(" ")
+        out.append((keyword.upper(), params.strip()))
+    return tuple(out)
 
 
 def wire_reply(raw: Raw, command: str) -> WireReply:

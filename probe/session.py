@@ -58,18 +58,6 @@ def default_helo(fqdn: str, sockname: Sequence[object] | None) -> str:
     return "smtp-probe.invalid"
 
 
-def parse_extensions(lines: Sequence[str]) -> tuple[tuple[str, str], ...]:
-    """EHLO keywords and their parameters (the first line is the server's name)."""
-    out: list[tuple[str, str]] = []
-    for line in lines[1:]:
-        body = line[4:].strip()
-        if not body:
-            continue
-        keyword, _, params = body.partition(" ")
-        out.append((keyword.upper(), params.strip()))
-    return tuple(out)
-
-
 def _ms(start: float) -> float:
     return round((time.perf_counter() - start) * 1000, 1)
 
@@ -406,7 +394,7 @@ async def _ehlo(d: _Dialogue) -> bool:
     if reply is None or reply.code // 100 != 2:
         await d.close()
         return False
-    d.extensions = parse_extensions(reply.lines)
+    d.extensions = d.run.replies.extensions(reply.lines)
     return True
 
 
