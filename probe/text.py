@@ -42,7 +42,6 @@ def _json_escape(m: re.Match[str]) -> str:
 # them). Searched for in what is left once ASCII below DEL is deleted: a multi-byte sequence
 # holds no ASCII byte, so each stays whole, and the regex scans a few bytes instead of a
 # 10 KB batch record.
-_ASCII_BELOW_DEL = bytes(range(0x7F))
 _UTF8_UNSAFE = (
     rb"\x7f|\xc2[\x80-\x9f\xad]|\xd8\x9c|\xe1\xa0\x8e|\xe2\x80[\x8b-\x8f\xa8-\xae]"
     rb"|\xe2\x81[\xa0-\xaf]|\xef\xbb\xbf|\xef\xbf[\xb9-\xbb]|\xf3\xa0[\x80\x81]"
@@ -51,7 +50,7 @@ _UTF8_UNSAFE = (
 
 def utf8_unsafe(data: bytes) -> bool:
     """Whether UTF-8 `data` holds a character that `to_json` escapes (DEL and above)."""
-    rest = data.translate(None, _ASCII_BELOW_DEL)
+    rest = data.translate(None, bytes(range(0x7F)))  # ASCII below DEL deleted
     return bool(rest) and re.compile(_UTF8_UNSAFE).search(rest) is not None
 
 

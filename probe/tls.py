@@ -188,9 +188,8 @@ class TlsState:
             self.verdicts.put(key, hit)
             return hit
         cert = hit.certificate
-        if cert is None:
-            return hit
-        return replace(hit, certificate=with_days_left(cert))
+        fresh = with_days_left(cert) if cert is not None else None
+        return hit if fresh is cert else replace(hit, certificate=fresh)
 
     def offer(self, key: SessionKey) -> Saved | None:
         """The session to offer for `key`, counted as offered."""

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import click
 
 from probe import catalog, exitcodes
-from probe.bounce import MAX_EMAIL, explain_email
 from probe.catalog import Locale, locale
 from probe.cli.common import (
     FORMATS,
@@ -31,13 +30,13 @@ from probe.interpret import Interpreter, interpret_reply
 from probe.interpret import explain as explain_one
 from probe.model import CATEGORIES, Interpretation, NotAReply
 from probe.pasted import stream_reply
-from probe.redact import Redactor
 from probe.render import Styler
-from probe.render import codes as codes_render
-from probe.render import compare as compare_render
 from probe.render import explain as explain_render
 from probe.reply import parse, scan
 from probe.text import to_json
+
+if TYPE_CHECKING:
+    from probe.redact import Redactor
 
 # Bytes of one log line that are read; the rest of a longer line is skipped, not held.
 MAX_LINE = 64 * 1024
@@ -157,7 +156,14 @@ def explain(
     if summary and "-" not in items and not emails:
         refuse("usage.summary_needs_stdin")
     out = _Explained(fmt, summary, loc, styler(fmt == "text" and colour_enabled(sys.stdout)))
-    out.redactor = Redactor() if redact else None
+    if redact:  # loaded only when asked for, as the other commands' renderers are
+        from probe.redact import Redactor
+
+        out.redactor = Redactor()
+    if emails:
+        # Loaded for --email only: reading MIME costs every other explain a tenth of its start.
+        from probe.bounce import explain_email
+
     for path in emails:
         for interpretation in explain_email(_email_bytes(path)):
             out.add(interpretation)
@@ -180,6 +186,8 @@ def explain(
 def _email_bytes(path: str) -> bytes:
     """The bytes of one email, at most what bounce.py reads; a file that cannot be read is a
     one-line error."""
+    from probe.bounce import MAX_EMAIL
+
     try:
         if path == "-":
             return sys.stdin.buffer.read(MAX_EMAIL)
@@ -207,6 +215,8 @@ def _code_item(value: str) -> Interpretation:
 @lang_option
 def compare(a: str, b: str, fmt: str, lang: str | None) -> None:
     """Compare two codes side by side (421 521, or 5.1.1 5.2.2)."""
+    from probe.render import compare as compare_render
+
     loc = locale(resolve_lang(lang))
     ia, ib = _code_item(a), _code_item(b)
     if fmt == "json":
@@ -231,6 +241,8 @@ def codes(kind: str, klass: int | None, category: str | None, fmt: str, lang: st
     if category is not None and category not in CATEGORIES:
         refuse("usage.unknown_category", category=repr(category), choices=", ".join(CATEGORIES))
     loc = locale(resolve_lang(lang))
+    from probe.render import codes as codes_render
+
     items = codes_render.rows(catalog.load(), loc, kind, klass, category)
     if fmt == "json":
         echo(dump(items))

@@ -40,7 +40,9 @@ _CLOSING = frozenset("，。、；：！？）」』】》,.;:!?)")
 def wrap_cells(text: str, cols: int) -> list[str]:
     """`text` in lines of at most `cols` terminal columns (a wide character takes two),
     broken at spaces and between Chinese characters, never before closing punctuation."""
-    if text.isascii():
+    if text.isascii() or max(text) < "\u1100":
+        # Nothing wide and no Chinese below U+1100 (the section sign of an RFC reference
+        # is not worth compiling the tokenizer for).
         return textwrap.wrap(text, cols, break_long_words=False, break_on_hyphens=False)
     import re
 
