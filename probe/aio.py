@@ -60,8 +60,8 @@ class Handoff(Generic[T]):
     """Items from a reader thread to the event loop, in order, at most `room` waiting.
 
     A deque between the two: the thread wakes the loop only when the loop waits on an empty
-    one, and sleeps only when `room` items wait (until half have gone). Item by item
-    hand-overs (a semaphore, a wake-up each) cost a batch more than its JSON did.
+    one, and sleeps only when `room` items wait (until half have gone): a hand-over per
+    item (a semaphore and a wake-up each) was a visible part of a batch's CPU per target.
     `None` ends the stream; an exception from the reader is handed over and raised.
     """
 
