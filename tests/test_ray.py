@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -194,3 +195,31 @@ def test_run_on_ray_is_the_library_entry(farm: Farm, local_ray: None) -> None:
     cfg = RayConfig(template(farm), "en", BatchLimits(concurrency=4, per_host=1), actors=1)
     run_on_ray(items(20), cfg, collect(records))
     check_each_line_once(records, 20)
+
+
+def test_ctrl_c_ends_a_ray_run_with_status_130_and_whole_records(farm: Farm) -> None:
+    # The input stays open, so only the interrupt can end this run. The driver reads ahead
+    # a few chunks per actor before it collects records: 300 lines let records flow.
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"}
+    cmd = [sys.executable, "-m", "probe", "batch", "-", *base_args(farm), "--ray"]
+    # Unbuffered: communicate() below reads the descriptor, not a reader's buffer.
+    pipe = subprocess.PIPE
+    p = subprocess.Popen(cmd, stdin=pipe, stdout=pipe, stderr=pipe, env=env, bufsize=0)
+    assert p.stdin is not None and p.stdout is not None
+    try:
+        p.stdin.write(b"".join(b"user%d@d%d.test\n" % (i, i) for i in range(300)))
+        p.stdin.flush()
+        first = p.stdout.readline()  # Ray is up and records flow
+        assert json.loads(first)["line"] >= 1
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 130, err.decode(errors="replace")[-2000:]
+    assert b"Traceback" not in err
+    # Every line that ended is a whole record (a write cut by the signal could only leave an
+    # unended tail, which --resume reports and sets aside).
+    for line in out.split(b"\n")[:-1]:
+        assert "line" in json.loads(line)
