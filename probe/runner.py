@@ -45,10 +45,8 @@ def _family_ok(addr: str, family: int | None) -> bool:
 async def _candidates(
     req: ProbeRequest, resolver: Resolver | None
 ) -> tuple[DnsResult | None, Candidates]:
-    """The DNS result (None when no lookup was needed) and the (host, address) pairs."""
+    """The DNS result and the (host, address) pairs of a target that needs a lookup."""
     t = req.target
-    if not _needs_dns(t):
-        return None, _literal(t)
     # Loaded here, not at the top: an address literal needs no DNS, and dnspython's async
     # resolver is a fifth of a whole `probe` process's start-up.
     from probe.resolve import addresses, make_resolver, resolve_domain
@@ -67,7 +65,7 @@ async def _candidates(
         host = MxHost(t.host, None, addrs, status, False, cname, err)
         ok = status if status is not DnsStatus.NODATA else DnsStatus.OK
         return DnsResult(t.host, ok, (host,), error=err), [(t.host, a) for a in addrs]
-    return None, [(t.host, t.host)] if t.host else []
+    return None, _literal(t)
 
 
 def _needs_dns(t: Target) -> bool:
