@@ -91,6 +91,10 @@ def _rule_decision(cat: catalog.Catalog, reply: Reply) -> _Decision | None:
     # Provider texts are short and come first; past this a long reply is not read (and no
     # rule, however it is written, can take more than linear time over this much).
     text = reply.text[: catalog.MATCH_LIMIT]
+    if not text:
+        # Every rule reads the text (the catalog's tests hold each pattern to need a
+        # character): a bare code is decided by the registries, without compiling a pattern.
+        return None
     lowered = text.lower()
     enh_str = str(reply.enhanced) if reply.enhanced else None
     for rule in cat.candidates(lowered):

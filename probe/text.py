@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 
@@ -74,7 +73,12 @@ def to_json(obj: object, indent: int | None = None) -> str:
     data = _orjson(obj, indent)
     if data is not None and not utf8_unsafe(data):  # most records: nothing to escape
         return data.decode()
-    out = json.dumps(obj, ensure_ascii=False, indent=indent) if data is None else data.decode()
+    if data is None:
+        import json  # only without orjson: text output never loads it
+
+        out = json.dumps(obj, ensure_ascii=False, indent=indent)
+    else:
+        out = data.decode()
     if out.isascii() and "\x7f" not in out:
         return out
     return _re(_JSON_UNSAFE).sub(_json_escape, out)

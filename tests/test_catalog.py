@@ -297,6 +297,13 @@ def test_no_rule_targets_positive_replies() -> None:
         assert all(e[0] in "45X" for e in r.enhanced), r.id
 
 
+def test_every_rule_reads_text() -> None:
+    """The interpreter tries no rule on a reply without text; that is only safe while every
+    pattern needs at least a character."""
+    for r in catalog.load().rules:
+        assert r.text.search("") is None, r.id
+
+
 CATALOG_DIR = Path(catalog.__file__).parent
 TOML_FILES = sorted(
     p.relative_to(CATALOG_DIR).parts

@@ -12,7 +12,6 @@ import contextlib
 import errno
 import importlib
 import io
-import ipaddress
 import os
 import sys
 from collections.abc import Iterator
@@ -54,6 +53,8 @@ def looks_like_target(word: str) -> bool:
     """A domain, an address, an address literal or host:port, as opposed to a stray word."""
     if any(c in word for c in ".@[:"):
         return True
+    import ipaddress  # only for a first word that names no command: not worth loading for all
+
     try:
         ipaddress.ip_address(word)
     except ValueError:
