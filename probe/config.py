@@ -107,9 +107,11 @@ class SessionOptions:
     deadline: float | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        # Library callers may pass the plain words; the dialogue compares enums.
-        object.__setattr__(self, "starttls", StartTls(self.starttls))
-        if self.quit_after is not None:
+        # Library callers may pass the plain words; the dialogue compares enums. (Checked
+        # first: a batch copies its options for every target, and an enum call is not free.)
+        if type(self.starttls) is not StartTls:
+            object.__setattr__(self, "starttls", StartTls(self.starttls))
+        if self.quit_after is not None and type(self.quit_after) is not QuitAfter:
             object.__setattr__(self, "quit_after", QuitAfter(self.quit_after))
 
 

@@ -47,9 +47,12 @@ _UTF8_UNSAFE = (
 )
 
 
+_ASCII_BELOW_DEL = bytes(range(0x7F))
+
+
 def utf8_unsafe(data: bytes) -> bool:
     """Whether UTF-8 `data` holds a character that `to_json` escapes (DEL and above)."""
-    rest = data.translate(None, bytes(range(0x7F)))  # ASCII below DEL deleted
+    rest = data.translate(None, _ASCII_BELOW_DEL)
     return bool(rest) and re.compile(_UTF8_UNSAFE).search(rest) is not None
 
 
@@ -73,6 +76,19 @@ def to_json(obj: object, indent: int | None = None) -> str:
     data = _orjson(obj, indent)
     if data is not None and not utf8_unsafe(data):  # most records: nothing to escape
         return data.decode()
+    return _escaped(obj, indent, data)
+
+
+def to_json_bytes(obj: object, indent: int | None = None) -> bytes:
+    """`to_json` in UTF-8, for a file: most records are written as orjson made them,
+    never decoded to text and encoded back."""
+    data = _orjson(obj, indent)
+    if data is not None and not utf8_unsafe(data):
+        return data
+    return _escaped(obj, indent, data).encode()
+
+
+def _escaped(obj: object, indent: int | None, data: bytes | None) -> str:
     if data is None:
         import json  # only without orjson: text output never loads it
 

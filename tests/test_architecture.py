@@ -165,6 +165,7 @@ IMMUTABLE_FACTORIES = {
     "re.compile",
     "frozenset",
     "tuple",
+    "bytes",
     "click.option",
     "click.FloatRange",
     "click.IntRange",

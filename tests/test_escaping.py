@@ -9,7 +9,7 @@ import unicodedata
 from hypothesis import given
 from hypothesis import strategies as st
 
-from probe.text import safe, to_json
+from probe.text import safe, to_json, to_json_bytes
 
 C0 = [chr(c) for c in range(0x20)]
 C1 = [chr(c) for c in range(0x80, 0xA0)]
@@ -76,12 +76,15 @@ def test_no_output_carries_a_raw_unsafe_character(s: str) -> None:
     out = to_json(s)
     assert not any(ch in out for ch in ALL)
     assert json.loads(out) == s
+    # What batch writes to a file: the same text, in UTF-8.
+    assert to_json_bytes(s) == out.encode()
 
 
 def test_json_of_what_the_fast_encoder_refuses_is_still_json() -> None:
     # A raw byte kept by surrogateescape, and an integer past 64 bits.
     for value in ({"reply": "\udcff"}, {"n": 2**70}):
         assert json.loads(to_json(value)) == value
+        assert to_json_bytes(value) == to_json(value).encode()
     assert "\\udcff" in to_json("\udcff")
 
 
