@@ -380,14 +380,19 @@ class Connection:
 
     def abort(self) -> None:
         """Drop the connection at once, if it is still there."""
+        self.before_close = None  # (see close)
         proto, self._proto = self._proto, None
         if proto is not None and proto.transport is not None:
             _abort(proto.transport)
 
     async def close(self) -> None:
         """Close and wait until the transport is really gone (TLS shutdown included)."""
-        if self.before_close is not None and self._proto is not None:
-            self.before_close(self)
+        # Dropped once called: the hook is a method of the dialogue that holds this
+        # connection, and the cycle they make would otherwise wait for the garbage collector
+        # (with all the session's steps) instead of going when the session does.
+        hook, self.before_close = self.before_close, None
+        if hook is not None and self._proto is not None:
+            hook(self)
         proto, self._proto = self._proto, None
         if proto is None or proto.transport is None:
             return

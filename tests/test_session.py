@@ -119,6 +119,38 @@ async def test_full_session_with_starttls_trusted(
     assert handler.seen[0] == "EHLO probe.example"
 
 
+async def test_a_finished_session_leaves_no_garbage_cycle(
+    smtp: Starter, ca: trustme.CA, cafile: str
+) -> None:
+    """What a session built is freed when it ends, by reference counting: a cycle (the
+    connection holding a method of its dialogue) kept every session's steps until the next
+    collection, and made the collector a visible part of a batch's CPU."""
+    import gc
+
+    port = await smtp(Scripted(), tls_context=server_ctx(ca, "mx.test"))
+    ctx = RunContext()
+    await run(port, ctx, cafile=cafile, rcpts=("alice@mx.test",))  # caches warm
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        s = await run(port, ctx, cafile=cafile, rcpts=("alice@mx.test",))
+        await asyncio.sleep(0.05)  # the transport's last callbacks
+        gc.collect()
+        ours = [
+            type(o).__qualname__
+            for o in gc.garbage
+            if type(o).__module__.startswith("probe.")
+            and not type(o).__module__.startswith("probe.lab")  # the server's side
+        ]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert s.completed and s.tls.ok
+    assert ours == []
+
+
 async def test_untrusted_certificate_is_recorded_and_session_goes_on(
     smtp: Starter, ca: trustme.CA, cafile: str
 ) -> None:
