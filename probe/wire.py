@@ -102,6 +102,9 @@ class ReplyProtocol(asyncio.Protocol):
     """Bytes in, replies out: one reply awaited at a time; anything else is unsolicited."""
 
     def __init__(self) -> None:
+        # Made by the running loop's create_connection. Kept: in CPython 3.11 every
+        # get_running_loop() is a getpid() system call, and a session reads a dozen replies.
+        self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.waiter: asyncio.Future[Raw | Failure] | None = None
@@ -164,7 +167,7 @@ class ReplyProtocol(asyncio.Protocol):
     def expect(self) -> None:
         """A reply is due: the bytes that come next are its."""
         self.buffer.clear()
-        self.waiter = asyncio.get_running_loop().create_future()
+        self.waiter = self.loop.create_future()
 
     async def reply(self, timeout: float) -> Raw | Failure:
         waiter = self.waiter
@@ -172,7 +175,7 @@ class ReplyProtocol(asyncio.Protocol):
             return Failure(ErrorKind.DISCONNECTED, CLOSED_BY_SERVER)
         # A timer that settles the waiter, rather than asyncio.timeout or wait_for: one timer
         # handle per reply and no cancellation dance (a batch reads tens of thousands).
-        timer = asyncio.get_running_loop().call_later(timeout, _time_out, waiter, timeout)
+        timer = self.loop.call_later(timeout, _time_out, waiter, timeout)
         try:
             return await waiter
         finally:
@@ -361,7 +364,7 @@ class Connection:
         if transport is None or transport.is_closing():
             return Failure(ErrorKind.DISCONNECTED, CLOSED_BY_SERVER)
         try:
-            new = await asyncio.get_running_loop().start_tls(
+            new = await proto.loop.start_tls(
                 transport, proto, ctx, server_hostname=name, ssl_handshake_timeout=timeout
             )
         except (OSError, ConnectionError) as e:  # ssl.SSLError and TimeoutError included
@@ -401,7 +404,7 @@ class Connection:
         if proto.lost.is_set():
             return
         # A timer rather than asyncio.timeout: one handle, no cancellation (once per session).
-        timer = asyncio.get_running_loop().call_later(1.0, _give_up, transport, proto.lost)
+        timer = proto.loop.call_later(1.0, _give_up, transport, proto.lost)
         try:
             await proto.lost.wait()
         finally:
