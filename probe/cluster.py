@@ -10,7 +10,8 @@ else imports Ray, and Ray is imported only when this runs.
   ones (--per-provider, --provider-rate) and the pace (--rate) for every actor of the run: the limits hold cluster-wide. It remembers which
   actor holds which slot, so the slots of a dead actor come back.
 - The driver writes records as they come, in the usual format; --resume works as without Ray
-  (the CLI skips lines already in --output before any reach here).
+  (the CLI skips lines already in --output before any reach here). It reads the input in a
+  thread of its own and sends what has come, so a slow pipe never holds back records.
 
 Only loopback is used for a local Ray (no address): the node binds 127.0.0.1, without a
 dashboard, and usage statistics are off.
@@ -22,6 +23,8 @@ import asyncio
 import contextlib
 import importlib
 import os
+import queue
+import threading
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
@@ -37,6 +40,8 @@ from probe.text import to_json
 
 CHUNK = 10  # input lines per call to an actor
 RETRIES = 2  # further actors a chunk is tried on after its actor died
+IDLE_WAIT = 1.0  # seconds the driver waits for input when nothing is in flight
+POLL = 0.05  # while input may still come: how often the driver looks for more
 
 
 class RayMissing(RuntimeError):
@@ -224,8 +229,9 @@ class Prober:
         return os.getpid()
 
 
-def lost_record(n: int, text: str, why: str) -> Record:
-    detail = f"the Ray actors probing this target ended before it finished ({why})"
+def lost_record(n: int, text: str, why: str | None) -> Record:
+    """The record of a line no actor answered: `why` names the error, None: no actor left."""
+    detail = msg("batch.no_actor_left") if why is None else msg("batch.actor_lost", why=why)
     return error_record(n, text, "internal", detail, exitcodes.SOFTWARE)
 
 
@@ -233,6 +239,49 @@ def lost_record(n: int, text: str, why: str) -> Record:
 class _Chunk:
     lines: list[tuple[int, str]]
     tries: int = 0
+
+
+class _Feed:
+    """The input, read by a thread of its own: the driver collects and writes records while a
+    slow pipe has yet to give its next line, and sends what has come instead of waiting for
+    a whole chunk. The thread is a daemon, as batch's own reader is."""
+
+    def __init__(self, items: Iterator[Item], room: int) -> None:
+        self._queue: queue.Queue[Item | BaseException | None] = queue.Queue(maxsize=room)
+        self.ended = False
+        reader = threading.Thread(
+            target=self._read, args=(items,), name="smtp-probe-input", daemon=True
+        )
+        reader.start()
+
+    def _read(self, items: Iterator[Item]) -> None:
+        try:
+            for item in items:
+                self._queue.put(item)
+        except Exception as e:  # handed to the driver, which raises it
+            self._queue.put(e)
+            return
+        self._queue.put(None)
+
+    def take(self, most: int, wait: float | None) -> list[Item]:
+        """Up to `most` items: the first waited for up to `wait` seconds (None: only if it
+        is there), the others only if already read."""
+        out: list[Item] = []
+        while len(out) < most and not self.ended:
+            try:
+                if out or wait is None:
+                    item = self._queue.get_nowait()
+                else:
+                    item = self._queue.get(timeout=wait)
+            except queue.Empty:
+                break
+            if item is None:
+                self.ended = True
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                out.append(item)
+        return out
 
 
 class RayRun:
@@ -296,46 +345,59 @@ class RayRun:
     def run(self, items: Iterable[Item]) -> None:
         self.start()
         try:
-            self._loop(iter(items))
+            self._loop(_Feed(iter(items), room=CHUNK * self.depth * len(self.actors)))
         finally:
             self.stop()
 
-    def _loop(self, items: Iterator[Item]) -> None:
+    def _loop(self, feed: _Feed) -> None:
         pending: dict[Any, tuple[int, _Chunk]] = {}
         retry: list[_Chunk] = []
         inflight = [0] * len(self.actors)
-        exhausted = False
         while True:
             for i in range(len(self.actors)):
                 while self.alive[i] and inflight[i] < self.depth:
                     chunk = retry.pop() if retry else None
-                    if chunk is None and not exhausted:
-                        chunk = self._next_chunk(items)
-                        exhausted = chunk is None
+                    if chunk is None:
+                        # With nothing in flight there is nothing to collect: wait for input.
+                        chunk = self._next_chunk(feed, None if pending else IDLE_WAIT)
                     if chunk is None:
                         break
                     pending[self.actors[i].run.remote(chunk.lines)] = (i, chunk)
                     inflight[i] += 1
             if not pending:
-                if retry:  # no actor left to take them
-                    for chunk in retry:
-                        self._lost(chunk, "no actor left")
-                return
-            done, _ = self.ray.wait(list(pending), num_returns=1, timeout=1.0)
+                if not any(self.alive):
+                    self._lose_the_rest(feed, retry)
+                    return
+                if feed.ended:
+                    return
+                continue
+            done, _ = self.ray.wait(
+                list(pending), num_returns=1, timeout=1.0 if feed.ended else POLL
+            )
             for ref in done:
                 i, chunk = pending.pop(ref)
                 inflight[i] -= 1
                 self._settle(ref, i, chunk, retry)
 
-    def _next_chunk(self, items: Iterator[Item]) -> _Chunk | None:
+    def _lose_the_rest(self, feed: _Feed, retry: list[_Chunk]) -> None:
+        """No actor is left: every line not yet answered still gets its record."""
+        for chunk in retry:
+            self._lost(chunk, None)
+        while not feed.ended:
+            for line, text in feed.take(CHUNK, IDLE_WAIT):
+                if isinstance(text, Refused):
+                    self._write(refused_record(line, text))
+                else:
+                    self._write(lost_record(line, text, None))
+
+    def _next_chunk(self, feed: _Feed, wait: float | None) -> _Chunk | None:
+        """Up to CHUNK lines of what has been read (the first waited for up to `wait`)."""
         lines: list[tuple[int, str]] = []
-        for line, text in items:
+        for line, text in feed.take(CHUNK, wait):
             if isinstance(text, Refused):  # nothing for an actor to do: recorded here
                 self._write(refused_record(line, text))
                 continue
             lines.append((line, text))
-            if len(lines) == CHUNK:
-                break
         return _Chunk(lines) if lines else None
 
     def _settle(self, ref: Any, i: int, chunk: _Chunk, retry: list[_Chunk]) -> None:
@@ -355,7 +417,7 @@ class RayRun:
         for rec in records:
             self._write(rec)
 
-    def _lost(self, chunk: _Chunk, why: str) -> None:
+    def _lost(self, chunk: _Chunk, why: str | None) -> None:
         for line, text in chunk.lines:
             self._write(lost_record(line, text, why))
 

@@ -30,6 +30,7 @@ from typing import IO
 from probe import exitcodes
 from probe.batch import Item, Record, Refused, Scale, error_record, refused_record
 from probe.config import BatchLimits, ProbeRequest
+from probe.messages import msg
 from probe.text import to_json
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -71,7 +72,7 @@ def _shard(text: str, n: int) -> int:
 
 
 def lost_record(n: int, text: str, status: int | None) -> dict[str, object]:
-    detail = f"the worker process ended (exit status {status}) before this target finished"
+    detail = msg("batch.worker_lost", status="?" if status is None else status)
     return error_record(n, text, "internal", detail, exitcodes.SOFTWARE)
 
 

@@ -198,8 +198,8 @@ def test_run_on_ray_is_the_library_entry(farm: Farm, local_ray: None) -> None:
 
 
 def test_ctrl_c_ends_a_ray_run_with_status_130_and_whole_records(farm: Farm) -> None:
-    # The input stays open, so only the interrupt can end this run. The driver reads ahead
-    # a few chunks per actor before it collects records: 300 lines let records flow.
+    # The input stays open, so only the interrupt can end this run; 300 lines keep the actors
+    # busy when it comes.
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"}
     cmd = [sys.executable, "-m", "probe", "batch", "-", *base_args(farm), "--ray"]
     # Unbuffered: communicate() below reads the descriptor, not a reader's buffer.
@@ -223,3 +223,35 @@ def test_ctrl_c_ends_a_ray_run_with_status_130_and_whole_records(farm: Farm) -> 
     # unended tail, which --resume reports and sets aside).
     for line in out.split(b"\n")[:-1]:
         assert "line" in json.loads(line)
+
+
+def test_records_flow_while_the_input_is_still_open(farm: Farm) -> None:
+    """A slow feed (a pipe that gives a line now and then) gets each record as it is done:
+    the driver reads its input in a thread of its own, and sends what has come instead of
+    waiting for a whole chunk."""
+    import threading
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"}
+    cmd = [sys.executable, "-m", "probe", "batch", "-", *base_args(farm), "--ray"]
+    pipe = subprocess.PIPE
+    p = subprocess.Popen(cmd, stdin=pipe, stdout=pipe, stderr=pipe, env=env, bufsize=0)
+    assert p.stdin is not None and p.stdout is not None
+    watchdog = threading.Timer(180, p.kill)  # a driver that waits for more input hangs here
+    watchdog.start()
+    try:
+        p.stdin.write(b"user1@d1.test\nuser2@d2.test\nnot a target\n")
+        p.stdin.flush()
+        lines = [p.stdout.readline() for _ in range(3)]  # the input is still open
+        assert all(lines), "no record came while the input was open"
+        got = [json.loads(line) for line in lines]
+        assert sorted(int(r["line"]) for r in got) == [1, 2, 3]
+        assert {r.get("verdict") for r in got if r["line"] != 3} == {"accepted"}
+        out, err = p.communicate(b"user4@d4.test\n", timeout=120)
+    finally:
+        watchdog.cancel()
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    rest = [json.loads(line) for line in out.splitlines()]
+    assert [r["line"] for r in rest] == [4]
+    assert b"Traceback" not in err
