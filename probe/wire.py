@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
 import ssl
 import time
@@ -74,11 +75,33 @@ def _code(line: bytes) -> int:
     return (head[0] - 0x30) * 100 + (head[1] - 0x30) * 10 + (head[2] - 0x30)
 
 
+# A whole reply at the start of a buffer, each line in the grammar of `_code`: continuation
+# lines ("250-"), then a last line ("250", then a space, CR or its end). Linear: a line is
+# taken up to its newline, and what ends a continuation line cannot end a last one.
+_WHOLE = re.compile(rb"(?:[2-5][0-5][0-9]-[^\n]*+\n)*+[2-5][0-5][0-9](?:[ \r][^\n]*+)?+\n")
+
+
 def parse_reply(buffer: bytes | bytearray) -> tuple[Raw, int] | None:
     """The first whole reply in `buffer` and how many bytes it took; None while incomplete.
 
     A reply's code is its last line's, as clients read it; a line or a reply over the limits,
     or a line outside the grammar, raises `_Bad`."""
+    # The common case in one pass of the regex engine (an EHLO reply's six lines took 10 us
+    # line by line); anything else, including every error, goes the line-by-line way.
+    found = _WHOLE.match(buffer)
+    if found is not None:
+        end = found.end()
+        data = bytes(buffer[:end])
+        lines = data.split(b"\n")
+        lines.pop()  # after the last newline
+        if len(lines) <= MAX_LINES and max(map(len, lines)) < MAX_LINE:
+            text = b"\n".join([line[4:].strip(b" \t\r") for line in lines])
+            return Raw(int(lines[-1][:3]), text.decode("utf-8", "surrogateescape"), data), end
+    return parse_lines(buffer)
+
+
+def parse_lines(buffer: bytes | bytearray) -> tuple[Raw, int] | None:
+    """`parse_reply` line by line: the reference its fast path is tested against."""
     offset = lines = 0
     message: list[bytes] = []
     while (end := buffer.find(b"\n", offset)) != -1:

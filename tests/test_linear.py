@@ -201,6 +201,23 @@ def test_every_parser_pattern_is_linear(name: str) -> None:
     assert not slow, slow
 
 
+def test_the_wire_reads_a_reply_in_linear_time() -> None:
+    """parse_reply's one-pass pattern, on 64 KB of its near misses (as the wire takes them:
+    latin-1 bytes), within the bound."""
+    from probe.wire import _WHOLE, parse_reply
+
+    pattern = _WHOLE.pattern.decode("latin-1")
+    texts = [t.encode("latin-1") for t in adversarial(pattern, 64 * 1024)]
+    texts += [b"250-" * 16384, b"250-\n" * 16384, b"250-x\r" * 10922]
+    slow = []
+    for data in texts:
+        took = cpu(lambda: _WHOLE.match(data))  # noqa: B023
+        if took > BOUND:
+            slow.append((round(took * 1000), data[:40]))
+    assert not slow, slow
+    assert parse_reply(b"250-x\n" * 3 + b"250 y\n") is not None
+
+
 # What --redact scans for besides its two patterns: addresses around each "@" and the user's
 # own domain, found by plain searches.
 _ADDRESSY = r"[a-z0-9.+-]{1,64}@(?:[a-z0-9-]{1,63}\.){1,4}example\.org"

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from probe.wire import MAX_LINE, MAX_LINES, Failure, _Bad, parse_reply
+from probe.wire import MAX_LINE, MAX_LINES, Failure, _Bad, parse_lines, parse_reply
 
 
 @pytest.mark.parametrize(
@@ -62,3 +62,55 @@ def test_the_limits_end_a_reply() -> None:
         parse_reply(b"220-x\r\n" * MAX_LINES)
     with pytest.raises(_Bad):
         parse_reply(b"220 " + b"x" * (MAX_LINE + 1))  # no end of line yet, but already too long
+
+
+# Pieces of what servers send, good and bad: parse_reply's fast path must decide every
+# buffer made of them as the line-by-line reader does (the reply, None, or the same error).
+_PIECES = st.sampled_from(
+    [
+        b"250-",
+        b"250 ",
+        b"250",
+        b"220-mx.example ESMTP",
+        b"554 5.7.1 no",
+        b"421",
+        b"2500",
+        b"25",
+        b"650 x",
+        b" 250 x",
+        b"x" * 100,
+        b"\xff\xfe",
+        b"\t",
+        b"\r",
+        b"\n",
+        b"\r\n",
+        b"-",
+        b" ",
+    ]
+)
+
+
+def _same(buffer: bytes) -> None:
+    def outcome(fn: object) -> object:
+        try:
+            return fn(buffer)  # type: ignore[operator]
+        except _Bad as e:
+            return ("bad", e.failure)
+
+    assert outcome(parse_reply) == outcome(parse_lines), buffer
+
+
+@given(st.lists(_PIECES, max_size=30))
+def test_the_fast_path_reads_as_the_line_reader(pieces: list[bytes]) -> None:
+    _same(b"".join(pieces))
+
+
+def test_the_fast_path_keeps_the_limits() -> None:
+    for buffer in (
+        b"250-x\n" * (MAX_LINES - 1) + b"250 x\n",
+        b"250-x\n" * MAX_LINES + b"250 x\n",
+        b"250 " + b"x" * (MAX_LINE - 5) + b"\n",
+        b"250 " + b"x" * (MAX_LINE - 4) + b"\n",
+        b"250-" + b"x" * (MAX_LINE - 4) + b"\n250 x\n",
+    ):
+        _same(buffer)
