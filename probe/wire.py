@@ -134,6 +134,10 @@ class ReplyProtocol(asyncio.Protocol):
         self.lost = asyncio.Event()
         self.unsolicited = bytearray()
         self.unsolicited_total = 0
+        # The awaited reply is overdue at `_due` (loop time), after `_allowed` seconds; the
+        # timer fires at `_armed`, never later than `_due`.
+        self._due = self._allowed = self._armed = 0.0
+        self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # a stream transport
@@ -171,6 +175,9 @@ class ReplyProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._gone()
         self.transport = None
+        if self._timer is not None:  # a pending timer would keep this protocol alive
+            self._timer.cancel()
+            self._timer = None
         self.lost.set()
 
     def _gone(self) -> None:
@@ -196,14 +203,31 @@ class ReplyProtocol(asyncio.Protocol):
         waiter = self.waiter
         if waiter is None:
             return Failure(ErrorKind.DISCONNECTED, CLOSED_BY_SERVER)
-        # A timer that settles the waiter, rather than asyncio.timeout or wait_for: one timer
-        # handle per reply and no cancellation dance (a batch reads tens of thousands).
-        timer = self.loop.call_later(timeout, _time_out, waiter, timeout)
+        # A timer that settles the waiter, rather than asyncio.timeout or wait_for: no
+        # cancellation dance. One for the connection, not one per reply: armed for the first,
+        # it is set again for what is left when it fires before a later reply is overdue (a
+        # batch reads tens of thousands of replies, nearly all long before their timeout).
+        self._due, self._allowed = self.loop.time() + timeout, timeout
+        if self._timer is None or self._due < self._armed:  # (a shorter timeout than before)
+            if self._timer is not None:
+                self._timer.cancel()
+            self._armed = self._due
+            self._timer = self.loop.call_at(self._due, self._overdue)
         try:
             return await waiter
         finally:
-            timer.cancel()
             self.waiter = None
+
+    def _overdue(self) -> None:
+        self._timer = None
+        waiter = self.waiter
+        if waiter is None or waiter.done():
+            return  # nothing awaited: the next reply arms a timer of its own
+        if self.loop.time() < self._due:
+            self._armed = self._due
+            self._timer = self.loop.call_at(self._due, self._overdue)
+            return
+        waiter.set_result(Failure(ErrorKind.TIMEOUT, msg("wire.no_reply", seconds=self._allowed)))
 
     async def send(self, data: bytes, timeout: float) -> Raw | Failure:
         """Write one command and read its reply."""
@@ -212,11 +236,6 @@ class ReplyProtocol(asyncio.Protocol):
         self.expect()
         self.transport.write(data)
         return await self.reply(timeout)
-
-
-def _time_out(waiter: asyncio.Future[Raw | Failure], timeout: float) -> None:
-    if not waiter.done():
-        waiter.set_result(Failure(ErrorKind.TIMEOUT, msg("wire.no_reply", seconds=timeout)))
 
 
 def ssl_detail(e: BaseException, timeout: float) -> str:

@@ -268,6 +268,32 @@ async def test_connection_refused_and_timeout() -> None:
     srv2.close()
 
 
+async def test_each_reply_gets_its_whole_timeout() -> None:
+    """The command timeout counts from each command: a slow but timely EHLO reply does not
+    shorten the wait for the next one (the connection's one timer is set again)."""
+
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 slow.test ESMTP\r\n")
+        await reader.readline()  # EHLO
+        await asyncio.sleep(0.3)
+        writer.write(b"250 slow.test\r\n")
+        await reader.readline()  # MAIL: never answered
+        await asyncio.sleep(5)
+
+    srv = await start_raw(slow)
+    try:
+        s = await run(port_of(srv), greeting_timeout=3.0, command_timeout=0.5, starttls="never")
+    finally:
+        srv.close()
+    assert commands(s)[:3] == ["CONNECT", "EHLO", "MAIL"]
+    ehlo, mail = s.steps[1], s.steps[2]
+    assert ehlo.reply is not None and ehlo.reply.code == 250 and ehlo.elapsed_ms >= 250
+    assert mail.error is not None and mail.error.kind is ErrorKind.TIMEOUT
+    # Its own 0.5 s: not what was left of a timer armed for the reply before it, nor the
+    # greeting's longer timeout.
+    assert 450 <= mail.elapsed_ms < 1500, mail.elapsed_ms
+
+
 async def test_non_ascii_sender_refused_without_smtputf8(smtp: Starter) -> None:
     handler = Scripted(ehlo=["250-mx.test", "250 PIPELINING"])
     port = await smtp(handler)
