@@ -31,7 +31,7 @@ from probe import exitcodes
 from probe.batch import Item, Record, Refused, Scale, error_record, refused_record
 from probe.config import BatchLimits, ProbeRequest
 from probe.messages import msg
-from probe.text import to_json
+from probe.text import to_json, to_json_bytes
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
@@ -396,7 +396,7 @@ def _child(parent: int) -> None:
                 yield int(line), text
 
         def emit(rec: Record) -> None:
-            data = (to_json(rec) + "\n").encode("utf-8")
+            data = to_json_bytes(rec) + b"\n"
             while data:  # one record, whole, straight to the pipe (nothing buffered at exit)
                 data = data[os.write(1, data) :]
 
