@@ -236,7 +236,7 @@ class _Dialogue:
             self.failed(name, sent, start, gone)
             return None
         before = conn.unsolicited_total
-        got = await conn.command((name, *args), self.opts.timeouts.command)
+        got = await conn.send_line(sent, self.opts.timeouts.command)
         if isinstance(got, Failure):
             self.failed(name, sent, start, got)
             return None

@@ -362,13 +362,19 @@ class Connection:
 
     async def command(self, args: Sequence[str], timeout: float) -> Raw | Failure:
         """Send one command and read its reply; a failure closes the connection."""
-        line = " ".join(args)
+        return await self.send_line(" ".join(args), timeout)
+
+    async def send_line(self, line: str, timeout: float) -> Raw | Failure:
+        """`command` with the command already one line (without its CRLF)."""
         if "\r" in line or "\n" in line:
             raise ValueError("a command must not hold CR or LF")  # callers check wire values
         proto = self._proto
-        if proto is None or not proto.is_connected:
+        if proto is None or proto.transport is None or proto.transport.is_closing():
             return Failure(ErrorKind.DISCONNECTED, msg("wire.already_closed"))
-        got = await proto.send(line.encode("utf-8") + b"\r\n", timeout)
+        # The protocol's send, inline: this runs for every command of every session.
+        proto.expect()
+        proto.transport.write(line.encode("utf-8") + b"\r\n")
+        got = await proto.reply(timeout)
         if isinstance(got, Failure):
             await self.close()
         return got
