@@ -32,7 +32,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from probe import exitcodes
-from probe.batch import Item, Record, Refused, Scale, error_record, refused_record, run_batch
+from probe.batch import Record, Scale, error_record, refused_record, run_batch
+from probe.batchinput import Item, Refused
 from probe.config import BatchLimits, ProbeRequest
 from probe.limits import Address, Key, Limits
 from probe.messages import msg

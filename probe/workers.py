@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import IO
 
 from probe import exitcodes
-from probe.batch import Item, Record, Refused, Scale, error_record, refused_record
+from probe.batch import Record, Scale, error_record, refused_record
+from probe.batchinput import Item, Refused
 from probe.config import BatchLimits, ProbeRequest
 from probe.messages import msg
 from probe.text import to_json, to_json_bytes
@@ -381,7 +382,8 @@ def _child(parent: int) -> None:
     """A worker: the config on the first line of stdin, then "LINE<TAB>TARGET" lines."""
     _die_with(parent)
     from probe import aio
-    from probe.batch import fd_lines, run_batch, stream_targets
+    from probe.batch import run_batch
+    from probe.batchinput import fd_lines, stream_targets
     from probe.catalog import locale
 
     lines = fd_lines(0)

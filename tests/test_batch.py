@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from probe.batch import read_targets, recorded_lines, run_batch
+from probe.batch import run_batch
+from probe.batchinput import read_targets, recorded_lines
 from probe.catalog import locale
 from probe.cli import cli
 from probe.config import BatchLimits, ProbeRequest, SessionOptions

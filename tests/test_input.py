@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from probe.batch import (
+from probe.batchinput import (
     MAX_LINE,
     MAX_RECORD,
     OutputFileError,

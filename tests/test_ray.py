@@ -24,7 +24,8 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 ray = pytest.importorskip("ray", reason="Ray is not installed on this platform")
 
-from probe.batch import Item, Record, read_targets  # noqa: E402
+from probe.batch import Record  # noqa: E402
+from probe.batchinput import Item, read_targets  # noqa: E402
 from probe.cluster import RayConfig, RayRun, run_on_ray  # noqa: E402
 from probe.config import BatchLimits, ProbeRequest, SessionOptions, StartTls, Timeouts  # noqa: E402
 from probe.result import Target  # noqa: E402

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from probe.batch import Refused, input_lines
+from probe.batchinput import Refused, input_lines
 from probe.catalog import LANGUAGES, locale
 from probe.cli import cli
 from probe.messages import Message, say

@@ -14,18 +14,15 @@ from typing import IO, BinaryIO, cast
 import click
 
 from probe import aio, exitcodes
-from probe.batch import (
+from probe.batch import Record, Scale, Stats, run_batch
+from probe.batchinput import (
     Item,
     OutputFileError,
-    Record,
     Refused,
-    Scale,
-    Stats,
     drop_torn_tail,
     input_lines,
     read_targets,
     recorded_lines,
-    run_batch,
     stream_targets,
     torn_tail,
 )

@@ -18,7 +18,7 @@ from typing import IO
 import click
 
 from probe import exitcodes
-from probe.batch import MAX_RECORD, input_lines, raw_lines, read_targets
+from probe.batchinput import MAX_RECORD, input_lines, raw_lines, read_targets
 from probe.cli.common import io_failed, refuse, say
 from probe.cli.usage import notice, os_reason
 from probe.messages import Message, msg
