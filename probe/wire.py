@@ -15,7 +15,7 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import NamedTuple
 
 from probe.messages import msg
@@ -229,13 +229,18 @@ class ReplyProtocol(asyncio.Protocol):
             return
         waiter.set_result(Failure(ErrorKind.TIMEOUT, msg("wire.no_reply", seconds=self._allowed)))
 
-    async def send(self, data: bytes, timeout: float) -> Raw | Failure:
-        """Write one command and read its reply."""
-        if self.transport is None or not self.is_connected:
-            return Failure(ErrorKind.DISCONNECTED, CLOSED_BY_SERVER)
+    def send(self, data: bytes, timeout: float) -> Awaitable[Raw | Failure]:
+        """Write one command; what comes back is its reply to await. A plain function, not a
+        coroutine of its own: this runs for every command of every session."""
+        if self.transport is None or self.transport.is_closing():
+            return _settled(Failure(ErrorKind.DISCONNECTED, CLOSED_BY_SERVER))
         self.expect()
         self.transport.write(data)
-        return await self.reply(timeout)
+        return self.reply(timeout)
+
+
+async def _settled(value: Raw | Failure) -> Raw | Failure:
+    return value
 
 
 def ssl_detail(e: BaseException, timeout: float) -> str:
@@ -369,12 +374,9 @@ class Connection:
         if "\r" in line or "\n" in line:
             raise ValueError("a command must not hold CR or LF")  # callers check wire values
         proto = self._proto
-        if proto is None or proto.transport is None or proto.transport.is_closing():
+        if proto is None or not proto.is_connected:
             return Failure(ErrorKind.DISCONNECTED, msg("wire.already_closed"))
-        # The protocol's send, inline: this runs for every command of every session.
-        proto.expect()
-        proto.transport.write(line.encode("utf-8") + b"\r\n")
-        got = await proto.reply(timeout)
+        got = await proto.send(line.encode("utf-8") + b"\r\n", timeout)
         if isinstance(got, Failure):
             await self.close()
         return got
