@@ -511,3 +511,19 @@ def test_a_directory_as_input_is_a_usage_error(tmp_path: Path) -> None:
     r = CliRunner().invoke(cli, ["batch", str(tmp_path)])
     assert r.exit_code == 64
     assert "it is a directory" in r.stderr and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16"])
+def test_records_come_in_the_encoding_of_standard_output(encoding: str) -> None:
+    """Plain JSON Lines into UTF-8 go out as bytes; any other encoding of stdout still gets
+    whole records in that encoding (the text path), never a mix of the two."""
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root), "PYTHONIOENCODING": encoding}
+    cmd = [sys.executable, "-m", "probe", "batch", "-"]
+    # Lines that name no target: a record each at once, nothing sent, the input echoed.
+    given = "".join(f"nö ziel € {i}\n# {i}\n" for i in range(3))
+    p = subprocess.run(cmd, input=given.encode(), capture_output=True, env=env, timeout=60)
+    records = [json.loads(line) for line in p.stdout.decode(encoding).splitlines()]
+    assert [r["line"] for r in records] == [1, 3, 5], p.stderr[-500:]
+    assert [r["input"] for r in records] == [f"nö ziel € {i}" for i in range(3)]
+    assert all(r["error"]["kind"] == "bad_target" for r in records)

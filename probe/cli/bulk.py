@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import ipaddress
 import os
@@ -160,11 +161,12 @@ class _BatchRun:
     def _bytes_sink(self) -> BinaryIO | None:
         if self.redactor is not None or not isinstance(self.format, JsonLines):
             return None
-        encoding = getattr(self.sink, "encoding", None) or ""
         raw = getattr(self.sink, "buffer", None)
-        if raw is None or encoding.lower().replace("-", "").replace("_", "") != "utf8":
-            return None
-        return cast(BinaryIO, raw)
+        try:
+            utf8 = codecs.lookup(getattr(self.sink, "encoding", None) or "").name == "utf-8"
+        except LookupError:
+            utf8 = False
+        return cast(BinaryIO, raw) if raw is not None and utf8 else None
 
     def run(self, items: Iterator[Item], workers: int) -> None:
         if self.ray is not None:
