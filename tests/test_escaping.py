@@ -104,3 +104,29 @@ def test_the_utf8_check_finds_every_character_json_escapes() -> None:
     assert to_json("x\u202ey") == '"x\\u202ey"'
     assert not utf8_unsafe("§ é 中 한 ü".encode())
     assert utf8_unsafe("x\u202ey".encode())
+
+
+@given(st.text(), st.text(), st.text())
+def test_a_kept_encoding_gives_the_bytes_of_the_plain_object(a: str, b: str, c: str) -> None:
+    # A batch copies each rendered reply's kept bytes into its records: a record must come
+    # out byte for byte as it would with plain dicts, escapes included, wherever the unsafe
+    # character is (inside the kept object, beside it, or in a Message beside it).
+    from probe.messages import Message
+    from probe.text import Encoded
+
+    inner = {"lines": [a], "text": b}
+    doc = {"reply": Encoded(inner), "others": [Encoded(inner)], "reason": Message("x", {}, c)}
+    plain = {"reply": inner, "others": [inner], "reason": c}
+    assert to_json_bytes(doc) == to_json_bytes(plain) == to_json(plain).encode()
+    assert json.loads(to_json_bytes(doc)) == plain
+    assert to_json(doc, indent=2) == to_json(plain, indent=2)
+
+
+def test_a_kept_encoding_is_made_once_and_then_copied() -> None:
+    from probe.text import Encoded
+
+    kept = Encoded({"a": "x\u202ey"})
+    assert kept.encoded == b'{"a":"x\\u202ey"}'
+    # The bytes are what goes out: what the object holds is not encoded again.
+    kept.encoded = b'{"a":"kept"}'
+    assert to_json_bytes({"r": kept}) == b'{"r":{"a":"kept"}}'

@@ -10,7 +10,7 @@ from probe.messages import message_json, say, say_or
 from probe.render import CLASS_COLOURS, Styler, flag_messages, plain, retry_advice, texts
 from probe.render.interp import interpretation_json
 from probe.result import DnsResult, ProbeResult, Session, Step, TlsInfo, WireReply
-from probe.text import safe
+from probe.text import Encoded, safe
 from probe.verdict import exit_status
 
 SCHEMA = "smtp-probe/probe/2"
@@ -75,7 +75,7 @@ class ProbeJson:
         hit = self._replies.get(id(r))
         if hit is not None and hit[0] is r:
             return hit[1]
-        doc = _reply_json(r, self.loc)
+        doc = Encoded(_reply_json(r, self.loc))  # written into many records
         self._replies.put(id(r), (r, doc))
         return doc
 
