@@ -19,7 +19,7 @@ from probe import exitcodes
 from probe.aio import cancel_all
 from probe.batchinput import Item, Refused
 from probe.catalog import Locale
-from probe.config import BatchLimits, ProbeRequest, SessionOptions
+from probe.config import BatchLimits, ProbeRequest, SessionOptions, changed
 from probe.context import RunContext
 from probe.limits import Limited, Limits
 from probe.messages import Message, carried, message_json
@@ -258,7 +258,7 @@ class _Targets:
         try:
             if not await self._in_shard(t, item):
                 return None
-            req = replace(self.template, target=t)
+            req = changed(self.template, target=t)
             if self.probe_fn is not None:
                 result = await self.probe_fn(req)
             else:

@@ -10,7 +10,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from probe.config import ProbeRequest, SessionOptions
+from probe.config import ProbeRequest, SessionOptions, changed
 from probe.context import RunContext
 from probe.messages import msg
 from probe.result import (
@@ -122,7 +122,7 @@ async def _walk(
     """A session with each address in turn, until one completes (all with --all) or the
     budget runs out."""
     port = req.target.port or req.port or (465 if opts.implicit_tls else 25)
-    opts = replace(opts, deadline=deadline)
+    opts = changed(opts, deadline=deadline)
     sessions: list[Session] = []
     answered: set[str] = set()  # hosts with a completed session (for one_address)
     skipped = 0

@@ -78,3 +78,23 @@ def test_parse_then_render_round_trip(
     assert sorted(doc["text"].split()) == sorted(text.split())
     head = render.to_text(e, locale("en")).splitlines()[0]
     assert head == f"{code} {enhanced} {doc['text']}"[:200] or head.endswith("…")
+
+
+def test_changed_options_equal_what_replace_makes() -> None:
+    # A batch copies its options for every target with `changed`, which skips __init__.
+    from dataclasses import replace
+
+    import pytest
+
+    from probe.config import ProbeRequest, SessionOptions, Timeouts, changed
+    from probe.target import parse_target
+
+    opts = SessionOptions(helo="h.test", rcpts=("a@b.test",), starttls="require")
+    later = changed(opts, deadline=12.5, timeouts=Timeouts(connect=1.0))
+    assert later == replace(opts, deadline=12.5, timeouts=Timeouts(connect=1.0))
+    assert later.deadline == 12.5 and later.starttls is opts.starttls and opts.deadline is None
+    req = ProbeRequest(target=parse_target("a.test"), session=opts, port=2525)
+    other = changed(req, target=parse_target("[192.0.2.1]"))
+    assert other == replace(req, target=parse_target("[192.0.2.1]")) and other.port == 2525
+    with pytest.raises(TypeError, match="no field"):
+        changed(opts, deadlin=1.0)
