@@ -9,12 +9,23 @@ from probe.messages import Param, msg
 from probe.result import Target
 
 _LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)", re.IGNORECASE)
+# An IPv4 address as ipaddress writes it (no leading zeros): taken as it is, without building
+# an IPv4Address (a batch of literals asks for every target). Compiled when first used.
+_OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_DOTTED = rf"{_OCTET}(?:\.{_OCTET}){{3}}"
+
+
+def _dotted(text: str) -> bool:
+    return re.fullmatch(_DOTTED, text) is not None
 
 
 def is_ip(name: str) -> bool:
     """Whether a host name is an IP address ("192.0.2.1", "[2001:db8::1]", "192.0.2.1.")."""
+    bare = name.strip("[]").rstrip(".")
+    if _dotted(bare):
+        return True
     try:
-        ipaddress.ip_address(name.strip("[]").rstrip("."))
+        ipaddress.ip_address(bare)
     except ValueError:
         return False
     return True
@@ -61,9 +72,10 @@ def to_ascii_domain(name: str) -> str:
 
 def check_wire_value(value: str, what: str) -> str:
     """Refuse anything that could inject commands: CR, LF, NUL and other control characters."""
-    for ch in value:
-        if ord(ch) < 0x20 or ord(ch) == 0x7F:
-            raise TargetError("target.control", what=_named(what), char=repr(ch))
+    if not (value.isascii() and value.isprintable()):  # printable ASCII holds none
+        for ch in value:
+            if ord(ch) < 0x20 or ord(ch) == 0x7F:
+                raise TargetError("target.control", what=_named(what), char=repr(ch))
     if value != value.strip():
         raise TargetError("target.spaces_around", what=_named(what))
     if " " in value or "<" in value or ">" in value:
@@ -137,6 +149,8 @@ def parse_literal(text: str) -> str:
             return str(ipaddress.IPv6Address(inner[5:] if tagged else inner))
         except ValueError:
             raise TargetError("target.bad_ipv6", text=repr(text)) from None
+    if _dotted(inner):
+        return inner
     try:
         return str(ipaddress.IPv4Address(inner))
     except ValueError:

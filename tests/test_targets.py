@@ -4,6 +4,7 @@ malformed addresses, usage errors, unwritable output, --redact, batch --expect, 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import socket
 from collections.abc import Iterator
@@ -11,11 +12,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from hypothesis import given
+from hypothesis import strategies as st
 
 from probe.cli import COMMANDS, cli
 from probe.lab.dns import LoopThread, ZoneDNS
 from probe.redact import Redactor
-from probe.target import TargetError, parse_target
+from probe.target import TargetError, is_ip, parse_literal, parse_target
 from tests.conftest import valid, valid_lines
 from tests.rawsmtp import Server, serving
 
@@ -258,3 +261,33 @@ def test_a_family_with_no_address_says_so_in_the_language(lang: str, words: str)
     r = invoke("[127.0.0.1]:25", "-6", "--lang", lang)
     assert r.exit_code == 68
     assert words in r.stdout and "no IPv6 address" not in r.stdout
+
+
+@given(st.ip_addresses(v=4))
+def test_an_ipv4_literal_comes_back_as_ipaddress_writes_it(ip: ipaddress.IPv4Address) -> None:
+    assert parse_literal(f"[{ip}]") == str(ip)
+    assert is_ip(str(ip)) and is_ip(f"[{ip}]")
+
+
+@given(st.text(alphabet="0123456789.:[]a ", max_size=24))
+def test_an_address_literal_is_what_ipaddress_says(text: str) -> None:
+    # The dotted-quad shortcut must take exactly what ipaddress takes, as ipaddress writes it.
+    inner = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    try:
+        want: str | None = str(ipaddress.ip_address(inner.removeprefix("IPv6:")))
+    except ValueError:
+        want = None
+    try:
+        got: str | None = parse_literal(text)
+    except TargetError:
+        got = None
+    if ":" not in inner:
+        assert got == want
+    assert is_ip(text) == (_ip(text.strip("[]").rstrip(".")) is not None)
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
