@@ -92,6 +92,9 @@ def parse_reply(buffer: bytes | bytearray) -> tuple[Raw, int] | None:
     if found is not None:
         end = found.end()
         data = bytes(buffer[:end])
+        if end <= MAX_LINE and data.count(b"\n") == 1:  # one line: most replies
+            line = data[4:].strip(b" \t\r\n")
+            return Raw(int(data[:3]), line.decode("utf-8", "surrogateescape"), data), end
         lines = data.split(b"\n")
         lines.pop()  # after the last newline
         if len(lines) <= MAX_LINES and max(map(len, lines)) < MAX_LINE:
