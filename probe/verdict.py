@@ -167,16 +167,24 @@ def evaluate(
     return [_EXPECT[e.kind](e, session) for e in expectations if e.kind in _EXPECT]
 
 
+_OPENING = ("CONNECT", "EHLO", "HELO", "MAIL")
+
+
 def _session_outcome(s: Session) -> Verdict:
-    """What one session says about delivery: the last decisive reply wins."""
-    replies = [st for st in s.steps if st.reply is not None and st.command not in ("RSET", "QUIT")]
-    for st in replies:
-        if st.command in ("CONNECT", "EHLO", "HELO", "MAIL") and st.reply and st.reply.code >= 400:
-            return Verdict.PERMANENT if st.reply.code >= 500 else Verdict.TRANSIENT
-    rcpts = [st for st in replies if st.command == "RCPT" and st.reply]
-    if any(st.reply.code >= 500 for st in rcpts if st.reply):
+    """What one session says about delivery: a refused greeting, EHLO or MAIL first, then the
+    worst RCPT reply (RSET and QUIT say nothing about delivery)."""
+    worst_rcpt = 0
+    for st in s.steps:
+        reply = st.reply
+        if reply is None:
+            continue
+        if st.command == "RCPT":
+            worst_rcpt = max(worst_rcpt, reply.code)
+        elif reply.code >= 400 and st.command in _OPENING:
+            return Verdict.PERMANENT if reply.code >= 500 else Verdict.TRANSIENT
+    if worst_rcpt >= 500:
         return Verdict.PERMANENT
-    if any(st.reply.code >= 400 for st in rcpts if st.reply):
+    if worst_rcpt >= 400:
         return Verdict.TRANSIENT
     return Verdict.ACCEPTED if s.outcome.completed else Verdict.TRANSIENT
 
