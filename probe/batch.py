@@ -143,11 +143,15 @@ class Stats:
             self.sessions += 1
             self.reused += bool(s.get("reused"))
             self.cached += isinstance(s.get("cache"), dict) and not s.get("reused")
-            for st in _dicts(s.get("steps")):
-                reply = st.get("reply")
-                category = reply.get("category") if isinstance(reply, dict) else None
-                if isinstance(category, str) and category != "success":
-                    self.by_category[category] += 1
+            self._categories(s.get("steps"))
+
+    def _categories(self, steps: object) -> None:
+        """Count the categories of the replies that were not a success."""
+        for st in steps if isinstance(steps, list) else ():
+            reply = st.get("reply") if isinstance(st, dict) else None
+            category = reply.get("category") if isinstance(reply, dict) else None
+            if category != "success" and isinstance(category, str):
+                self.by_category[category] += 1
 
 
 def _dicts(value: object) -> list[Mapping[str, object]]:

@@ -134,7 +134,8 @@ class ReplyProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.waiter: asyncio.Future[Raw | Failure] | None = None
-        self.lost = asyncio.Event()
+        # Settled when the transport is gone (a future, not an Event: one per connection).
+        self.lost: asyncio.Future[None] = self.loop.create_future()
         self.unsolicited = bytearray()
         self.unsolicited_total = 0
         # The awaited reply is overdue at `_due` (loop time), after `_allowed` seconds; the
@@ -181,7 +182,7 @@ class ReplyProtocol(asyncio.Protocol):
         if self._timer is not None:  # a pending timer would keep this protocol alive
             self._timer.cancel()
             self._timer = None
-        self.lost.set()
+        _settle(self.lost)
 
     def _gone(self) -> None:
         if self.waiter is not None and not self.waiter.done():
@@ -271,9 +272,14 @@ def _abort(transport: asyncio.BaseTransport) -> None:
         abort()
 
 
-def _give_up(transport: asyncio.BaseTransport, lost: asyncio.Event) -> None:
+def _settle(lost: asyncio.Future[None]) -> None:
+    if not lost.done():  # (cancelled with a close that was cancelled)
+        lost.set_result(None)
+
+
+def _give_up(transport: asyncio.BaseTransport, lost: asyncio.Future[None]) -> None:
     _abort(transport)
-    lost.set()  # whether or not the transport still reports its end
+    _settle(lost)  # whether or not the transport still reports its end
 
 
 def _quick_ack(transport: asyncio.BaseTransport | None) -> None:
@@ -454,11 +460,11 @@ class Connection:
             return
         transport = proto.transport
         transport.close()
-        if proto.lost.is_set():
+        if proto.lost.done():
             return
         # A timer rather than asyncio.timeout: one handle, no cancellation (once per session).
         timer = proto.loop.call_later(1.0, _give_up, transport, proto.lost)
         try:
-            await proto.lost.wait()
+            await proto.lost
         finally:
             timer.cancel()
