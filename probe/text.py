@@ -52,6 +52,8 @@ _ASCII_BELOW_DEL = bytes(range(0x7F))
 
 def utf8_unsafe(data: bytes) -> bool:
     """Whether UTF-8 `data` holds a character that `to_json` escapes (DEL and above)."""
+    if data.isascii():  # (a word at a time: most of a record outside its kept replies)
+        return b"\x7f" in data
     rest = data.translate(None, _ASCII_BELOW_DEL)
     return bool(rest) and re.compile(_UTF8_UNSAFE).search(rest) is not None
 
@@ -63,11 +65,17 @@ class Encoded(dict[str, object]):
     cheaper than encoding the same objects again. Never changed once made: the bytes would
     no longer say what the object holds."""
 
-    __slots__ = ("encoded",)
+    __slots__ = ("encoded", "fragment")
 
     def __init__(self, obj: dict[str, object]) -> None:
         super().__init__(obj)
         self.encoded = to_json_bytes(obj)
+        try:
+            import orjson
+        except ImportError:  # (then nothing is copied in: see _compact)
+            self.fragment: object = None
+        else:
+            self.fragment = orjson.Fragment(self.encoded)
 
 
 def _orjson(obj: object, indent: int | None) -> bytes | None:
@@ -101,15 +109,11 @@ def _compact(obj: object) -> bytes | None:
 
 
 def _skeleton(o: object) -> object:
-    import orjson
-
-    return orjson.Fragment(b"0") if type(o) is Encoded else _plain(o)
+    return 0 if type(o) is Encoded else _plain(o)
 
 
 def _whole(o: object) -> object:
-    import orjson
-
-    return orjson.Fragment(o.encoded) if type(o) is Encoded else _plain(o)
+    return o.fragment if type(o) is Encoded else _plain(o)
 
 
 def _plain(o: object) -> object:
