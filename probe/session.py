@@ -37,7 +37,7 @@ from probe.result import (
 )
 from probe.target import is_ip
 from probe.tls import Offer, SessionKey, unverified_chain
-from probe.wire import Connection, Failure
+from probe.wire import Connection, Failure, elapsed_ms
 
 REUSED_NOTE = msg("session.reused")
 PLAIN_NOTE = msg("session.plain")
@@ -56,10 +56,6 @@ def default_helo(fqdn: str, sockname: Sequence[object] | None) -> str:
         if ip is not None:
             return f"[IPv6:{ip}]" if ip.version == 6 else f"[{ip}]"
     return "smtp-probe.invalid"
-
-
-def _ms(start: float) -> float:
-    return round((time.perf_counter() - start) * 1000, 1)
 
 
 class Again(Enum):
@@ -126,7 +122,7 @@ class _Dialogue:
 
     def failed(self, command: str, sent: str | None, start: float, why: Failure) -> None:
         tls = self.conn.tls if self.conn is not None else False
-        self.add(Step(command, sent, None, _ms(start), StepError(why.kind, why.detail), tls))
+        self.add(Step(command, sent, None, elapsed_ms(start), StepError(why.kind, why.detail), tls))
 
     def refuse_locally(self, command: str, detail: str) -> None:
         self.add(Step(command, None, None, 0.0, StepError(ErrorKind.REFUSED_LOCALLY, detail)))
@@ -223,7 +219,9 @@ class _Dialogue:
             self.tls = self.tls_facts(offered=False, injected=0)
             note = _joined(note, self._untrusted_note())
         reply = self.run.replies.get(got, "CONNECT")
-        self.add(Step("CONNECT", None, reply, _ms(start), None, conn.tls, note, conn.connect_ms))
+        self.add(
+            Step("CONNECT", None, reply, elapsed_ms(start), None, conn.tls, note, conn.connect_ms)
+        )
         return reply
 
     async def command(self, name: str, *args: str) -> WireReply | None:
@@ -231,17 +229,18 @@ class _Dialogue:
         sent = " ".join((name, *args)) if args else name
         start = time.perf_counter()
         conn = self.conn
-        if conn is None or not conn.alive:
+        if conn is None:
             gone = Failure(ErrorKind.DISCONNECTED, msg("wire.already_closed"))
             self.failed(name, sent, start, gone)
             return None
         before = conn.unsolicited_total
+        # A connection that is gone sends nothing: send_line says so as this did.
         got = await conn.send_line(sent, self.opts.timeouts.command)
         if isinstance(got, Failure):
             self.failed(name, sent, start, got)
             return None
         reply = self.run.replies.get(got, name)
-        self.add(Step(name, sent, reply, _ms(start), None, conn.tls, self._unasked(before)))
+        self.add(Step(name, sent, reply, elapsed_ms(start), None, conn.tls, self._unasked(before)))
         if reply.code == 421:  # the server is closing the channel (RFC 5321 §3.8)
             await conn.close()
         return reply
@@ -262,7 +261,9 @@ class _Dialogue:
         if reply is None or reply.code != 220 or got.failure is not None:
             error = StepError(got.failure.kind, got.failure.detail) if got.failure else None
             shook = conn.handshake_ms if reply is not None and reply.code == 220 else None
-            self.add(Step("STARTTLS", "STARTTLS", reply, _ms(start), error, False, None, shook))
+            self.add(
+                Step("STARTTLS", "STARTTLS", reply, elapsed_ms(start), error, False, None, shook)
+            )
             why = (
                 error.detail
                 if error
@@ -275,7 +276,7 @@ class _Dialogue:
         self.tls = self.tls_facts(offered, conn.unsolicited_total - before)
         note = self._untrusted_note()
         shake = conn.handshake_ms
-        self.add(Step("STARTTLS", "STARTTLS", reply, _ms(start), None, False, note, shake))
+        self.add(Step("STARTTLS", "STARTTLS", reply, elapsed_ms(start), None, False, note, shake))
         return True
 
     def tls_facts(self, offered: bool, injected: int) -> TlsInfo:
