@@ -77,6 +77,10 @@ class Encoded(dict[str, object]):
         else:
             self.fragment = orjson.Fragment(self.encoded)
 
+    def __reduce__(self) -> tuple[type[dict[str, object]], tuple[dict[str, object]]]:
+        # Pickled (a Ray actor's records, a copy) as the plain dict: a Fragment cannot be.
+        return dict, (dict(self),)
+
 
 def _orjson(obj: object, indent: int | None) -> bytes | None:
     try:

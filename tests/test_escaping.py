@@ -130,3 +130,15 @@ def test_a_kept_encoding_is_made_once_and_then_copied() -> None:
     # The bytes made at the start are what goes out: the object is not encoded again.
     kept["a"] = "changed"
     assert to_json_bytes({"r": kept}) == b'{"r":{"a":"x\\u202ey"}}'
+
+
+def test_a_kept_encoding_travels_as_its_plain_object() -> None:
+    # Ray sends an actor's records to the driver by pickle; copies go the same way.
+    import copy
+    import pickle
+
+    from probe.text import Encoded
+
+    kept = Encoded({"a": ["x"], "b": 1})
+    for other in (pickle.loads(pickle.dumps({"r": kept}))["r"], copy.deepcopy(kept)):
+        assert type(other) is dict and other == {"a": ["x"], "b": 1}
