@@ -70,12 +70,16 @@ class Encoded(dict[str, object]):
     def __init__(self, obj: dict[str, object]) -> None:
         super().__init__(obj)
         self.encoded = to_json_bytes(obj)
+        # Copied in only when orjson made the bytes: json.dumps (what orjson refuses, lone
+        # surrogates say) spaces its separators, and the record is then made by json whole.
+        self.fragment: object = None
         try:
             import orjson
-        except ImportError:  # (then nothing is copied in: see _compact)
-            self.fragment: object = None
-        else:
-            self.fragment = orjson.Fragment(self.encoded)
+
+            orjson.dumps(obj)
+        except (ImportError, TypeError):
+            return
+        self.fragment = orjson.Fragment(self.encoded)
 
     def __reduce__(self) -> tuple[type[dict[str, object]], tuple[dict[str, object]]]:
         # Pickled (a Ray actor's records, a copy) as the plain dict: a Fragment cannot be.
@@ -113,23 +117,24 @@ def _compact(obj: object) -> bytes | None:
 
 
 def _skeleton(o: object) -> object:
-    return 0 if type(o) is Encoded else _plain(o)
+    return 0 if type(o) is Encoded and o.fragment is not None else _plain(o)
 
 
 def _whole(o: object) -> object:
-    return o.fragment if type(o) is Encoded else _plain(o)
+    return o.fragment if type(o) is Encoded and o.fragment is not None else _plain(o)
 
 
 def _plain(o: object) -> object:
-    """A subclass of a JSON type (a Message is a str) as that type."""
+    """A subclass of a JSON type (a Message is a str) as that type, by its stored value as
+    orjson reads it (not by methods a subclass may override)."""
     if isinstance(o, str):
-        return str(o)
+        return str.__str__(o)
     if isinstance(o, int):
-        return int(o)
+        return int.__int__(o)
     if isinstance(o, dict):
-        return dict(o)
+        return dict(dict.items(o))
     if isinstance(o, list):
-        return list(o)
+        return list.copy(o)
     raise TypeError(type(o).__name__)
 
 
