@@ -6,7 +6,7 @@ unchanged; nothing below reads an option by name.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TypeVar
 
@@ -33,6 +33,8 @@ def changed(obj: Options, **values: object) -> Options:
     checked when made, and a batch copies its options for every target (replace was the
     largest share of the Python a target costs). Each value must be of its field's type:
     __post_init__ does not see it."""
+    if type(obj) not in (SessionOptions, ProbeRequest):  # a subclass may have fields of its own
+        return replace(obj, **values)  # type: ignore[arg-type]  # (checked by replace itself)
     fields = type(obj).__slots__
     if not values.keys() <= set(fields):
         raise TypeError(f"{type(obj).__name__} has no field {sorted(values.keys() - set(fields))}")
