@@ -62,8 +62,8 @@ class _Bad(Exception):
 
 def elapsed_ms(start: float) -> float:
     """Milliseconds since `start` (a time.perf_counter()), to a tenth. Not round(x, 1): that
-    formats the number and parses it back, a dozen times a session; in a half-way case a
-    measured time may come out a tenth higher, which says nothing less."""
+    formats the number and parses it back, a dozen times a session; near a half-way case a
+    measured time may come out a tenth off, which says nothing less."""
     return round((time.perf_counter() - start) * 10_000) / 10
 
 
