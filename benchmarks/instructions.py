@@ -1,0 +1,121 @@
+"""Work per batch session, counted by valgrind: steady where wall-clock ratios are not.
+
+    python benchmarks/instructions.py [--sessions 100,400] [--concurrency 50]
+
+The raw asyncio client and `smtp-probe batch --reuse 1 --no-tls-resume` (the like-for-like
+pair of run.py) each run twice under cachegrind, with two numbers of sessions, against the
+loopback farm (not traced). The difference, divided by the difference in sessions, is per
+session: start-up drops out. Printed per session: CPython's instructions, branch
+mispredictions and L1 instruction misses, then the rest of the process (OpenSSL, uvloop,
+libc). On a shared VM two timed runs of the same program can differ by a quarter; these
+counts move by well under 1%. Interpreter instructions cost more cycles each than OpenSSL's,
+so compare CPython's figures between versions, not the totals between programs.
+
+Needs valgrind (Debian package `valgrind`); a traced run is some fifty times slower.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from run import CLI, _farm, _pinned, _stop  # noqa: E402
+
+EVENTS = ("Ir", "I1mr", "Bcm", "Bim")
+# Source paths of CPython's own C code as its debug information names them.
+CPYTHON = ("Python/", "Objects/", "Modules/", "Include/", "Parser/", "libpython")
+Counts = dict[str, dict[str, int]]  # part ("cpython" or "other") -> event -> count
+
+
+def _counts(out: Path) -> Counts:
+    """Events of one cachegrind output file, summed per part: cpython or other."""
+    events: list[str] = []
+    part = "other"
+    sums: dict[str, dict[str, int]] = collections.defaultdict(lambda: dict.fromkeys(EVENTS, 0))
+    for line in out.read_text().splitlines():
+        if line.startswith("events:"):
+            events = line.split()[1:]
+        elif line.startswith("fl="):
+            part = "cpython" if any(k in line for k in CPYTHON) else "other"
+        elif line[:1].isdigit():
+            for name, value in zip(events, line.split()[1:], strict=False):
+                if name in EVENTS:
+                    sums[part][name] += int(value)
+    return sums
+
+
+def _traced(cmd: list[str], stdin: Path | None, tmp: Path, tag: str) -> Counts:
+    """Run `cmd` under cachegrind; the counts of its busiest process (python -m spawns none,
+    but env and taskset exec)."""
+    outs = tmp / f"cg-{tag}"
+    outs.mkdir()
+    vg = [
+        "valgrind",
+        "--tool=cachegrind",
+        "--cache-sim=yes",
+        "--branch-sim=yes",
+        "--trace-children=yes",
+        f"--cachegrind-out-file={outs}/%p",
+    ]
+    with open(stdin or "/dev/null", "rb") as inp:
+        subprocess.run([*_pinned(1), *vg, *cmd], stdin=inp, capture_output=True, check=False)
+    found = [_counts(p) for p in outs.iterdir()]
+    if not found:
+        raise SystemExit("instructions.py: valgrind wrote nothing (is it installed?)")
+    return max(found, key=lambda c: sum(v["Ir"] for v in c.values()))
+
+
+def _row(name: str, small: Counts, big: Counts, n: int) -> str:
+    def per(part: str, event: str) -> float:
+        return (big[part][event] - small[part][event]) / n
+
+    cpython = per("cpython", "Ir")
+    if cpython == 0:
+        return f"{name}: no CPython source paths in the debug information; cannot split"
+    return (
+        f"{name:<8} CPython {cpython / 1e6:5.2f} M instructions, "
+        f"{(per('cpython', 'Bcm') + per('cpython', 'Bim')) / 1e3:5.1f} k mispredictions, "
+        f"{per('cpython', 'I1mr') / 1e3:5.1f} k I1 misses | "
+        f"the rest {per('other', 'Ir') / 1e6:5.2f} M instructions"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sessions", default="100,400", help="the two session counts, a,b")
+    ap.add_argument("--concurrency", type=int, default=50)
+    args = ap.parse_args()
+    a, b = (int(x) for x in args.sessions.split(","))
+    c = args.concurrency
+    farm, info = _farm(5, 10, pin=True)
+    hosts, port, cafile = info["hosts"], str(info["smtp_port"]), info["cafile"]
+    runs: dict[tuple[str, int], Counts] = {}
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            tmp = Path(d)
+            for n in (a, b):
+                inp = tmp / f"targets-{n}.txt"
+                inp.write_text("".join(f"[{hosts[i % len(hosts)]}]\n" for i in range(n)))
+                raw = [sys.executable, str(ROOT / "benchmarks" / "raw_client.py")]
+                raw += [str(n), str(c), port, cafile, *hosts, "--rset"]
+                batch = [*CLI, "batch", "-", "--port", port, "--cafile", cafile]
+                batch += ["--helo", "bench.test", "--rcpt", "user@d1.test", "--per-host", "50"]
+                batch += ["--concurrency", str(c), "--reuse", "1", "--no-tls-resume"]
+                runs[("raw", n)] = _traced(raw, None, tmp, f"raw-{n}")
+                runs[("batch", n)] = _traced(batch, inp, tmp, f"batch-{n}")
+    finally:
+        _stop(farm)
+    print(f"per session ({b} sessions less {a}, concurrency {c}):")
+    for name in ("raw", "batch"):
+        print(" ", _row(name, runs[(name, a)], runs[(name, b)], b - a))
+
+
+if __name__ == "__main__":
+    main()
