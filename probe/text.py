@@ -66,19 +66,20 @@ class Encoded(dict[str, object]):
     no longer say what the object holds."""
 
     __slots__ = ("encoded", "fragment")
+    encoded: bytes  # what to_json_bytes makes of the plain object
+    fragment: object  # an orjson.Fragment of it; None when orjson did not make those bytes
 
     def __init__(self, obj: dict[str, object]) -> None:
         super().__init__(obj)
-        self.encoded = to_json_bytes(obj)
-        # Copied in only when orjson made the bytes: json.dumps (what orjson refuses, lone
-        # surrogates say) spaces its separators, and the record is then made by json whole.
-        self.fragment: object = None
-        try:
-            import orjson
-
-            orjson.dumps(obj)
-        except (ImportError, TypeError):
+        data = _orjson(obj, None)
+        if data is None:
+            # What orjson refuses (lone surrogates, say) json makes, with spaced separators:
+            # not copied in, so such a record is made by json whole.
+            self.encoded, self.fragment = _escaped(obj, None, None).encode(), None
             return
+        import orjson
+
+        self.encoded = _escaped(obj, None, data).encode() if utf8_unsafe(data) else data
         self.fragment = orjson.Fragment(self.encoded)
 
     def __reduce__(self) -> tuple[type[dict[str, object]], tuple[dict[str, object]]]:
