@@ -210,10 +210,12 @@ class ReplyProtocol(asyncio.Protocol):
         self.buffer.clear()
         self.waiter = self.loop.create_future()
 
-    async def reply(self, timeout: float) -> Raw | Failure:
+    def reply(self, timeout: float) -> Awaitable[Raw | Failure]:
+        """The awaited reply, or the failure that stands for it (after `expect`). The future
+        itself, not a coroutine around it: a batch reads tens of thousands of replies."""
         waiter = self.waiter
         if waiter is None:
-            return Failure(ErrorKind.DISCONNECTED, CLOSED_BY_SERVER)
+            return _settled(Failure(ErrorKind.DISCONNECTED, CLOSED_BY_SERVER))
         # A timer that settles the waiter, rather than asyncio.timeout or wait_for: no
         # cancellation dance. One for the connection, not one per reply: armed for the first,
         # it is set again for what is left when it fires before a later reply is overdue (a
@@ -224,10 +226,9 @@ class ReplyProtocol(asyncio.Protocol):
                 self._timer.cancel()
             self._armed = self._due
             self._timer = self.loop.call_at(self._due, self._overdue)
-        try:
-            return await waiter
-        finally:
-            self.waiter = None
+        # Once settled (or cancelled with its awaiter) the waiter stays: whatever comes next
+        # is unsolicited until `expect` makes a new one.
+        return waiter
 
     def _overdue(self) -> None:
         self._timer = None
