@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from probe.config import BatchLimits, SessionOptions
 from probe.context import RunContext
 from probe.result import Session
-from probe.session import run_session
+from probe.session import open_session
 from probe.shard import registrable
 
 Address = tuple[str, int]
@@ -151,7 +151,10 @@ class Limited:
             await limits.acquire((address, port))
             try:
                 await limits.pace(provider)
-                return await run_session(host, address, port, opts, self.run)
+                # (open_session itself, not run_session around it: one coroutine less to
+                # resume at every reply)
+                session, _ = await open_session(host, address, port, opts, self.run, keep=False)
+                return session
             finally:
                 limits.release((address, port))
         finally:

@@ -400,7 +400,10 @@ async def _ehlo(d: _Dialogue) -> bool:
 
 
 def _offers(d: _Dialogue, keyword: str) -> bool:
-    return any(k == keyword for k, _ in d.extensions)
+    for k, _ in d.extensions:  # noqa: SIM110  (a loop, not any(): asked several times a session)
+        if k == keyword:
+            return True
+    return False
 
 
 async def _hello(d: _Dialogue) -> Ending:
@@ -461,7 +464,7 @@ async def _mail(d: _Dialogue) -> WireReply | None:
         return None
     # RFC 6531 §3.4: a transaction with any non-ASCII address declares SMTPUTF8 on MAIL; a
     # recipient the server cannot take without it is refused locally at its RCPT.
-    if _offers(d, "SMTPUTF8") and not all(a.isascii() for a in (sender, *d.opts.rcpts)):
+    if not "".join((sender, *d.opts.rcpts)).isascii() and _offers(d, "SMTPUTF8"):
         args.append("SMTPUTF8")
     return await d.command("MAIL", *args)
 
@@ -529,19 +532,20 @@ PHASES = (_greet, _hello, _secure, _transaction)
 
 
 async def _converse(d: _Dialogue) -> Outcome:
-    ended = await _attempt(d)
-    if ended is Again.PLAINTEXT:
-        d.plain = True
-        ended = await _attempt(d)
-    return ended if isinstance(ended, Outcome) else Outcome.TLS_FAILED
-
-
-async def _attempt(d: _Dialogue) -> Ending:
-    for phase in PHASES:
-        ended = await phase(d)
-        if ended is not None:
-            return ended
-    return Outcome.COMPLETED  # _transaction always ends the session; for the type checker
+    """The phases in turn until one ends the session; once more, in plaintext on a new
+    connection, when STARTTLS failed and took the first one down. (One coroutine for both
+    loops: every reply of the session resumes each coroutine below the task.)"""
+    while True:
+        for phase in PHASES:
+            ended = await phase(d)
+            if ended is not None:
+                break
+        else:
+            return Outcome.COMPLETED  # _transaction always ends the session; for the checker
+        if ended is Again.PLAINTEXT and not d.plain:
+            d.plain = True
+            continue
+        return ended if isinstance(ended, Outcome) else Outcome.TLS_FAILED
 
 
 # -- entry points ------------------------------------------------------------------------------
