@@ -148,8 +148,10 @@ class Stats:
     def _categories(self, steps: object) -> None:
         """Count the categories of the replies that were not a success."""
         for st in steps if isinstance(steps, list) else ():
-            reply = st.get("reply") if isinstance(st, dict) else None
-            category = reply.get("category") if isinstance(reply, dict) else None
+            try:  # (a record of ours always has these; one read back may not)
+                category = st["reply"]["category"]
+            except (KeyError, TypeError, IndexError):  # no reply (null), or no mapping
+                continue
             if category != "success" and isinstance(category, str):
                 self.by_category[category] += 1
 

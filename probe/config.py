@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from operator import attrgetter
 from typing import TypeVar
 
 from probe.result import Target
@@ -39,8 +40,11 @@ def changed(obj: Options, **values: object) -> Options:
     if not values.keys() <= set(fields):
         raise TypeError(f"{type(obj).__name__} has no field {sorted(values.keys() - set(fields))}")
     new = object.__new__(type(obj))
-    for name in fields:
-        object.__setattr__(new, name, values[name] if name in values else getattr(obj, name))
+    set_ = object.__setattr__
+    for name, value in zip(fields, attrgetter(*fields)(obj), strict=True):
+        set_(new, name, value)
+    for name, value in values.items():
+        set_(new, name, value)
     return new
 
 

@@ -99,7 +99,7 @@ def _step_json(s: Step, out: ProbeJson) -> dict[str, Any]:
         "setup_ms": s.setup_ms,
         "tls": s.tls,
         "note": s.note,
-        "note_message": message_json(s.note),
+        "note_message": message_json(s.note) if s.note is not None else None,
     }
 
 
