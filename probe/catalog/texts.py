@@ -8,7 +8,7 @@ from typing import Any
 from probe.catalog.files import load_toml
 
 LANGUAGES: tuple[str, ...] = ("en", "zh", "de", "ko")
-SECTIONS: tuple[str, ...] = ("ui", "basic", "enhanced", "rules", "findings", "messages")
+SECTIONS: tuple[str, ...] = ("ui", "basic", "enhanced", "rules", "findings", "messages", "help")
 
 
 @cache

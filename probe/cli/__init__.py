@@ -20,6 +20,7 @@ from typing import Any
 import click
 
 from probe import exitcodes
+from probe.cli.helptext import Command
 
 # name -> (module, attribute, one-line help): `--help` lists commands without loading them.
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -78,7 +79,7 @@ def _stdout_gone() -> bool:
 _GROUP_OPTIONS = ("-h", "--help", "--version")
 
 
-class _Group(click.Group):
+class _Group(Command, click.Group):
     """A group where `smtp-probe TARGET` is short for `smtp-probe probe TARGET`, commands
     load on demand, and click's usage errors exit with 64 (EX_USAGE) instead of 2."""
 

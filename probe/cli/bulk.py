@@ -40,6 +40,7 @@ from probe.cli.common import (
     resolve_lang,
     say,
 )
+from probe.cli.helptext import Command
 from probe.cli.options import LiveArgs, live_options
 from probe.cli.report import JsonLines, RecordFormat, batch_format
 from probe.cli.usage import notice, os_reason
@@ -317,7 +318,7 @@ def _run_into(
         job.sink.close()  # inside the guard: some file systems report write errors here
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("source", default="-")
 @live_options
 @click.option(

@@ -12,6 +12,7 @@ import click
 
 from probe import aio
 from probe.cli.common import lang_option, resolve_lang
+from probe.cli.helptext import Command
 from probe.cli.options import LiveArgs, live_options
 from probe.cli.usage import DEFAULT_LANG, argv_lang, click_message
 from probe.messages import carried, msg
@@ -31,7 +32,7 @@ def _emit(got: Answer) -> NoReturn:
     raise SystemExit(got.state)
 
 
-class _PluginCommand(click.Command):
+class _PluginCommand(Command):
     """Usage errors answer UNKNOWN on standard output (what Nagios shows), not status 64."""
 
     def make_context(self, *args: Any, **kwargs: Any) -> click.Context:

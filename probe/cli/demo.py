@@ -7,6 +7,7 @@ import click
 from probe import aio, exitcodes
 from probe.catalog import locale
 from probe.cli.common import echo, lang_option, resolve_lang, stdout_styler
+from probe.cli.helptext import Command
 from probe.demo import run_demo
 from probe.messages import msg, say
 from probe.render import pad
@@ -14,7 +15,7 @@ from probe.render import probe as probe_render
 from probe.verdict import exit_status
 
 
-@click.command()
+@click.command(cls=Command)
 @lang_option
 def demo(lang: str | None) -> None:
     """Probe mail servers started on 127.0.0.1 just for this: no network needed."""

@@ -23,6 +23,7 @@ from probe.cli.common import (
     resolve_lang,
     stdout_styler,
 )
+from probe.cli.helptext import Command
 from probe.cli.options import nameserver as parse_nameserver
 from probe.config import QuitAfter, SessionOptions, Timeouts
 from probe.messages import carried
@@ -34,7 +35,7 @@ from probe.sender import assess
 from probe.target import TargetError, check_helo, to_ascii_domain
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("domain")
 @click.option(
     "--connect/--no-connect",

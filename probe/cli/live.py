@@ -26,6 +26,7 @@ from probe.cli.common import (
     resolve_lang,
     stdout_styler,
 )
+from probe.cli.helptext import Command
 from probe.cli.options import LiveArgs, live_options
 from probe.config import ProbeRequest
 from probe.context import RunContext
@@ -73,7 +74,7 @@ class LiveView:
         self._print(self.transcript.verdict(result))
 
 
-@click.command(name="probe")
+@click.command(name="probe", cls=Command)
 @click.argument("target")
 @click.option(
     "--host", "host_mode", is_flag=True, help="TARGET is a host to connect to: no MX lookup."

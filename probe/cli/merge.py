@@ -20,6 +20,7 @@ import click
 from probe import exitcodes
 from probe.batchinput import MAX_RECORD, input_lines, raw_lines, read_targets
 from probe.cli.common import io_failed, refuse, say
+from probe.cli.helptext import Command
 from probe.cli.usage import notice, os_reason
 from probe.messages import Message, msg
 
@@ -96,7 +97,7 @@ def _records(path: str) -> Iterable[bytes]:
         os.close(fd)
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("source")
 @click.argument("shards", nargs=-1, required=True)
 @click.option("--output", type=click.Path(dir_okay=False), help="Write to this file, not stdout.")

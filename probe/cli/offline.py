@@ -26,6 +26,7 @@ from probe.cli.common import (
     stdout_styler,
     styler,
 )
+from probe.cli.helptext import Command
 from probe.interpret import Interpreter, interpret_reply
 from probe.interpret import explain as explain_one
 from probe.model import CATEGORIES, Interpretation, NotAReply
@@ -120,7 +121,7 @@ class _Explained:
             echo("\n]" if self._printed else "[]")
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("items", nargs=-1)
 @click.option("--format", "fmt", type=Choice(FORMATS), default="text", show_default=True)
 @click.option(
@@ -208,7 +209,7 @@ def _code_item(value: str) -> Interpretation:
     return interpret_reply(r, value)
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("a")
 @click.argument("b")
 @click.option("--format", "fmt", type=Choice(("text", "json")), default="text", show_default=True)
@@ -225,7 +226,7 @@ def compare(a: str, b: str, fmt: str, lang: str | None) -> None:
         echo(compare_render.to_text(ia, ib, loc, stdout_styler()))
 
 
-@click.command()
+@click.command(cls=Command)
 @click.option(
     "--kind",
     type=Choice(("basic", "enhanced", "rules", "all")),

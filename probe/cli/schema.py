@@ -8,6 +8,7 @@ from importlib import resources
 import click
 
 from probe.cli.common import echo, refuse
+from probe.cli.helptext import Command
 
 
 def schema_names() -> list[str]:
@@ -22,7 +23,7 @@ def schema_text(name: str) -> str:
     return (resources.files("probe") / "schemas" / f"{name}.json").read_text(encoding="utf-8")
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("name", required=False)
 def schema(name: str | None) -> None:
     """Print the JSON Schema (draft 2020-12) of an output: probe, batch, batch-error, mx,

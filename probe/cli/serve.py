@@ -11,6 +11,7 @@ import click
 from probe import aio
 from probe.catalog import locale
 from probe.cli.common import echo, fail, lang_option, refuse, resolve_lang
+from probe.cli.helptext import Command
 from probe.messages import msg, say
 from probe.serveconf import DEFAULT_LISTEN, ConfigError, ServeConfig, parse_config
 from probe.target import TargetError, parse_int
@@ -63,7 +64,7 @@ async def _serve(config: ServeConfig, host: str, port: int, lang: str) -> None:
         await runner.cleanup()
 
 
-@click.command(name="serve")
+@click.command(name="serve", cls=Command)
 @click.option("--listen", help=f"Address to listen on, IP:PORT (default {DEFAULT_LISTEN}).")
 @click.option(
     "--config",

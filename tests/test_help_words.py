@@ -1,0 +1,145 @@
+"""`--help` in the user's language: every command's page in zh, de and ko holds no English
+sentence and fits the terminal by display width; the English texts of the catalog are the
+code's own; the wrapping keeps every word and breaks CJK text where it may."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+import unicodedata
+
+import click
+import pytest
+from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
+
+from probe.catalog import locale
+from probe.cli import COMMANDS, cli
+from probe.cli.helppage import _NO_END, _NO_START, _pieces, cells, translations, wrap
+from tests.test_usage_words import english_in
+from tests.test_words import FOREIGN
+
+PAGES = ["", *COMMANDS]  # "" is the group's own page
+URL = re.compile(r"\S*/\S*\?\S*")  # the exporter's /probe?target=... is no sentence
+
+
+def _command(name: str) -> click.Command:
+    if not name:
+        return cli
+    module, attr, _ = COMMANDS[name]
+    found = getattr(importlib.import_module(module), attr)
+    assert isinstance(found, click.Command)
+    return found
+
+
+def _help(name: str, *extra: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    args = [name, "--help", *extra] if name else ["--help", *extra]
+    env = {"LANG": "C", "LC_ALL": "", **(env or {})}
+    r = CliRunner().invoke(cli, args, prog_name="smtp-probe", env=env)
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.output
+    return r.exit_code, r.output
+
+
+def test_the_english_texts_are_the_code_s() -> None:
+    """en/help.toml says what the code says: the group, each command, each option."""
+    en = locale("en").section("help")
+    assert en["group"]["help"] == inspect.cleandoc(cli.help or "")
+    used = set()
+    for name, (_, _, short) in COMMANDS.items():
+        cmd = _command(name)
+        assert en["command"][name] == {"short": short, "help": inspect.cleandoc(cmd.help or "")}
+        own = en.get("option_for", {}).get(name, {})
+        for p in cmd.params:
+            if isinstance(p, click.Option) and p.help:
+                key = "option_for" if p.name in own else "option"
+                assert (own if p.name in own else en["option"]).get(p.name) == p.help, (
+                    name,
+                    p.name,
+                )
+                used.add((key, p.name))
+    assert set(en["option"]) == {n for key, n in used if key == "option"}, "unused"
+
+
+@pytest.mark.parametrize("lang", FOREIGN)
+@pytest.mark.parametrize("page", PAGES)
+def test_every_help_page_speaks_the_language(lang: str, page: str) -> None:
+    # A command without --lang (the group, merge) follows the environment, as its errors do.
+    if any(p.name == "lang" for p in _command(page).params):
+        status, out = _help(page, "--lang", lang)
+    else:
+        status, out = _help(page, env={"LANG": f"{lang}_XX.UTF-8"})
+    assert status == 0, out
+    words = translations(lang)[1]
+    assert out.startswith(words["usage"]) and "smtp-probe" in out.split("\n")[0], out
+    assert re.search(f"\n{words['options']}[:：]\n", out), out
+    assert english_in(URL.sub(" ", out)) == [], out
+    # (the group's examples are lines kept as written, as wide in English)
+    too_wide = [line for line in out.splitlines() if cells(line) > 80 and "smtp-probe " not in line]
+    assert not too_wide, too_wide
+
+
+@pytest.mark.parametrize("lang", FOREIGN)
+def test_every_text_is_translated(lang: str) -> None:
+    said, words = translations(lang)
+    same = [en for en, there in said.items() if there == en and len(en) > 12]
+    assert same == []
+    assert all(words.values())
+
+
+def test_the_language_comes_from_lang_or_the_environment() -> None:
+    de = translations("de")[1]["usage"]
+    assert _help("probe", env={"LANG": "de_DE.UTF-8"})[1].startswith(de)
+    assert _help("probe", "--lang", "de", env={"LC_ALL": "ko_KR.UTF-8"})[1].startswith(de)
+    # English stays click's own page, word for word.
+    english = _help("probe")[1]
+    assert english.startswith("Usage: smtp-probe probe [OPTIONS] TARGET")
+    assert "Show this message and exit." in english
+
+
+def test_defaults_and_choices_keep_their_values() -> None:
+    words = translations("zh")[1]
+    out = _help("batch", "--lang", "zh")[1]
+    assert f"[{words['default']}: 20;" in out.replace("\n", " ")  # --concurrency
+    choices = re.compile(r"\[[a-z0-9-]+(?:\|[a-z0-9-]+)+\]")
+    assert set(choices.findall(out)) == set(choices.findall(_help("batch")[1])) != set()
+
+
+# --- wrapping by display width ---------------------------------------------------------------
+
+TEXT = st.lists(
+    st.sampled_from([*"abc de，。（）、中文字 한국어 MX-1 [x] ", "STARTTLS", "证书", "인증서"]),
+    max_size=60,
+).map("".join)
+
+
+@given(TEXT, st.integers(min_value=4, max_value=60))
+def test_wrap_keeps_every_character_and_fits(text: str, width: int) -> None:
+    lines = wrap(text, width)
+    assert "".join("".join(lines).split()) == "".join(text.split())
+    for line in lines:
+        if cells(line) > width:  # only a unit that cannot break: no space, no CJK inside
+            assert " " not in line
+        assert line == line.strip()
+
+
+@given(TEXT)
+def test_no_break_before_closing_or_after_opening_punctuation(text: str) -> None:
+    """Inside a word (no space), a line never starts with a comma or closing bracket and
+    never ends with an opening one."""
+    before = ""
+    for piece, spaced in _pieces(text):
+        if not spaced:
+            assert piece[0] not in _NO_START and before[-1] not in _NO_END, (before, piece)
+        before = piece
+
+
+def test_wide_characters_take_two_cells() -> None:
+    assert cells("中文") == 4 and cells("한국") == 4 and cells("ab") == 2
+    assert cells("e\u0301") == 1  # a combining accent takes none
+    assert all(cells(line) <= 10 for line in wrap("对每个地址也进行连接，并检查证书。", 10))
+    # Korean breaks between words, not inside one
+    assert wrap("주소마다 연결도 합니다", 10) == ["주소마다", "연결도", "합니다"]
+    assert unicodedata.east_asian_width("，") == "F"
+    assert not any(line.startswith("，") for line in wrap("证书，证书，证书，证书", 4))
