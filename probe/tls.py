@@ -13,6 +13,7 @@ import hashlib
 import os
 import re
 import ssl
+import sys
 import warnings
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
@@ -121,8 +122,11 @@ def load_store(cafile: str | None) -> xv.Store:
 
 def unverified_chain(obj: ssl.SSLObject) -> tuple[bytes, ...]:
     """The certificates the server sent, leaf first."""
-    getter = getattr(obj, "get_unverified_chain", None)  # public from Python 3.13
-    if getter is None:
+    # Public from Python 3.13; asked by version, not by getattr: a missing attribute costs
+    # an AttributeError with its message, once per session.
+    if sys.version_info >= (3, 13):
+        getter = obj.get_unverified_chain
+    else:
         getter = obj._sslobj.get_unverified_chain  # type: ignore[attr-defined]
     chain = getter() or []
     out = []

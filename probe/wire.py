@@ -161,7 +161,9 @@ class ReplyProtocol(asyncio.Protocol):
             self._keep(data)  # nobody asked: kept for the record, never taken as a reply
             return
         self.buffer += data
-        if b"\n" not in data and len(self.buffer) <= MAX_LINE:
+        # find(), not `in`: `needle in bytes` first tries the needle as an integer, and builds
+        # (and drops) a TypeError with its message every time.
+        if data.find(b"\n") < 0 and len(self.buffer) <= MAX_LINE:
             return  # no line completed (a server that drips bytes costs no parsing)
         try:
             got = parse_reply(self.buffer)
