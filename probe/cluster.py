@@ -303,13 +303,14 @@ class RayRun:
         ray = self.ray
         if not ray.is_initialized():
             if self.cfg.address is None:
-                ray.init(
-                    address="local",
-                    include_dashboard=False,
-                    _node_ip_address="127.0.0.1",
-                    log_to_driver=False,
-                    configure_logging=False,
-                )
+                with _quiet("ray._private.authentication"):
+                    ray.init(
+                        address="local",
+                        include_dashboard=False,
+                        _node_ip_address="127.0.0.1",
+                        log_to_driver=False,
+                        configure_logging=False,
+                    )
             else:
                 ray.init(address=self.cfg.address, log_to_driver=False, configure_logging=False)
             self.started = True
@@ -431,3 +432,19 @@ def run_on_ray(
 ) -> None:
     """Probe every item on Ray; `on_record(line, record)` gets exactly one call per item."""
     RayRun(cfg, on_record).run(items)
+
+
+@contextlib.contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    """Warnings of logger `name` unsaid while the block runs. For the local cluster a run
+    starts itself (on 127.0.0.1 only), Ray turns token authentication on and says so on
+    stderr every time: its safe default, not news to the user of a batch."""
+    import logging
+
+    log = logging.getLogger(name)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)

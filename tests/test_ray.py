@@ -161,6 +161,7 @@ def test_resume_and_the_cli_on_a_local_ray(farm: Farm, tmp_path: Path) -> None:
     assert len(new) == 151 and all(r.get("input") != "x" for r in new)
     assert next(r for r in new if r["line"] == 201)["error"]["kind"] == "bad_target"
     assert "151 records" in p.stderr
+    assert "Token authentication" not in p.stderr  # Ray's notice of its default, unsaid
 
 
 def test_without_ray_the_option_says_so_in_one_line(tmp_path: Path) -> None:
