@@ -152,7 +152,9 @@ class ReplyProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # a stream transport
-        if self.waiter is None:  # the greeting is due (not after STARTTLS: EHLO's reply is)
+        # A new connection: the greeting is due. (A loop that calls this again after
+        # STARTTLS finds the STARTTLS reply's waiter, settled: EHLO's `expect` comes next.)
+        if self.waiter is None:
             self.expect()
 
     def data_received(self, data: bytes) -> None:
@@ -213,8 +215,9 @@ class ReplyProtocol(asyncio.Protocol):
         self.waiter = self.loop.create_future()
 
     def reply(self, timeout: float) -> Awaitable[Raw | Failure]:
-        """The awaited reply, or the failure that stands for it (after `expect`). The future
-        itself, not a coroutine around it: a batch reads tens of thousands of replies."""
+        """The reply `expect` made ready for, or the failure that stands for it; call it once
+        after each `expect` (a second call gets the same future). The future itself, not a
+        coroutine around it: a batch reads tens of thousands of replies."""
         waiter = self.waiter
         if waiter is None:
             return _settled(Failure(ErrorKind.DISCONNECTED, CLOSED_BY_SERVER))

@@ -143,3 +143,21 @@ def test_wide_characters_take_two_cells() -> None:
     assert wrap("주소마다 연결도 합니다", 10) == ["주소마다", "연결도", "합니다"]
     assert unicodedata.east_asian_width("，") == "F"
     assert not any(line.startswith("，") for line in wrap("证书，证书，证书，证书", 4))
+
+
+def test_a_terminal_that_cannot_show_the_language_gets_english() -> None:
+    """LANG=zh_TW.Big5 reads as zh: a page Big5 cannot hold is said in English, not a
+    traceback."""
+    for charset, english in (("big5", True), ("latin-1", True), ("utf-8", False)):
+        r = CliRunner(charset=charset).invoke(
+            cli, ["probe", "--help", "--lang", "zh"], prog_name="smtp-probe"
+        )
+        assert r.exit_code == 0 and r.exception is None, r.output
+        assert r.output.startswith("Usage:") is english, (charset, r.output[:40])
+
+
+def test_a_command_invoked_on_its_own_finds_lang_after_help() -> None:
+    from probe.cli.offline import explain
+
+    r = CliRunner().invoke(explain, ["--help", "--lang", "de"], env={"LANG": "C", "LC_ALL": ""})
+    assert r.exit_code == 0 and r.output.startswith(translations("de")[1]["usage"]), r.output
