@@ -7,7 +7,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
-import unicodedata
 
 import click
 import pytest
@@ -17,7 +16,8 @@ from hypothesis import strategies as st
 
 from probe.catalog import locale
 from probe.cli import COMMANDS, cli
-from probe.cli.helppage import _NO_END, _NO_START, _pieces, cells, translations, wrap
+from probe.cli.helppage import _paragraphs, translations
+from probe.render import width, wrap_cells
 from tests.test_usage_words import english_in
 from tests.test_words import FOREIGN
 
@@ -77,7 +77,7 @@ def test_every_help_page_speaks_the_language(lang: str, page: str) -> None:
     assert re.search(f"\n{words['options']}[:：]\n", out), out
     assert english_in(URL.sub(" ", out)) == [], out
     # (the group's examples are lines kept as written, as wide in English)
-    too_wide = [line for line in out.splitlines() if cells(line) > 80 and "smtp-probe " not in line]
+    too_wide = [line for line in out.splitlines() if width(line) > 80 and "smtp-probe " not in line]
     assert not too_wide, too_wide
 
 
@@ -100,14 +100,15 @@ def test_the_language_comes_from_lang_or_the_environment() -> None:
 
 
 def test_defaults_and_choices_keep_their_values() -> None:
+    assert f"[{translations('de')[1]['default']}: 20;" in _help("batch", "--lang", "de")[1]
     words = translations("zh")[1]
     out = _help("batch", "--lang", "zh")[1]
-    assert f"[{words['default']}: 20;" in out.replace("\n", " ")  # --concurrency
+    assert f"[{words['default']}：20;" in out.replace("\n", " ")  # --concurrency
     choices = re.compile(r"\[[a-z0-9-]+(?:\|[a-z0-9-]+)+\]")
     assert set(choices.findall(out)) == set(choices.findall(_help("batch")[1])) != set()
 
 
-# --- wrapping by display width ---------------------------------------------------------------
+# --- wrapping by display width (probe.render's, shared with the text renderers) -----------------
 
 TEXT = st.lists(
     st.sampled_from([*"abc de，。（）、中文字 한국어 MX-1 [x] ", "STARTTLS", "证书", "인증서"]),
@@ -116,34 +117,25 @@ TEXT = st.lists(
 
 
 @given(TEXT, st.integers(min_value=4, max_value=60))
-def test_wrap_keeps_every_character_and_fits(text: str, width: int) -> None:
-    lines = wrap(text, width)
+def test_wrap_keeps_every_character_and_fits(text: str, cols: int) -> None:
+    lines = wrap_cells(text.strip(), cols)  # (a paragraph of help comes stripped)
     assert "".join("".join(lines).split()) == "".join(text.split())
     for line in lines:
-        if cells(line) > width:  # only a unit that cannot break: no space, no CJK inside
-            assert " " not in line
+        if width(line) > cols:  # only a unit that cannot break: no space inside
+            assert " " not in line, (line, cols)
         assert line == line.strip()
+    # No word of Latin letters is cut, not even by the punctuation rule ("STARTTLS，").
+    for word in re.findall(r"[^\s\u2e80-\u9fff\uff00-\uff60]+", text):
+        assert any(word in line for line in lines), (word, lines)
 
 
-@given(TEXT)
-def test_no_break_before_closing_or_after_opening_punctuation(text: str) -> None:
-    """Inside a word (no space), a line never starts with a comma or closing bracket and
-    never ends with an opening one."""
-    before = ""
-    for piece, spaced in _pieces(text):
-        if not spaced:
-            assert piece[0] not in _NO_START and before[-1] not in _NO_END, (before, piece)
-        before = piece
-
-
-def test_wide_characters_take_two_cells() -> None:
-    assert cells("中文") == 4 and cells("한국") == 4 and cells("ab") == 2
-    assert cells("e\u0301") == 1  # a combining accent takes none
-    assert all(cells(line) <= 10 for line in wrap("对每个地址也进行连接，并检查证书。", 10))
-    # Korean breaks between words, not inside one
-    assert wrap("주소마다 연결도 합니다", 10) == ["주소마다", "연결도", "합니다"]
-    assert unicodedata.east_asian_width("，") == "F"
-    assert not any(line.startswith("，") for line in wrap("证书，证书，证书，证书", 4))
+def test_chinese_lines_join_without_a_space() -> None:
+    zh = "第一行\n第二行，再接 MX\nhost"
+    assert _paragraphs(zh) == ["第一行第二行，再接 MX host"]
+    assert _paragraphs("Zeile eins\nZeile zwei\n\n\bA  B\nC") == [
+        "Zeile eins Zeile zwei",
+        "\b\nA  B\nC",
+    ]
 
 
 def test_a_terminal_that_cannot_show_the_language_gets_english() -> None:

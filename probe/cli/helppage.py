@@ -4,10 +4,11 @@ takes two cells). Loaded only when help is asked for in a language other than En
 
 from __future__ import annotations
 
-import unicodedata
 from typing import Any
 
 import click
+
+from probe.render import unspaced, width, wrap_cells
 
 
 def _flat(node: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -47,42 +48,42 @@ class HelpFormatter(click.HelpFormatter):
 
     def write_usage(self, prog: str, args: str = "", prefix: str | None = None) -> None:
         usage = self.words["usage"]
-        space = "" if usage and _breaks_after(usage[-1]) else " "  # (a full-width colon)
+        space = "" if usage and unspaced(usage[-1]) else " "  # (a full-width colon)
         head = f"{' ' * self.current_indent}{usage}{space}{prog} "
-        lines = wrap(args, max(self.width - cells(head), 20)) or [""]
+        lines = wrap_cells(args, max(self.width - width(head), 20)) or [""]
         self.write(head + lines[0] + "\n")
         for line in lines[1:]:
-            self.write(" " * cells(head) + line + "\n")
+            self.write(" " * width(head) + line + "\n")
 
     def write_heading(self, heading: str) -> None:
         word = {"Options": "options", "Commands": "commands"}.get(heading)
         said = self.words[word] if word else heading
-        colon = "：" if said and _breaks_after(said[-1]) else ":"
+        colon = "：" if said and unspaced(said[-1]) else ":"
         self.write(f"{' ' * self.current_indent}{said}{colon}\n")
 
     def write_text(self, text: str) -> None:
         indent = " " * self.current_indent
-        width = max(self.width - self.current_indent, 11)
+        cols = max(self.width - self.current_indent, 11)
         for n, block in enumerate(_paragraphs(self._say(text))):
             if n:
                 self.write("\n")
             if block.startswith("\b\n"):  # click's mark: these lines as they are
                 self.write("".join(f"{indent}{line}\n" for line in block[2:].splitlines()))
                 continue
-            self.write("".join(f"{indent}{line}\n" for line in wrap(block, width)))
+            self.write("".join(f"{indent}{line}\n" for line in wrap_cells(block, cols)))
 
     def write_dl(self, rows: Any, col_max: int = 30, col_spacing: int = 2) -> None:
         rows = list(rows)
-        first = min(max((cells(term) for term, _ in rows), default=0), col_max) + col_spacing
+        first = min(max((width(term) for term, _ in rows), default=0), col_max) + col_spacing
         indent = " " * self.current_indent
-        width = max(self.width - first - self.current_indent, 10)
+        cols = max(self.width - first - self.current_indent, 10)
         for term, definition in rows:
-            lines = wrap(self._definition(definition), width)
+            lines = wrap_cells(self._definition(definition), cols)
             if not lines:
                 self.write(f"{indent}{term}\n")
                 continue
-            if cells(term) <= first - col_spacing:
-                self.write(f"{indent}{term}{' ' * (first - cells(term))}{lines[0]}\n")
+            if width(term) <= first - col_spacing:
+                self.write(f"{indent}{term}{' ' * (first - width(term))}{lines[0]}\n")
                 lines = lines[1:]
             else:
                 self.write(f"{indent}{term}\n")
@@ -98,7 +99,9 @@ class HelpFormatter(click.HelpFormatter):
         if not sep:
             help_, extra = ("", text[1:]) if text.startswith("[") else (text, "")
         if extra:
-            extra = extra.replace("default: ", f"{self.words['default']}: ", 1)
+            word = self.words["default"]
+            colon = "：" if unspaced(word[-1:]) else ": "
+            extra = extra.replace("default: ", f"{word}{colon}", 1)
             extra = extra.replace("required]", f"{self.words['required']}]", 1)
             extra = "[" + extra
         return "  ".join(part for part in (self._say(help_), extra) if part)
@@ -125,71 +128,6 @@ def _joined(lines: list[str]) -> str:
     for line in (line.strip() for line in lines):
         if not line:
             continue
-        glue = "" if not text or (_breaks_after(text[-1]) and _breaks_after(line[0])) else " "
+        glue = "" if not text or (unspaced(text[-1]) and unspaced(line[0])) else " "
         text += glue + line
     return " ".join(text.split())
-
-
-# Characters after which a line may break with no space: CJK ideographs, kana and their
-# punctuation (Hangul is written with spaces between words and breaks there).
-def _breaks_after(ch: str) -> bool:
-    if unicodedata.east_asian_width(ch) not in "WF":
-        return False
-    return not (
-        "\uac00" <= ch <= "\ud7af" or "\u1100" <= ch <= "\u11ff" or "\u3130" <= ch <= "\u318f"
-    )
-
-
-# Punctuation that must not begin a line (it stays with the character before it), and
-# punctuation that must not end one (it goes with the character after it).
-_NO_START = frozenset("，。、；：！？）」』】〉》”’,.;:!?)]%")
-_NO_END = frozenset("（「『【〈《“‘([")
-
-
-def cells(text: str) -> int:
-    """Columns `text` takes on a terminal: two for a wide (CJK) character, none for a mark."""
-    n = 0
-    for ch in text:
-        if unicodedata.combining(ch):
-            continue
-        n += 2 if unicodedata.east_asian_width(ch) in "WF" else 1
-    return n
-
-
-def _may_break(before: str, after: str) -> bool:
-    """Whether a line may end between two characters of one word."""
-    if after in _NO_START or before in _NO_END:
-        return False
-    return _breaks_after(before) or _breaks_after(after)
-
-
-def _pieces(text: str) -> list[tuple[str, bool]]:
-    """The units a line may break between: (text, whether a space comes before it)."""
-    out: list[tuple[str, bool]] = []
-    for word in text.split():
-        spaced = True
-        piece = ""
-        for ch in word:
-            if piece and _may_break(piece[-1], ch):
-                out.append((piece, spaced))
-                piece, spaced = "", False
-            piece += ch
-        if piece:
-            out.append((piece, spaced))
-    return out
-
-
-def wrap(text: str, width: int) -> list[str]:
-    """`text` in lines of at most `width` cells (a longer unit gets a line of its own)."""
-    lines: list[str] = []
-    line = ""
-    for piece, spaced in _pieces(text):
-        joined = f"{line} {piece}" if spaced and line else line + piece
-        if not line or cells(joined) <= width:
-            line = joined
-            continue
-        lines.append(line)
-        line = piece
-    if line:
-        lines.append(line)
-    return lines

@@ -37,6 +37,17 @@ _HAN = "\u2e80-\u9fff\uf900-\ufaff\ufe30-\ufe4f\uff00-\uff60"
 _CLOSING = frozenset("，。、；：！？）」』】》,.;:!?)")
 
 
+def unspaced(ch: str) -> bool:
+    """Whether `ch` is written without spaces around it (Chinese, Japanese, full-width
+    punctuation): two lines ending and starting with such characters join with none."""
+    return bool(ch) and (
+        "\u2e80" <= ch <= "\u9fff"
+        or "\uf900" <= ch <= "\ufaff"
+        or "\ufe30" <= ch <= "\ufe4f"
+        or "\uff00" <= ch <= "\uff60"
+    )
+
+
 def wrap_cells(text: str, cols: int) -> list[str]:
     """`text` in lines of at most `cols` terminal columns (a wide character takes two),
     broken at spaces and between Chinese characters, never before closing punctuation."""
@@ -47,7 +58,7 @@ def wrap_cells(text: str, cols: int) -> list[str]:
     import re
 
     out: list[str] = []
-    line, used, space = "", 0, False
+    line, used, space, last = "", 0, False, ""
     for token in re.findall(f"\\s+|[{_HAN}]|[^\\s{_HAN}]+", text):
         if token.isspace():
             space = bool(line)
@@ -55,14 +66,15 @@ def wrap_cells(text: str, cols: int) -> list[str]:
         piece = " " + token if space else token
         cells = width(piece)
         if line and used + cells > cols:
-            # Closing punctuation may not start a line: the character before it goes along.
-            keep = 1 if token[0] in _CLOSING and len(line) > 1 and not space else 0
-            out.append(line[: len(line) - keep])
+            # Closing punctuation may not start a line: what it follows goes along with it
+            # (a Chinese character, or a whole word: "STARTTLS，" is not cut in two).
+            keep = len(last) if token[0] in _CLOSING and not space and len(line) > len(last) else 0
+            out.append(line[: len(line) - keep].rstrip())
             line = line[len(line) - keep :] + token
             used = width(line)
         else:
             line, used = line + piece, used + cells
-        space = False
+        space, last = False, token
     return [*out, line] if line else out
 
 
