@@ -199,6 +199,8 @@ format_option = click.option(
     type=Choice(("text", "json", *REPORT_FORMATS)),
     default="text",
     show_default=True,
+    help="text to read, json for programs (a published schema), html, junit or github for "
+    "reports and CI.",
 )
 
 redact_option = click.option(

@@ -43,15 +43,34 @@ from probe.target import TargetError, check_helo, to_ascii_domain
     show_default=True,
     help="Also connect to every MX address (STARTTLS, certificate, greeting).",
 )
-@click.option("--port", type=AsciiInt(1, 65535), default=25, show_default=True)
-@click.option("--timeout", type=AsciiDecimal(0.1, 3600), default=10.0, show_default=True)
+@click.option(
+    "--port",
+    type=AsciiInt(1, 65535),
+    default=25,
+    show_default=True,
+    help="SMTP port to connect to on each MX address.",
+)
+@click.option(
+    "--timeout",
+    type=AsciiDecimal(0.1, 3600),
+    default=10.0,
+    show_default=True,
+    help="Seconds for each wait (a DNS lookup, a connection, a reply); a session may take 8 "
+    "times it.",
+)
 @click.option("-4", "ipv4", is_flag=True, help="IPv4 only.")
 @click.option("-6", "ipv6", is_flag=True, help="IPv6 only.")
 @click.option("--nameserver", multiple=True, help="Ask this DNS server (HOST[:PORT]; repeatable).")
 @click.option(
     "--allow-private", is_flag=True, help="Private and loopback MX addresses are fine (test labs)."
 )
-@click.option("--fail-on", type=Choice(("error", "warning")), default="error", show_default=True)
+@click.option(
+    "--fail-on",
+    type=Choice(("error", "warning")),
+    default="error",
+    show_default=True,
+    help="Exit 69 on a finding of this severity or worse.",
+)
 @click.option("--cafile", type=ExistingFile(), help="Trust this CA bundle too.")
 @click.option("--helo", help="Name sent in EHLO (default: this host's FQDN or an address literal).")
 @click.option(

@@ -123,7 +123,14 @@ class _Explained:
 
 @click.command(cls=Command)
 @click.argument("items", nargs=-1)
-@click.option("--format", "fmt", type=Choice(FORMATS), default="text", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=Choice(FORMATS),
+    default="text",
+    show_default=True,
+    help="text to read; json: one document; jsonl: one line per item, as it is read.",
+)
 @click.option(
     "--summary", is_flag=True, help="With '-': counts by category and code, one example each."
 )
@@ -212,7 +219,14 @@ def _code_item(value: str) -> Interpretation:
 @click.command(cls=Command)
 @click.argument("a")
 @click.argument("b")
-@click.option("--format", "fmt", type=Choice(("text", "json")), default="text", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=Choice(("text", "json")),
+    default="text",
+    show_default=True,
+    help="text to read, or json for programs.",
+)
 @lang_option
 def compare(a: str, b: str, fmt: str, lang: str | None) -> None:
     """Compare two codes side by side (421 521, or 5.1.1 5.2.2)."""
@@ -232,10 +246,18 @@ def compare(a: str, b: str, fmt: str, lang: str | None) -> None:
     type=Choice(("basic", "enhanced", "rules", "all")),
     default="basic",
     show_default=True,
+    help="Which part to list: basic codes, enhanced codes, provider rules, or all three.",
 )
 @click.option("--class", "klass", type=AsciiInt(2, 5), help="Only codes of this class (2-5).")
 @click.option("--category", help="Only entries of this category (see README).")
-@click.option("--format", "fmt", type=Choice(("text", "json")), default="text", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=Choice(("text", "json")),
+    default="text",
+    show_default=True,
+    help="text to read, or json for programs.",
+)
 @lang_option
 def codes(kind: str, klass: int | None, category: str | None, fmt: str, lang: str | None) -> None:
     """List the catalog: basic codes, enhanced codes or provider rules."""

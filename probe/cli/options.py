@@ -146,6 +146,7 @@ _OPTIONS = [
         type=Choice([m.value for m in StartTls]),
         default="auto",
         show_default=True,
+        help="auto: when the server offers it, as MTAs do; require: fail without it; never.",
     ),
     click.option("--cafile", type=ExistingFile(), help="Trust this CA bundle too."),
     click.option(
@@ -161,15 +162,19 @@ _OPTIONS = [
         "--from", "mail_from", default="", help="MAIL FROM address (default: the null sender <>)."
     ),
     click.option("--rcpt", multiple=True, help="RCPT TO address (repeatable)."),
-    click.option("--quit-after", type=Choice([m.value for m in QuitAfter])),
+    click.option(
+        "--quit-after",
+        type=Choice([m.value for m in QuitAfter]),
+        help="End with QUIT after this step: the greeting, EHLO, TLS, MAIL or RCPT.",
+    ),
     click.option(
         "--timeout",
         type=AsciiDecimal(0.1, 3600),
         help="Set every timeout at once (seconds); the budget becomes 8 times it.",
     ),
-    _timeout("--connect-timeout", "10"),
-    _timeout("--greeting-timeout", "30"),
-    _timeout("--command-timeout", "30"),
+    _timeout("--connect-timeout", "10", "Seconds for the connection (and its TLS with --tls)."),
+    _timeout("--greeting-timeout", "30", "Seconds to wait for the server's greeting."),
+    _timeout("--command-timeout", "30", "Seconds to wait for the reply to each command."),
     _timeout("--dns-timeout", "8", "Seconds for one DNS lookup, retries included."),
     click.option(
         "--budget",
