@@ -34,6 +34,10 @@ def _command(name: str) -> click.Command:
     return found
 
 
+def _hidden(cmd: click.Command, opt: str) -> bool:
+    return any(isinstance(p, click.Option) and p.hidden and opt in p.opts for p in cmd.params)
+
+
 def _help(name: str, *extra: str, env: dict[str, str] | None = None) -> tuple[int, str]:
     args = [name, "--help", *extra] if name else ["--help", *extra]
     env = {"LANG": "C", "LC_ALL": "", **(env or {})}
@@ -51,6 +55,8 @@ def test_the_english_texts_are_the_code_s() -> None:
         cmd = _command(name)
         assert en["command"][name] == {"short": short, "help": inspect.cleandoc(cmd.help or "")}
         own = en.get("option_for", {}).get(name, {})
+        bare = [p.opts[0] for p in cmd.params if isinstance(p, click.Option) and not p.help]
+        assert [o for o in bare if not _hidden(cmd, o)] == [], (name, bare)  # each one says
         for p in cmd.params:
             if isinstance(p, click.Option) and p.help and p.name:
                 key = f"option_for.{name}.{p.name}" if p.name in own else f"option.{p.name}"
