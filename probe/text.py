@@ -29,12 +29,17 @@ _JSON_UNSAFE = f"[{_UNSAFE_ABOVE_C0}]"
 _NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r", "\x1b": "\\x1b"}
 
 
-def _json_escape(m: re.Match[str]) -> str:
-    cp = ord(m.group(0))
+def u_escape(ch: str) -> str:
+    """`ch` as JSON writes it escaped: \\uXXXX, a surrogate pair above U+FFFF."""
+    cp = ord(ch)
     if cp > 0xFFFF:  # JSON has only four-digit escapes: a surrogate pair
         cp -= 0x10000
         return f"\\u{0xD800 + (cp >> 10):04x}\\u{0xDC00 + (cp & 0x3FF):04x}"
     return f"\\u{cp:04x}"
+
+
+def _json_escape(m: re.Match[str]) -> str:
+    return u_escape(m.group(0))
 
 
 # The UTF-8 forms of the characters _JSON_UNSAFE names (lone surrogates aside: orjson refuses

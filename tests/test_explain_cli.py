@@ -259,3 +259,25 @@ def test_real_process_pipe() -> None:
     assert out.count("Decided by") == 3
     assert not RAW_CONTROL.search(out)
     assert p.stderr == b""
+
+
+def _process(*args: str, encoding: str) -> subprocess.CompletedProcess[bytes]:
+    env = {**os.environ, "NO_COLOR": "1", "PYTHONIOENCODING": encoding}
+    return subprocess.run(
+        [sys.executable, "-m", "probe", *args], capture_output=True, timeout=60, env=env
+    )
+
+
+def test_an_output_encoding_that_cannot_hold_the_language() -> None:
+    """Korean to a latin-1 terminal: \\u escapes (JSON's own), not a traceback."""
+    utf8 = _process("explain", "421", "--lang", "ko", encoding="utf-8")
+    latin = _process("explain", "421", "--lang", "ko", encoding="latin-1")
+    assert latin.returncode == 0 and latin.stderr == b"", latin.stderr[-500:]
+    shown = latin.stdout.decode("latin-1")
+    assert (
+        "\\u" in shown and shown.encode("latin-1").decode("unicode_escape") == utf8.stdout.decode()
+    )
+    as_json = _process("explain", "421", "--lang", "ko", "--format", "json", encoding="latin-1")
+    same = _process("explain", "421", "--lang", "ko", "--format", "json", encoding="utf-8")
+    text = as_json.stdout.decode("latin-1")  # (what latin-1 holds, such as §, is written as it is)
+    assert as_json.returncode == 0 and json.loads(text) == json.loads(same.stdout)

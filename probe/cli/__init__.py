@@ -194,6 +194,29 @@ def _claim_standard_descriptors() -> None:
                 sys.stdout = _ClosedOutput()
 
 
+def _escape_what_output_cannot_encode() -> None:
+    """A standard output whose encoding cannot hold a character (LANG=zh_TW.Big5 with Simplified
+    Chinese, latin-1 with Korean) gets it as a \\u escape, not a traceback. The escape is
+    JSON's, so JSON output stays valid too."""
+    out = sys.stdout
+    encoding = (getattr(out, "encoding", None) or "").lower().replace("_", "-")
+    if encoding in ("utf-8", "utf8") or not hasattr(out, "reconfigure"):
+        return  # (every run on a UTF-8 terminal: nothing to load)
+    import codecs
+
+    codecs.register_error("smtp-probe-escape", _u_escapes)
+    with contextlib.suppress(ValueError, OSError):
+        out.reconfigure(errors="smtp-probe-escape")
+
+
+def _u_escapes(e: UnicodeError) -> tuple[str, int]:
+    if not isinstance(e, UnicodeEncodeError):
+        raise e
+    from probe.text import u_escape
+
+    return "".join(u_escape(ch) for ch in e.object[e.start : e.end]), e.end
+
+
 def _unknown_command(word: str, ctx: click.Context) -> click.UsageError:
     """A word that is neither a command nor anything a target could be: send nothing."""
     import difflib  # only on this error path: it costs 5 ms of every start-up
@@ -221,4 +244,5 @@ def cli() -> None:
 def main() -> None:
     """Console entry point."""
     _claim_standard_descriptors()
+    _escape_what_output_cannot_encode()
     cli()
