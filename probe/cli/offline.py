@@ -216,10 +216,7 @@ def _code_item(value: str) -> Interpretation:
     return interpret_reply(r, value)
 
 
-@click.command(cls=Command)
-@click.argument("a")
-@click.argument("b")
-@click.option(
+_text_or_json = click.option(
     "--format",
     "fmt",
     type=Choice(("text", "json")),
@@ -227,6 +224,12 @@ def _code_item(value: str) -> Interpretation:
     show_default=True,
     help="text to read, or json for programs.",
 )
+
+
+@click.command(cls=Command)
+@click.argument("a")
+@click.argument("b")
+@_text_or_json
 @lang_option
 def compare(a: str, b: str, fmt: str, lang: str | None) -> None:
     """Compare two codes side by side (421 521, or 5.1.1 5.2.2)."""
@@ -250,14 +253,7 @@ def compare(a: str, b: str, fmt: str, lang: str | None) -> None:
 )
 @click.option("--class", "klass", type=AsciiInt(2, 5), help="Only codes of this class (2-5).")
 @click.option("--category", help="Only entries of this category (see README).")
-@click.option(
-    "--format",
-    "fmt",
-    type=Choice(("text", "json")),
-    default="text",
-    show_default=True,
-    help="text to read, or json for programs.",
-)
+@_text_or_json
 @lang_option
 def codes(kind: str, klass: int | None, category: str | None, fmt: str, lang: str | None) -> None:
     """List the catalog: basic codes, enhanced codes or provider rules."""
