@@ -40,12 +40,8 @@ _CLOSING = frozenset("，。、；：！？）」』】》,.;:!?)")
 def unspaced(ch: str) -> bool:
     """Whether `ch` is written without spaces around it (Chinese, Japanese, full-width
     punctuation): two lines ending and starting with such characters join with none."""
-    return bool(ch) and (
-        "\u2e80" <= ch <= "\u9fff"
-        or "\uf900" <= ch <= "\ufaff"
-        or "\ufe30" <= ch <= "\ufe4f"
-        or "\uff00" <= ch <= "\uff60"
-    )
+    # The ranges of _HAN, each three characters: first, "-", last.
+    return any(first <= ch <= last for first, last in zip(_HAN[::3], _HAN[2::3], strict=True))
 
 
 def wrap_cells(text: str, cols: int) -> list[str]:
