@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509 import verification as xv
 
 from probe.messages import msg
@@ -111,6 +110,9 @@ def certificate_facts(der: bytes) -> Certificate | None:
 def spki(der: bytes) -> bytes | None:
     """The DER SubjectPublicKeyInfo of a certificate (what DANE selector 1 hashes); None when
     the certificate or its key cannot be read."""
+    # Here, not at the top: only DANE needs it, and the package costs 4 ms of start-up.
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
     try:
         key = load(der).public_key()
         return key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)

@@ -7,7 +7,6 @@ from typing import NamedTuple
 from probe import catalog
 from probe.cache import Bounded
 from probe.model import Explained, Flag, Interpretation, NotAReply, Reply, RuleRef
-from probe.pasted import parse_pasted
 
 # Suggested first waits when no entry says otherwise (RFC 5321 §4.5.4.1 favours >= 30 min;
 # real MTAs start at 5-15 min).
@@ -175,6 +174,10 @@ class Interpreter:
 
 def explain(item: str) -> Explained:
     """Parse and interpret one input item; input without a reply gives `NotAReply`."""
+    # Here, not at the top: a live probe interprets replies it parsed itself, and the
+    # pasted-text parser's patterns cost it 4 ms of start-up.
+    from probe.pasted import parse_pasted
+
     reply = parse_pasted(item)
     if reply is None:
         return NotAReply(item)

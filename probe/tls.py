@@ -94,6 +94,10 @@ def _pem_certificates(data: bytes) -> list[x509.Certificate]:
     with warnings.catch_warnings():
         # Some roots in distribution bundles have quirks cryptography warns about.
         warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        try:  # the whole bundle in one call: half the time of a call per certificate
+            return x509.load_pem_x509_certificates(data)
+        except ValueError:
+            pass  # no certificate at all, or one that cannot be read: each on its own
         for block in _PEM.findall(data):
             try:
                 out.append(x509.load_pem_x509_certificate(block))

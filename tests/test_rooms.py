@@ -29,6 +29,7 @@ from probe.pool import Pool
 from probe.result import DnsResult, Session, Step, Target, TlsInfo
 from probe.runner import probe
 from probe.session import run_session
+from probe.tls import TlsState
 
 FAST = Timeouts(2.0, budget=10.0)
 
@@ -171,6 +172,19 @@ async def test_a_trusted_chain_with_an_intermediate_is_trusted(ca: trustme.CA, c
     finally:
         srv.close()
     assert s.tls.trusted is True and s.tls.name_matches is True and s.tls.verify_error is None
+
+
+def test_an_unreadable_certificate_in_a_ca_file_costs_only_itself(
+    ca: trustme.CA, tmp_path: Path
+) -> None:
+    # The bundle is read in one call; one broken block must not cost the roots beside it.
+    broken = b"-----BEGIN CERTIFICATE-----\nMIIBAAAA\n-----END CERTIFICATE-----\n"
+    path = tmp_path / "mixed.pem"
+    path.write_bytes(broken + ca.cert_pem.bytes())
+    leaf = x509.load_pem_x509_certificate(ca.issue_cert("mx.test").cert_chain_pems[0].bytes())
+    chain = (leaf.public_bytes(serialization.Encoding.DER),)
+    assert TlsState().judge(chain, str(path)).trusted is True
+    assert TlsState().judge(chain, None).trusted is False
 
 
 async def test_two_probes_share_nothing_unless_handed_the_same_run(

@@ -79,6 +79,33 @@ def test_malformed_addresses_are_one_line_usage_errors(text: str, words: str) ->
         assert r.stderr.count("\n") == 1 and words in r.stderr and "--help" in r.stderr
 
 
+_ATEXT = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+-/=?^_`{|}~")
+
+
+@given(st.characters(codec="utf-8", exclude_characters="@."))
+def test_a_local_part_character_is_atext_or_not_ascii(ch: str) -> None:
+    # RFC 5322 §3.2.3 atext, and any non-ASCII character (RFC 6532).
+    allowed = ch in _ATEXT or not ch.isascii()
+    try:
+        parse_target(f"a{ch}b@c.test")
+    except TargetError:
+        assert not allowed, repr(ch)
+    else:
+        assert allowed, repr(ch)
+
+
+def test_every_ascii_character_of_a_local_part_is_judged_by_atext() -> None:
+    for ch in map(chr, range(0x80)):
+        if ch in "@.":
+            continue
+        try:
+            parse_target(f"a{ch}b@c.test")
+        except TargetError:
+            assert ch not in _ATEXT, repr(ch)
+        else:
+            assert ch in _ATEXT, repr(ch)
+
+
 def test_a_quoted_local_part_may_hold_an_at() -> None:
     assert parse_target('"a@b"@c.test').rcpt == ('"a@b"@c.test',)
 
