@@ -1,3 +1,3 @@
-from probe.cli import main
+from probe.cli import console
 
-main()
+console()

@@ -277,3 +277,42 @@ def test_without_the_kernel_signal_a_worker_still_sees_its_parent_go() -> None:
         os.close(w)
         parent.stdin.close()
         parent.stdout.close()
+
+
+# A one-shot command ends by os._exit once its output is flushed (probe.cli.console); this
+# stands in for the teardown work it skips (the interpreter runs atexit handlers first).
+TEARDOWN = """
+import atexit, sys
+atexit.register(lambda: sys.stderr.write("teardown ran\\n"))
+sys.argv = ["smtp-probe", *sys.argv[1:]]
+from probe.cli import console
+console()
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "teardown"),
+    [
+        (["codes", "--format", "json"], 0, False),
+        (["explain", "--format", "json", "550 5.1.1 User unknown"], 0, False),
+        (["explain", "--email", "/nonexistent/bounce.eml"], 66, False),
+        (["probe", "[127.0.0.1]:1", "--format", "json", *OFFLINE], 75, False),
+        (["batch", "-", "--timeout", "0.5"], 0, True),
+    ],
+)
+def test_a_one_shot_command_skips_the_teardown_yet_writes_all_and_its_status(
+    args: list[str], status: int, teardown: bool
+) -> None:
+    from click.testing import CliRunner
+
+    from probe.cli import cli
+
+    p = subprocess.run(
+        [sys.executable, "-c", TEARDOWN, *args], input=b"", capture_output=True, env=ENV, timeout=60
+    )
+    err = p.stderr.decode()
+    assert p.returncode == status, err
+    assert ("teardown ran" in err) is teardown, err
+    if status == 0 and args[0] != "batch":
+        expected = CliRunner().invoke(cli, args, env={"NO_COLOR": "1"}).stdout
+        assert p.stdout.decode() == expected  # every byte, though the process ended at once
