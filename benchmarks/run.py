@@ -81,6 +81,17 @@ def median_time(cmd: list[str], runs: int) -> float:
     return statistics.median(timed(cmd) for _ in range(runs))
 
 
+def in_turns(cmds: dict[str, list[str]], runs: int) -> dict[str, list[float]]:
+    """Seconds of each run of each command, the commands taking turns."""
+    for cmd in cmds.values():
+        timed(cmd)  # warm the file cache
+    times: dict[str, list[float]] = {k: [] for k in cmds}
+    for _ in range(runs):
+        for k, cmd in cmds.items():
+            times[k].append(timed(cmd))
+    return times
+
+
 def bench_explain(lines: int) -> list[tuple[str, str]]:
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "mail.log"
@@ -187,8 +198,6 @@ def bench_session(runs: int) -> list[tuple[str, str]]:
             "--format",
             "json",
         ]
-        proc_t = median_time(proc, max(3, runs // 10))
-        rows.append(("smtp-probe as a whole process", f"{proc_t * 1000:.0f} ms"))
         if shutil.which("swaks"):
             sw = [
                 "swaks",
@@ -206,10 +215,22 @@ def bench_session(runs: int) -> list[tuple[str, str]]:
                 "--helo",
                 "bench.test",
             ]
-            sw_t = median_time(sw, max(3, runs // 10))
-            rows.append(("swaks, same exchange, whole process", f"{sw_t * 1000:.0f} ms"))
-            rows.append(("ratio smtp-probe process / swaks process", f"{proc_t / sw_t:.2f}x"))
+            # In turns, as many runs of each: a VM's load moved either one's median by a
+            # tenth between invocations when they ran one after the other.
+            times = in_turns({"ours": proc, "swaks": sw}, max(5, runs // 5))
+            proc_t, sw_t = (statistics.median(times[k]) for k in ("ours", "swaks"))
+            best = min(times["ours"]) / min(times["swaks"])
+            rows += [
+                ("smtp-probe as a whole process", f"{proc_t * 1000:.0f} ms"),
+                ("swaks, same exchange, whole process", f"{sw_t * 1000:.0f} ms"),
+                (
+                    "ratio smtp-probe process / swaks process (aim <= 2)",
+                    f"{proc_t / sw_t:.2f}x (fastest runs {best:.2f}x)",
+                ),
+            ]
         else:
+            proc_t = median_time(proc, max(5, runs // 5))
+            rows.append(("smtp-probe as a whole process", f"{proc_t * 1000:.0f} ms"))
             rows.append(("swaks", "not installed (apt-get install swaks)"))
     lt.loop.call_soon_threadsafe(srv.close)
     lt.close()
