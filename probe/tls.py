@@ -27,7 +27,10 @@ from probe.cache import Bounded
 from probe.certs import Judgement, judge, with_days_left
 
 SessionKey = tuple[str, int, str | None, str | None]  # address, port, SNI name, cafile
-_PEM = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
+# "X509 CERTIFICATE" is the old label, which OpenSSL and cryptography read as well.
+_PEM = re.compile(
+    rb"-----BEGIN (?:X509 )?CERTIFICATE-----.+?-----END (?:X509 )?CERTIFICATE-----", re.DOTALL
+)
 
 
 class Offer:

@@ -174,13 +174,17 @@ async def test_a_trusted_chain_with_an_intermediate_is_trusted(ca: trustme.CA, c
     assert s.tls.trusted is True and s.tls.name_matches is True and s.tls.verify_error is None
 
 
+@pytest.mark.parametrize("broken", [False, True])
+@pytest.mark.parametrize("label", [b"CERTIFICATE", b"X509 CERTIFICATE"])
 def test_an_unreadable_certificate_in_a_ca_file_costs_only_itself(
-    ca: trustme.CA, tmp_path: Path
+    ca: trustme.CA, tmp_path: Path, broken: bool, label: bytes
 ) -> None:
-    # The bundle is read in one call; one broken block must not cost the roots beside it.
-    broken = b"-----BEGIN CERTIFICATE-----\nMIIBAAAA\n-----END CERTIFICATE-----\n"
+    # The bundle is read in one call, or block by block when one cannot be read: either way
+    # every readable root counts, under either label OpenSSL reads.
+    bad = b"-----BEGIN CERTIFICATE-----\nMIIBAAAA\n-----END CERTIFICATE-----\n"
+    root = ca.cert_pem.bytes().replace(b" CERTIFICATE-----", b" " + label + b"-----")
     path = tmp_path / "mixed.pem"
-    path.write_bytes(broken + ca.cert_pem.bytes())
+    path.write_bytes((bad if broken else b"") + root)
     leaf = x509.load_pem_x509_certificate(ca.issue_cert("mx.test").cert_chain_pems[0].bytes())
     chain = (leaf.public_bytes(serialization.Encoding.DER),)
     assert TlsState().judge(chain, str(path)).trusted is True
