@@ -316,3 +316,44 @@ def test_a_one_shot_command_skips_the_teardown_yet_writes_all_and_its_status(
     if status == 0 and args[0] != "batch":
         expected = CliRunner().invoke(cli, args, env={"NO_COLOR": "1"}).stdout
         assert p.stdout.decode() == expected  # every byte, though the process ended at once
+
+
+def test_what_a_one_shot_command_left_in_a_buffer_is_written_before_it_ends() -> None:
+    # stderr fully buffered, and a warning written to it without a flush (click's own
+    # writes flush): the process ends at once, yet the warning must come out.
+    code = """
+import io, sys, warnings
+sys.stderr = io.TextIOWrapper(io.BufferedWriter(io.FileIO(2, "w", closefd=False), 65536))
+warnings.warn("left in the buffer")
+sys.argv = ["smtp-probe", "codes"]
+from probe.cli import console
+console()
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, env=ENV, timeout=60)
+    assert p.returncode == 0
+    assert "left in the buffer" in p.stderr.decode(), p.stderr
+    assert p.stdout.decode().startswith("211")
+
+
+def test_a_thread_still_running_keeps_the_teardown() -> None:
+    code = """
+import sys, threading, time
+def late():
+    time.sleep(0.3)
+    sys.stderr.write("thread finished\\n")
+threading.Thread(target=late).start()
+sys.argv = ["smtp-probe", "codes"]
+from probe.cli import console
+console()
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, env=ENV, timeout=60)
+    assert p.returncode == 0
+    assert "thread finished" in p.stderr.decode(), p.stderr
+
+
+def test_a_profiler_still_gets_to_write_its_findings(tmp_path: Path) -> None:
+    out = tmp_path / "explain.prof"
+    cmd = [sys.executable, "-m", "cProfile", "-o", str(out), "-m", "probe", "explain", "550"]
+    p = subprocess.run(cmd, capture_output=True, env=ENV, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert out.stat().st_size > 0
