@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from operator import attrgetter
 from typing import TypeVar
 
 from probe.result import Target
@@ -36,15 +35,15 @@ def changed(obj: Options, **values: object) -> Options:
     __post_init__ does not see it."""
     if type(obj) not in (SessionOptions, ProbeRequest):  # a subclass may have fields of its own
         return replace(obj, **values)  # type: ignore[arg-type]  # (checked by replace itself)
-    fields = type(obj).__slots__
-    if not values.keys() <= set(fields):
-        raise TypeError(f"{type(obj).__name__} has no field {sorted(values.keys() - set(fields))}")
+    have = obj.__dict__
+    if not values.keys() <= have.keys():
+        raise TypeError(f"{type(obj).__name__} has no field {sorted(values.keys() - have)}")
     new = object.__new__(type(obj))
-    set_ = object.__setattr__
-    for name, value in zip(fields, attrgetter(*fields)(obj), strict=True):
-        set_(new, name, value)
-    for name, value in values.items():
-        set_(new, name, value)
+    # One copy of the instance dict: these classes keep a __dict__ (no slots) for this, at a
+    # third of the time of setting each slot.
+    fields = new.__dict__
+    fields.update(have)
+    fields.update(values)
     return new
 
 
@@ -110,7 +109,7 @@ class Timeouts:
         return min(DNS_TRY, self.dns)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class SessionOptions:
     """How to talk to one server."""
 
@@ -138,7 +137,7 @@ class SessionOptions:
             object.__setattr__(self, "quit_after", QuitAfter(self.quit_after))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ProbeRequest:
     """One target and how to probe it."""
 
