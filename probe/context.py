@@ -33,7 +33,7 @@ class Replies:
     LONG = 1024  # a long reply is rarely seen twice; keeping it would only cost memory
 
     def __init__(self, size: int = 4096) -> None:
-        self._seen: Bounded[tuple[bytes, int, str, str], WireReply] = Bounded(size)
+        self._seen: Bounded[tuple[bytes, str], WireReply] = Bounded(size)
         self._extensions: Bounded[tuple[str, ...], tuple[tuple[str, str], ...]] = Bounded(256)
 
     def extensions(self, lines: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
@@ -47,7 +47,7 @@ class Replies:
     def get(self, raw: Raw, command: str) -> WireReply:
         if len(raw.data) > self.LONG:
             return wire_reply(raw, command)
-        key = (raw.data, raw.code, raw.message, command)
+        key = (raw.data, command)  # the code and the message are read from the bytes
         reply = self._seen.get(key)
         if reply is None:
             reply = wire_reply(raw, command)

@@ -240,7 +240,10 @@ class _Dialogue:
             self.failed(name, sent, start, got)
             return None
         reply = self.run.replies.get(got, name)
-        self.add(Step(name, sent, reply, elapsed_ms(start), None, conn.tls, self._unasked(before)))
+        # (The note's own call only when there is something to say: this runs for every
+        # command of every session.)
+        note = self._unasked(before) if conn.unsolicited_total > before else None
+        self.add(Step(name, sent, reply, elapsed_ms(start), None, conn.tls, note))
         if reply.code == 421:  # the server is closing the channel (RFC 5321 §3.8)
             await conn.close()
         return reply
