@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 from probe.checks import AddressFacts, DomainFacts, HostFacts, Records, greeted, parse_mx
 from probe.config import QuitAfter, SessionOptions
@@ -23,75 +23,75 @@ def _rec(lk: Lookup) -> Records:
     )
 
 
-async def _address(
-    res: Resolver,
-    host: str,
-    address: str,
-    connect: bool,
-    port: int,
-    opts: SessionOptions,
-    run: RunContext,
-    tls_scan: bool = False,
-) -> AddressFacts:
-    rev = await ptr(res, address)
-    forward: list[str] = []
-    for name in rev.records[:5]:
-        kind = "AAAA" if ":" in address else "A"
-        forward += (await lookup(res, name.rstrip("."), kind)).records
-    facts = AddressFacts(address, _rec(rev), tuple(forward))
-    if connect:
-        session = await run_session(host, address, port, opts, run)
+# Sessions (each with its TLS scan) to one domain's MX addresses at once. All of them at once
+# were a burst that a provider's rate limits count against the probe (MTAs deliver to one
+# address at a time); the DNS lookups stay concurrent.
+SESSIONS_AT_ONCE = 4
+
+
+@dataclass
+class _Scan:
+    """What the hosts and addresses of one scan share."""
+
+    res: Resolver
+    connect: bool
+    port: int
+    opts: SessionOptions
+    family: int | None
+    tls_scan: bool
+    run: RunContext = field(default_factory=RunContext)  # sessions resume each other's TLS
+    gate: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(SESSIONS_AT_ONCE))
+
+    async def address(self, host: str, address: str) -> AddressFacts:
+        rev = await ptr(self.res, address)
+        forward: list[str] = []
+        for name in rev.records[:5]:
+            kind = "AAAA" if ":" in address else "A"
+            forward += (await lookup(self.res, name.rstrip("."), kind)).records
+        facts = AddressFacts(address, _rec(rev), tuple(forward))
+        if not self.connect:
+            return facts
+        async with self.gate:
+            return await self._connected(host, facts)
+
+    async def _connected(self, host: str, facts: AddressFacts) -> AddressFacts:
+        opts, address = self.opts, facts.address
+        session = await run_session(host, address, self.port, opts, self.run)
         cert = session.tls.certificate
         facts = replace(facts, session=session, tls_der=cert.der if cert else None)
-        if tls_scan and greeted(session):
+        if self.tls_scan and greeted(session):
             # The scan says EHLO with the name the session used, so the server sees one client.
             helo = next((st.sent for st in session.steps if st.command in ("EHLO", "HELO")), None)
             name = helo.split(" ", 1)[1] if helo and " " in helo else opts.helo or host
-            scanned = await scan_address(address, port, host, name, opts.timeouts, session.tls)
+            tls = session.tls
+            scanned = await scan_address(address, self.port, host, name, opts.timeouts, tls)
             facts = replace(facts, tls_scan=scanned)
-    return facts
+        return facts
 
-
-async def _host(
-    res: Resolver,
-    pref: int,
-    host: str,
-    connect: bool,
-    port: int,
-    opts: SessionOptions,
-    family: int | None,
-    run: RunContext,
-    tls_scan: bool = False,
-) -> HostFacts:
-    if bad_host_name(host) is not None:
-        unusable = Records(DnsStatus.ERROR)
-        return HostFacts(host, pref, unusable, unusable, invalid=host)
-    a, aaaa, tlsa = await asyncio.gather(
-        lookup(res, host, "A"), lookup(res, host, "AAAA"), lookup(res, f"_25._tcp.{host}", "TLSA")
-    )
-    alias = a.canonical or aaaa.canonical
-    if alias is not None and bad_host_name(alias) is not None:
-        return HostFacts(host, pref, _rec(a), _rec(aaaa), invalid=alias)
-    base = host
-    if alias is not None and a.dnssec is Dnssec.SECURE:
-        # A securely aliased host: TLSA records at the expanded name first, then at the
-        # name the MX gave (RFC 7672 §2.2.2).
-        expanded = await lookup(res, f"_25._tcp.{alias}", "TLSA")
-        if expanded.status is DnsStatus.OK or expanded.dnssec is Dnssec.BOGUS:
-            tlsa, base = expanded, alias
-    addrs = [x for lk, fam in ((a, 4), (aaaa, 6)) if family in (None, fam) for x in lk.records]
-    facts = await asyncio.gather(
-        *(_address(res, host, x, connect, port, opts, run, tls_scan) for x in addrs)
-    )
-    return HostFacts(
-        host,
-        pref,
-        _rec(a),
-        _rec(aaaa),
-        tuple(facts),
-        _rec(tlsa),
-        base,
-    )
+    async def host(self, pref: int, host: str) -> HostFacts:
+        res = self.res
+        if bad_host_name(host) is not None:
+            unusable = Records(DnsStatus.ERROR)
+            return HostFacts(host, pref, unusable, unusable, invalid=host)
+        a, aaaa, tlsa = await asyncio.gather(
+            lookup(res, host, "A"),
+            lookup(res, host, "AAAA"),
+            lookup(res, f"_25._tcp.{host}", "TLSA"),
+        )
+        alias = a.canonical or aaaa.canonical
+        if alias is not None and bad_host_name(alias) is not None:
+            return HostFacts(host, pref, _rec(a), _rec(aaaa), invalid=alias)
+        base = host
+        if alias is not None and a.dnssec is Dnssec.SECURE:
+            # A securely aliased host: TLSA records at the expanded name first, then at the
+            # name the MX gave (RFC 7672 §2.2.2).
+            expanded = await lookup(res, f"_25._tcp.{alias}", "TLSA")
+            if expanded.status is DnsStatus.OK or expanded.dnssec is Dnssec.BOGUS:
+                tlsa, base = expanded, alias
+        families = ((a, 4), (aaaa, 6))
+        addrs = [x for lk, fam in families if self.family in (None, fam) for x in lk.records]
+        facts = await asyncio.gather(*(self.address(host, x) for x in addrs))
+        return HostFacts(host, pref, _rec(a), _rec(aaaa), tuple(facts), _rec(tlsa), base)
 
 
 async def scan(
@@ -111,7 +111,7 @@ async def scan(
     `tls_scan`, the deeper TLS facts of each address that offers STARTTLS too (five more
     connections to it, see `probe.tlsscan`)."""
     opts = opts or SessionOptions(quit_after=QuitAfter.TLS, cafile=cafile)
-    run = RunContext()  # the scan's sessions resume each other's TLS sessions
+    scanning = _Scan(res, connect, port, opts, family, tls_scan)
     mx, txt, dmarc, sts, rpt = await asyncio.gather(
         lookup(res, domain, "MX"),
         lookup(res, domain, "TXT"),
@@ -134,9 +134,7 @@ async def scan(
             if h not in ("", "."):
                 best.setdefault(h, p)
         targets = [(p, h) for h, p in best.items()]
-    hosts = await asyncio.gather(
-        *(_host(res, p, h, connect, port, opts, family, run, tls_scan) for p, h in targets)
-    )
+    hosts = await asyncio.gather(*(scanning.host(p, h) for p, h in targets))
     policy = None
     if any(t.replace(" ", "").lower().startswith("v=stsv1") for t in sts.records):
         policy = await fetch_policy(res, domain, port=https_port, cafile=cafile)

@@ -919,3 +919,50 @@ def test_tls_scan_facts_in_text(lab: MxLab) -> None:
     assert "MAIL before STARTTLS: refused (530 " in out
     _, de = mx_text(lab, "modern.tls.test", "--tls-scan", "--lang", "de")
     assert "TLS-Versionen: TLSv1 abgelehnt" in de and "MAIL vor STARTTLS: abgelehnt (530 " in de
+
+
+def test_sessions_to_a_domains_addresses_are_a_few_at_a_time() -> None:
+    """Eight MX addresses whose greeting takes a while: the scan's sessions overlap (it is not
+    one by one), but never more than `SESSIONS_AT_ONCE` are open at once."""
+    from probe.mxscan import SESSIONS_AT_ONCE
+
+    addresses = [f"127.0.1.{i}" for i in range(1, 9)]
+    zone = "burst.test. 60 IN MX 10 mx.burst.test.\n"
+    zone += "".join(f"mx.burst.test. 60 IN A {a}\n" for a in addresses)
+    open_now, most, total = 0, 0, 0
+
+    async def slow_refusal(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal open_now, most, total
+        open_now, total = open_now + 1, total + 1
+        most = max(most, open_now)
+        try:
+            await asyncio.sleep(0.3)
+            writer.write(b"554 5.7.1 not here\r\n")
+            await writer.drain()
+            await reader.readline()  # QUIT
+            writer.write(b"221 bye\r\n")
+            await writer.drain()
+        finally:
+            open_now -= 1
+
+    lt = LoopThread()
+    dns = ZoneDNS(zone)
+    servers: list[Any] = []
+    try:
+        dns_port = lt.run(dns.start())
+        first = lt.run(start_raw(slow_refusal, host=addresses[0]))
+        servers.append(first)
+        port = port_of(first)
+        servers += [lt.run(start_raw(slow_refusal, host=a, port=port)) for a in addresses[1:]]
+        args = ["mx", "burst.test", "--nameserver", f"127.0.0.1:{dns_port}", "--port", str(port)]
+        r = CliRunner().invoke(cli, [*args, "-4", "--timeout", "5", "--format", "json"])
+    finally:
+        for s in servers:
+            lt.loop.call_soon_threadsafe(s.close)
+        lt.run(dns.stop())
+        lt.close()
+    assert "Traceback" not in r.output
+    doc = valid(json.loads(r.stdout))
+    assert sorted(row["address"] for row in doc["addresses"]) == addresses
+    assert total == len(addresses)  # a session with every address
+    assert 1 < most <= SESSIONS_AT_ONCE < len(addresses)
