@@ -289,6 +289,17 @@ def test_needles(pattern: str, needles: tuple[str, ...]) -> None:
     assert catalog.needles_for(pattern) == needles
 
 
+def test_a_pattern_up_to_the_limit_has_needles_and_a_longer_one_none() -> None:
+    from probe.catalog.needles import NEEDLES_UP_TO
+
+    tail = "(?:a|b)needle"
+    fits = "x?" * ((NEEDLES_UP_TO - len(tail)) // 2) + tail
+    assert len(fits) <= NEEDLES_UP_TO
+    assert catalog.needles_for(fits) == ("needle",)
+    # One longer is tried on every text (no needle), not scanned.
+    assert catalog.needles_for("x?" + fits) == ()
+
+
 def test_no_rule_targets_positive_replies() -> None:
     """The interpreter skips rules for 2xx/3xx replies; that is only safe while none applies."""
     for r in catalog.load().rules:

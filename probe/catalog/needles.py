@@ -12,6 +12,10 @@ from functools import cache
 from typing import Any
 
 _SPECIAL = set("()[]{}?*+^$.|\\")
+# Needles only spare the regex engine work: a rule without any is tried on every text. A
+# pattern longer than this is no rule of ours (the longest is a few hundred characters), and
+# is tried that way rather than scanned character by character here.
+NEEDLES_UP_TO = 4096
 
 
 @cache
@@ -112,7 +116,10 @@ def _longest_literal(branch: str) -> str:
 
 
 def needles_for(pattern: str) -> tuple[str, ...]:
-    """Literals of which one must occur for `pattern` to match; empty when none is certain."""
+    """Literals of which one must occur for `pattern` to match; empty when none is certain
+    (or the pattern is longer than `NEEDLES_UP_TO`)."""
+    if len(pattern) > NEEDLES_UP_TO:
+        return ()
     branches = _top_branches(pattern)
     if branches is None:
         return ()
