@@ -13,7 +13,7 @@ from probe.interpret import interpret_reply
 from probe.reply import reply_from_lines
 from probe.result import DnsResult, Session, Step, TlsInfo, WireReply
 from probe.tls import TlsState
-from probe.wire import Raw
+from probe.wire import Known, Raw
 
 
 class Observer(Protocol):
@@ -33,6 +33,7 @@ class Replies:
     LONG = 1024  # a long reply is rarely seen twice; keeping it would only cost memory
 
     def __init__(self, size: int = 4096) -> None:
+        self.known: Known = Bounded(size)  # parsed, by their bytes (read by the wire)
         self._seen: Bounded[tuple[bytes, str], WireReply] = Bounded(size)
         self._extensions: Bounded[tuple[str, ...], tuple[tuple[str, str], ...]] = Bounded(256)
 

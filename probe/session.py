@@ -207,6 +207,7 @@ class _Dialogue:
             connect_timeout=t.connect,
             greeting_timeout=t.greeting,
             local_address=self.opts.source_address,
+            known=self.run.replies.known,
         )
         if conn is None or isinstance(got, Failure):
             self.failed("CONNECT", None, start, got if isinstance(got, Failure) else _GONE)

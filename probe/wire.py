@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import NamedTuple
 
+from probe.cache import Bounded
 from probe.messages import msg
 from probe.result import ErrorKind
 
@@ -28,6 +29,9 @@ MAX_LINES = 1000  # lines in one reply
 NOT_A_REPLY = msg("wire.not_a_reply")
 CLOSED_BY_SERVER = msg("wire.closed_by_server")
 TOO_LONG = msg("wire.too_long")
+# Replies up to this long are remembered by their bytes (`Known`); a longer one is rarely
+# sent twice, and keeping it would only cost memory.
+KNOWN_LONGEST = 1024
 
 
 class Raw(NamedTuple):
@@ -131,10 +135,16 @@ def parse_lines(buffer: bytes | bytearray) -> tuple[Raw, int] | None:
     return None
 
 
+Known = Bounded[bytes, Raw]
+"""Replies already parsed, by their exact bytes: a run's servers send the same greetings,
+EHLO lists and 250s again and again, each in one piece."""
+
+
 class ReplyProtocol(asyncio.Protocol):
     """Bytes in, replies out: one reply awaited at a time; anything else is unsolicited."""
 
-    def __init__(self) -> None:
+    def __init__(self, known: Known | None = None) -> None:
+        self.known = known
         # Made by the running loop's create_connection. Kept: in CPython 3.11 every
         # get_running_loop() is a getpid() system call, and a session reads a dozen replies.
         self.loop = asyncio.get_running_loop()
@@ -162,6 +172,12 @@ class ReplyProtocol(asyncio.Protocol):
         if waiter is None or waiter.done():
             self._keep(data)  # nobody asked: kept for the record, never taken as a reply
             return
+        known = self.known
+        if known is not None and not self.buffer:
+            raw = known.get(data)
+            if raw is not None:  # these bytes, alone, were one whole reply before
+                waiter.set_result(raw)
+                return
         self.buffer += data
         # find(), not `in`: `needle in bytes` first tries the needle as an integer, and builds
         # (and drops) a TypeError with its message every time.
@@ -180,6 +196,8 @@ class ReplyProtocol(asyncio.Protocol):
             # We never pipeline: bytes past the reply were not asked for; left in the buffer
             # they would be taken as the answer to our next command (RFC 3207 §5 too).
             self._keep(bytes(self.buffer[used:]))
+        elif known is not None and used == len(data) <= KNOWN_LONGEST:
+            known.put(data, raw)  # the whole reply came in this piece, and nothing more
         del self.buffer[:]
         waiter.set_result(raw)
 
@@ -330,15 +348,17 @@ class Connection:
         connect_timeout: float,
         greeting_timeout: float,
         local_address: str | None = None,
+        known: Known | None = None,
     ) -> tuple[Connection | None, Raw | Failure]:
-        """Connect (with a TLS handshake when `tls` is given) and read the greeting."""
+        """Connect (with a TLS handshake when `tls` is given) and read the greeting; replies
+        in `known` are taken from it rather than parsed again."""
         loop = asyncio.get_running_loop()
         start = time.perf_counter()  # uvloop's loop.time() counts whole milliseconds
         try:
             # asyncio.timeout rather than wait_for: no extra task per connection.
             async with asyncio.timeout(connect_timeout):
                 transport, proto = await loop.create_connection(
-                    ReplyProtocol,
+                    lambda: ReplyProtocol(known),
                     host=address,
                     port=port,
                     ssl=tls,
