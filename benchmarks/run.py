@@ -295,11 +295,13 @@ def _run_seconds(cmd: list[str], stdin: Path | None = None) -> float:
 
 
 def _against_raw(n: int, times: dict[str, list[float]], k: str) -> str:
-    """Sessions per second of the fastest run, its ratio to the raw client's fastest, and the
-    ratio of the medians."""
+    """Sessions per second of the fastest run, its ratio to the raw client's fastest, the
+    ratio of the medians, and the median of each run's ratio to the raw run just before it
+    (a pair shares the machine's mood of the moment, which drifts over a few minutes)."""
     best = min(times["raw"]) / min(times[k])
     medians = statistics.median(times["raw"]) / statistics.median(times[k])
-    return f"{n / min(times[k]):.0f}/s ({best:.2f}x; medians {medians:.2f}x)"
+    pairs = statistics.median(r / t for r, t in zip(times["raw"], times[k], strict=True))
+    return f"{n / min(times[k]):.0f}/s ({best:.2f}x; medians {medians:.2f}x; pairs {pairs:.2f}x)"
 
 
 def bench_like_for_like(quick: bool) -> list[tuple[str, str]]:
