@@ -173,7 +173,7 @@ class ReplyProtocol(asyncio.Protocol):
             self._keep(data)  # nobody asked: kept for the record, never taken as a reply
             return
         known = self.known
-        if known is not None and not self.buffer:
+        if known is not None and not self.buffer and len(data) <= KNOWN_LONGEST:
             raw = known.get(data)
             if raw is not None:  # these bytes, alone, were one whole reply before
                 waiter.set_result(raw)
@@ -197,7 +197,7 @@ class ReplyProtocol(asyncio.Protocol):
             # they would be taken as the answer to our next command (RFC 3207 §5 too).
             self._keep(bytes(self.buffer[used:]))
         elif known is not None and used == len(data) <= KNOWN_LONGEST:
-            known.put(data, raw)  # the whole reply came in this piece, and nothing more
+            known.put(raw.data, raw)  # the whole reply came in this piece, nothing more
         del self.buffer[:]
         waiter.set_result(raw)
 
