@@ -134,7 +134,8 @@ def bench_session(runs: int) -> list[tuple[str, str]]:
     import trustme
 
     from probe.config import SessionOptions
-    from probe.session import RunContext, run_session
+    from probe.context import RunContext
+    from probe.session import run_session
 
     ca = trustme.CA()
     sctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -296,8 +297,8 @@ def _run_seconds(cmd: list[str], stdin: Path | None = None) -> float:
 
 def _against_raw(n: int, times: dict[str, list[float]], k: str) -> str:
     """Sessions per second of the fastest run, its ratio to the raw client's fastest, the
-    ratio of the medians, and the median of each run's ratio to the raw run just before it
-    (a pair shares the machine's mood of the moment, which drifts over a few minutes)."""
+    ratio of the medians, and the median of each run's ratio to the raw run of the same turn
+    (a turn shares the machine's mood of the moment, which drifts over a few minutes)."""
     best = min(times["raw"]) / min(times[k])
     medians = statistics.median(times["raw"]) / statistics.median(times[k])
     pairs = statistics.median(r / t for r, t in zip(times["raw"], times[k], strict=True))
