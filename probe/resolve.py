@@ -44,7 +44,7 @@ class Resolver:
         if hit is None:
             return None
         if hit[1] <= time.time():
-            self.memo.pop(key)
+            self.memo.pop(key, None)
             return None
         return hit[0]
 
