@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -35,3 +38,30 @@ def test_never_more_than_its_size_and_the_last_puts_stay(size: int, keys: list[i
     # The latest value of each key that is still held is the one put last.
     for key, value in cache.items():
         assert value == max(i for i, k in enumerate(keys) if k == key)
+
+
+def test_putting_a_key_again_makes_it_the_newest() -> None:
+    cache: Bounded[str, int] = Bounded(2)
+    cache.put("a", 1)
+    cache.put("b", 2)
+    cache.put("a", 3)
+    cache.put("c", 4)
+    assert dict(cache) == {"a": 3, "c": 4}
+
+
+def test_a_copy_and_a_pickle_keep_the_size_and_the_order() -> None:
+    cache: Bounded[str, int] = Bounded(2)
+    cache.put("a", 1)
+    cache.put("b", 2)
+    for other in (copy.copy(cache), copy.deepcopy(cache), pickle.loads(pickle.dumps(cache))):
+        assert (
+            type(other) is Bounded
+            and other.size == 2
+            and list(other.items())
+            == [
+                ("a", 1),
+                ("b", 2),
+            ]
+        )
+        other.put("c", 3)
+        assert list(other) == ["b", "c"]
