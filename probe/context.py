@@ -13,7 +13,7 @@ from probe.interpret import interpret_reply
 from probe.reply import reply_from_lines
 from probe.result import DnsResult, Session, Step, TlsInfo, WireReply
 from probe.tls import TlsState
-from probe.wire import Known, Raw
+from probe.wire import KNOWN_LONGEST, Known, Raw
 
 
 class Observer(Protocol):
@@ -30,7 +30,7 @@ class Replies:
     """Replies parsed and interpreted once per run: a batch sees the same greetings, EHLO
     lists and 250s thousands of times, and interpreting is pure."""
 
-    LONG = 1024  # a long reply is rarely seen twice; keeping it would only cost memory
+    LONG = KNOWN_LONGEST  # a long reply is rarely seen twice: keeping it would cost memory
 
     def __init__(self, size: int = 4096) -> None:
         self.known: Known = Bounded(size)  # parsed, by their bytes (read by the wire)
