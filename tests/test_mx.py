@@ -274,6 +274,13 @@ class MxLab:
 
 
 async def https_policy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        await _answer_policy(reader, writer)
+    finally:
+        writer.close()  # (Python 3.13 warns of a stream writer left open)
+
+
+async def _answer_policy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     request = await reader.readuntil(b"\r\n\r\n")
     host = next(
         (

@@ -13,6 +13,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,7 +190,8 @@ def test_a_second_run_takes_the_facts_from_the_file(farm: Farm, tmp_path: Path) 
     assert code == 0, err
     opened = farm.seen.total - before
     assert opened == PROVIDERS
-    assert MxStore.open(str(db)).count() == PROVIDERS
+    with closing(MxStore.open(str(db))) as store:
+        assert store.count() == PROVIDERS
 
     before = farm.seen.total
     code, second, err = run(farm, str(inputs), "--quit-after", "ehlo", "--cache", str(db))
@@ -241,7 +243,8 @@ def test_a_damaged_entry_is_a_miss_not_a_guess(tmp_path: Path) -> None:
     db.execute("UPDATE facts SET data = ?", ('{"host": 7}',))
     db.commit()
     db.close()
-    assert MxStore.open(str(path)).get("k", 3600) is None
+    with closing(MxStore.open(str(path))) as store:
+        assert store.get("k", 3600) is None
 
 
 @pytest.mark.parametrize("kind", ["garbage", "foreign", "directory", "version"])
@@ -293,7 +296,8 @@ def test_an_interrupted_run_leaves_a_consistent_cache(farm: Farm, tmp_path: Path
     store = MxStore.open(str(db))  # passes SQLite's check, and is ours
     kept = store.count()
     assert 1 <= kept <= PROVIDERS
-    rows = sqlite3.connect(db).execute("SELECT key FROM facts").fetchall()
+    with closing(sqlite3.connect(db)) as check:
+        rows = check.execute("SELECT key FROM facts").fetchall()
     for (key,) in rows:
         assert store.get(key, 3600) is not None  # every fact kept is whole
     store.close()
