@@ -264,6 +264,16 @@ def console() -> None:
         raise
 
 
+def _watched() -> bool:
+    """Whether a profiler, debugger or coverage tool watches this process."""
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        return True
+    # From Python 3.12 cProfile (and coverage, with its sysmon core) use sys.monitoring
+    # (PEP 669) instead of the hooks above; its tools have the ids 0 to 5.
+    monitoring = getattr(sys, "monitoring", None)
+    return monitoring is not None and any(monitoring.get_tool(i) for i in range(6))
+
+
 def _exit_without_teardown(code: int, argv: list[str]) -> None:
     """End a one-shot command at once, its output flushed: the interpreter's teardown (freeing
     every module, two OpenSSL libraries) is some 5% of a whole `probe` process and serves
@@ -271,7 +281,7 @@ def _exit_without_teardown(code: int, argv: list[str]) -> None:
     first = argv[0] if argv else ""
     if (first if first in COMMANDS else "probe") not in _ONE_SHOT:
         return
-    if sys.getprofile() is not None or sys.gettrace() is not None:
+    if _watched():
         return  # a profiler or coverage writes its findings at exit
     threading = sys.modules.get("threading")
     if threading is not None and threading.active_count() > 1:
