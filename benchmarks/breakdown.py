@@ -39,7 +39,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from run import CLI, _farm, _pinned, _stop  # noqa: E402
+from run import (  # noqa: E402
+    LIKE_FOR_LIKE,
+    _farm,
+    _pinned,
+    _stop,
+    batch_command,
+    raw_command,
+    write_literals,
+)
 
 # (phase, any of these in a sample's stack); the first that matches takes the sample.
 PHASES: list[tuple[str, tuple[str, ...]]] = [
@@ -102,16 +110,12 @@ def main() -> None:
         sys.exit("breakdown.py: needs py-spy on PATH (pip install py-spy)")
     n, c = args.sessions, args.concurrency
     farm, info = _farm(5, 10, pin=True)
-    hosts, port = info["hosts"], str(info["smtp_port"])
     try:
         with tempfile.TemporaryDirectory() as tmp:
             targets = Path(tmp) / "targets.txt"
-            targets.write_text("".join(f"[{hosts[i % len(hosts)]}]\n" for i in range(n)))
-            raw = [sys.executable, str(ROOT / "benchmarks" / "raw_client.py"), str(n), str(c)]
-            raw += [port, info["cafile"], *hosts, "--rset"]
-            batch = [*CLI, "batch", "-", "--port", port, "--cafile", info["cafile"]]
-            batch += ["--helo", "bench.test", "--rcpt", "user@d1.test", "--per-host", "50"]
-            batch += ["--concurrency", str(c), "--reuse", "1", "--no-tls-resume"]
+            write_literals(targets, info["hosts"], n)
+            raw = raw_command(info, n, c)
+            batch = [*batch_command(info, c), *LIKE_FOR_LIKE]
             cmds = {"raw client": (raw, None), "batch": (batch, targets)}
             got: dict[str, list[collections.Counter[str]]] = {k: [] for k in cmds}
             for turn in range(args.turns):

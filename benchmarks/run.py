@@ -305,6 +305,44 @@ def _against_raw(n: int, times: dict[str, list[float]], k: str) -> str:
     return f"{n / min(times[k]):.0f}/s ({best:.2f}x; medians {medians:.2f}x; pairs {pairs:.2f}x)"
 
 
+# What makes batch do what the raw client does: a connection and a full handshake per target.
+LIKE_FOR_LIKE = ["--reuse", "1", "--no-tls-resume"]
+
+
+def write_literals(path: Path, hosts: list[str], n: int) -> None:
+    """`n` targets for batch, an address literal of each farm listener in turn."""
+    path.write_text("".join(f"[{hosts[i % len(hosts)]}]\n" for i in range(n)))
+
+
+def batch_command(info: dict, c: int) -> list[str]:  # type: ignore[type-arg]
+    """`smtp-probe batch` at concurrency `c`, its targets on standard input, each session the
+    raw client's exchange; with batch's defaults until LIKE_FOR_LIKE is added."""
+    return [
+        *CLI,
+        "batch",
+        "-",
+        "--port",
+        str(info["smtp_port"]),
+        "--cafile",
+        info["cafile"],
+        "--helo",
+        "bench.test",
+        "--rcpt",
+        "user@d1.test",
+        "--per-host",
+        "50",
+        "--concurrency",
+        str(c),
+    ]
+
+
+def raw_command(info: dict, n: int, c: int) -> list[str]:  # type: ignore[type-arg]
+    """The raw client, `n` sessions at concurrency `c`. --rset: batch ends each transaction
+    with RSET before QUIT, so the raw client does."""
+    client = [sys.executable, str(ROOT / "benchmarks" / "raw_client.py"), str(n), str(c)]
+    return [*client, str(info["smtp_port"]), info["cafile"], *info["hosts"], "--rset"]
+
+
 def bench_like_for_like(quick: bool) -> list[tuple[str, str]]:
     """batch against a minimal asyncio client doing the same sessions (start-up left out of
     both, taking turns); then kept connections against a server that slows down after 10
@@ -323,29 +361,11 @@ def bench_like_for_like(quick: bool) -> list[tuple[str, str]]:
         rows.append(("pinning", "farm on CPU 0; the raw client and batch on CPU 1"))
     with tempfile.TemporaryDirectory() as tmp:
         literals = Path(tmp) / "literals.txt"
-        literals.write_text("".join(f"[{hosts[i % len(hosts)]}]\n" for i in range(n)))
-        base = [
-            *_pinned(1),
-            *CLI,
-            "batch",
-            "-",
-            "--port",
-            str(info["smtp_port"]),
-            "--cafile",
-            info["cafile"],
-            "--helo",
-            "bench.test",
-            "--rcpt",
-            "user@d1.test",
-            "--per-host",
-            "50",
-        ]
-        raw = [*_pinned(1), sys.executable, str(ROOT / "benchmarks" / "raw_client.py"), str(n)]
+        write_literals(literals, hosts, n)
         for c in (10, 50):
-            like = [*base, "--concurrency", str(c), "--reuse", "1", "--no-tls-resume"]
-            usual = [*base, "--concurrency", str(c)]
-            # --rset: batch ends each transaction with RSET before QUIT, so the raw client does.
-            client = [*raw, str(c), str(info["smtp_port"]), info["cafile"], *hosts, "--rset"]
+            like = [*_pinned(1), *batch_command(info, c), *LIKE_FOR_LIKE]
+            usual = [*_pinned(1), *batch_command(info, c)]
+            client = [*_pinned(1), *raw_command(info, n, c)]
             times: dict[str, list[float]] = {"raw": [], "like": [], "usual": []}
             for _ in range(runs):  # in turns, so that load from elsewhere hits all alike
                 times["raw"].append(_run_seconds(client))
