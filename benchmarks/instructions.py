@@ -11,6 +11,10 @@ libc). On a shared VM two timed runs of the same program can differ by a quarter
 counts move by well under 1%. Interpreter instructions cost more cycles each than OpenSSL's,
 so compare CPython's figures between versions, not the totals between programs.
 
+With --layers it counts instead the four in-process layers of opcodes.py (the raw client, a
+session, a probe, a batch writing its records), each in a process of its own: what each layer
+adds to the interpreter's work, in instructions rather than bytecodes.
+
 Needs valgrind (Debian package `valgrind`); a traced run is some fifty times slower.
 """
 
@@ -22,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -87,14 +92,62 @@ def _row(name: str, small: Counts, big: Counts, n: int) -> str:
     )
 
 
+def _child(layer: str, n: int, port: int, cafile: str, hosts: list[str]) -> None:
+    """One of opcodes.py's layers, untraced by Python (valgrind counts it from outside)."""
+    import asyncio
+
+    from opcodes import _layer
+
+    try:
+        import uvloop
+
+        new_loop = uvloop.new_event_loop
+    except ImportError:
+        new_loop = asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=new_loop) as runner:
+        runner.run(_layer(layer, n, port, cafile, hosts))
+
+
+def _layers(a: int, b: int, info: dict[str, Any], tmp: Path) -> None:
+    """Instructions per session of each in-process layer, and what each adds to the last."""
+    from opcodes import CONCURRENCY, LAYERS
+
+    rows, last = [], None
+    for layer in LAYERS:
+        counts = []
+        for n in (a, b):
+            cmd = [sys.executable, __file__, "--child", layer, str(n), str(info["smtp_port"])]
+            counts.append(
+                _traced([*cmd, info["cafile"], *info["hosts"]], None, tmp, f"{layer}-{n}")
+            )
+        cpython = (counts[1]["cpython"]["Ir"] - counts[0]["cpython"]["Ir"]) / (b - a)
+        added = "" if last is None else f" (CPython {cpython - last:+,.0f} on the layer before)"
+        rows.append(f"  {_row(layer, counts[0], counts[1], b - a)}{added}")
+        last = cpython
+    print(f"per session ({b} sessions less {a}, concurrency {CONCURRENCY}, in-process layers):")
+    print("\n".join(rows))
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--child"]:
+        layer, n, port, cafile, *hosts = sys.argv[2:]
+        _child(layer, int(n), int(port), cafile, hosts)
+        return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sessions", default="100,400", help="the two session counts, a,b")
     ap.add_argument("--concurrency", type=int, default=50)
+    ap.add_argument("--layers", action="store_true", help="count opcodes.py's layers instead")
     args = ap.parse_args()
     a, b = (int(x) for x in args.sessions.split(","))
     c = args.concurrency
     farm, info = _farm(5, 10, pin=True)
+    if args.layers:
+        try:
+            with tempfile.TemporaryDirectory() as d:
+                _layers(a, b, info, Path(d))
+        finally:
+            _stop(farm)
+        return
     hosts, port, cafile = info["hosts"], str(info["smtp_port"]), info["cafile"]
     runs: dict[tuple[str, int], Counts] = {}
     try:
