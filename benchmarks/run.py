@@ -1,4 +1,7 @@
-"""Benchmarks: prints a table of figures and ratios and writes docs/benchmarks.md.
+"""Benchmarks: prints a table of figures and ratios and writes docs/benchmarks-latest.md.
+
+docs/benchmarks.md is the curated record: each day's runs with what they showed. A run writes
+its tables to their own file, so that it never overwrites that record.
 
     python benchmarks/run.py            # everything (a one-million-line log)
     python benchmarks/run.py --quick    # smaller inputs, for a smoke run
@@ -595,8 +598,9 @@ def main() -> None:
         for name, value in rows:
             print(f"  {name:<62} {value}")
             out.append(f"| {name} | {value} |")
-    (ROOT / "docs" / "benchmarks.md").write_text("\n".join(out) + "\n")
-    print(f"\nwritten to {ROOT / 'docs' / 'benchmarks.md'}")
+    latest = ROOT / "docs" / "benchmarks-latest.md"
+    latest.write_text("\n".join(out) + "\n")
+    print(f"\nwritten to {latest}")
 
 
 if __name__ == "__main__":
