@@ -96,15 +96,9 @@ def _child(layer: str, n: int, port: int, cafile: str, hosts: list[str]) -> None
     """One of opcodes.py's layers, untraced by Python (valgrind counts it from outside)."""
     import asyncio
 
-    from opcodes import _layer
+    from opcodes import _layer, loop_factory
 
-    try:
-        import uvloop
-
-        new_loop = uvloop.new_event_loop
-    except ImportError:
-        new_loop = asyncio.new_event_loop
-    with asyncio.Runner(loop_factory=new_loop) as runner:
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(_layer(layer, n, port, cafile, hosts))
 
 

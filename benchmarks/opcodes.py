@@ -29,7 +29,7 @@ import os
 import ssl
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -111,14 +111,17 @@ async def _layer(layer: str, n: int, port: int, cafile: str, hosts: list[str]) -
     await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
 
 
-def _child(layer: str, n: int, port: int, cafile: str, hosts: list[str]) -> None:
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    """uvloop's loop where it is installed, as smtp-probe runs on."""
     try:
         import uvloop
-
-        new_loop = uvloop.new_event_loop
     except ImportError:
-        new_loop = asyncio.new_event_loop
-    with asyncio.Runner(loop_factory=new_loop) as runner:
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop
+
+
+def _child(layer: str, n: int, port: int, cafile: str, hosts: list[str]) -> None:
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
         counts = _counting()
         runner.run(_layer(layer, n, port, cafile, hosts))
         sys.settrace(None)
