@@ -9,7 +9,9 @@ session: start-up drops out. Printed per session: CPython's instructions, branch
 mispredictions and L1 instruction misses, then the rest of the process (OpenSSL, uvloop,
 libc). On a shared VM two timed runs of the same program can differ by a quarter; these
 counts move by well under 1%. Interpreter instructions cost more cycles each than OpenSSL's,
-so compare CPython's figures between versions, not the totals between programs.
+so compare CPython's figures between versions, not the totals between programs. Fewer
+instructions need not mean less time: a mypyc build that cut batch's interpreter instructions
+by a quarter ran no faster (docs/benchmarks.md, sixth day).
 
 With --layers it counts instead the four in-process layers of opcodes.py (the raw client, a
 session, a probe, a batch writing its records), each in a process of its own: what each layer
