@@ -112,7 +112,7 @@ async def _layer(layer: str, n: int, port: int, cafile: str, hosts: list[str]) -
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
-    """uvloop's loop where it is installed, as smtp-probe runs on."""
+    """The loop smtp-probe runs on: uvloop's where it is installed, else asyncio's."""
     try:
         import uvloop
     except ImportError:
