@@ -33,7 +33,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from run import CLI, _farm, _pinned, _stop  # noqa: E402
+from run import (  # noqa: E402
+    LIKE_FOR_LIKE,
+    _farm,
+    _pinned,
+    _stop,
+    batch_command,
+    raw_command,
+    write_literals,
+)
 
 EVENTS = ("Ir", "I1mr", "Bcm", "Bim")
 # Source paths of CPython's own C code as its debug information names them.
@@ -144,20 +152,15 @@ def main() -> None:
         finally:
             _stop(farm)
         return
-    hosts, port, cafile = info["hosts"], str(info["smtp_port"]), info["cafile"]
     runs: dict[tuple[str, int], Counts] = {}
     try:
         with tempfile.TemporaryDirectory() as d:
             tmp = Path(d)
+            batch = [*batch_command(info, c), *LIKE_FOR_LIKE]
             for n in (a, b):
                 inp = tmp / f"targets-{n}.txt"
-                inp.write_text("".join(f"[{hosts[i % len(hosts)]}]\n" for i in range(n)))
-                raw = [sys.executable, str(ROOT / "benchmarks" / "raw_client.py")]
-                raw += [str(n), str(c), port, cafile, *hosts, "--rset"]
-                batch = [*CLI, "batch", "-", "--port", port, "--cafile", cafile]
-                batch += ["--helo", "bench.test", "--rcpt", "user@d1.test", "--per-host", "50"]
-                batch += ["--concurrency", str(c), "--reuse", "1", "--no-tls-resume"]
-                runs[("raw", n)] = _traced(raw, None, tmp, f"raw-{n}")
+                write_literals(inp, info["hosts"], n)
+                runs[("raw", n)] = _traced(raw_command(info, n, c), None, tmp, f"raw-{n}")
                 runs[("batch", n)] = _traced(batch, inp, tmp, f"batch-{n}")
     finally:
         _stop(farm)
