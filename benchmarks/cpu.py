@@ -1,6 +1,6 @@
 """CPU time per like-for-like session, split by library: time, where counts are not.
 
-    python benchmarks/cpu.py [--sessions 1000,3000] [--turns 3] [--concurrency 50] [--top 0]
+    python benchmarks/cpu.py [--sessions 500,4000] [--turns 5] [--concurrency 50] [--top 0]
 
 The raw asyncio client and `smtp-probe batch --reuse 1 --no-tls-resume` (the like-for-like
 pair of run.py) run under `perf record -e cpu-clock` against the loopback farm (farm on CPU 0,
@@ -81,13 +81,11 @@ def _recorded(
     data = tmp / "perf.data"
     record = ["perf", "record", "-q", "-e", "cpu-clock", "-F", "2000", "-o", str(data), "--"]
     with open(stdin, "rb") if stdin else open("/dev/null", "rb") as inp:
-        subprocess.run(
-            [*record, *cmd],
-            stdin=inp,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            check=True,
+        p = subprocess.run(
+            [*record, *cmd], stdin=inp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
         )
+    if p.returncode != 0:  # perf_event_paranoid, say, or a client that failed
+        sys.exit(f"cpu.py: {' '.join(cmd[:4])} ... under perf failed: {p.stderr.strip()[-300:]}")
     return _profile(data)
 
 
@@ -109,8 +107,8 @@ def _by_group(per: dict[tuple[str, str], float]) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sessions", default="1000,3000", help="the two session counts, a,b")
-    ap.add_argument("--turns", type=int, default=3)
+    ap.add_argument("--sessions", default="500,4000", help="the two session counts, a,b")
+    ap.add_argument("--turns", type=int, default=5)
     ap.add_argument("--concurrency", type=int, default=50)
     ap.add_argument("--top", type=int, default=0, help="symbols that differ most")
     args = ap.parse_args()
