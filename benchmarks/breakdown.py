@@ -39,15 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from run import (  # noqa: E402
-    LIKE_FOR_LIKE,
-    _farm,
-    _pinned,
-    _stop,
-    batch_command,
-    raw_command,
-    write_literals,
-)
+from run import _farm, _pinned, _stop, like_for_like  # noqa: E402
 
 # (phase, any of these in a sample's stack); the first that matches takes the sample.
 PHASES: list[tuple[str, tuple[str, ...]]] = [
@@ -113,9 +105,7 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             targets = Path(tmp) / "targets.txt"
-            write_literals(targets, info["hosts"], n)
-            raw = raw_command(info, n, c)
-            batch = [*batch_command(info, c), *LIKE_FOR_LIKE]
+            raw, batch = like_for_like(info, n, c, targets)
             cmds = {"raw client": (raw, None), "batch": (batch, targets)}
             got: dict[str, list[collections.Counter[str]]] = {k: [] for k in cmds}
             for turn in range(args.turns):

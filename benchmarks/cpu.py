@@ -34,18 +34,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from run import (  # noqa: E402
-    LIKE_FOR_LIKE,
-    _farm,
-    _pinned,
-    _stop,
-    batch_command,
-    raw_command,
-    write_literals,
-)
+from run import _farm, _pinned, _stop, like_for_like  # noqa: E402
 
 GROUPS = ("interpreter", "OpenSSL", "kernel", "libc", "uvloop", "other")
-_LINE = re.compile(r"\s*([\d.]+)%\s+(\S+)\s+\[(.)\]\s+(.*)")
+_LINE = re.compile(r"\s*([\d.]+)%\s+(\S+)\s+\[.\]\s+(.*)")
 
 
 def _group(dso: str) -> str:
@@ -70,7 +62,7 @@ def _profile(data: Path) -> collections.Counter[tuple[str, str]]:
     spent: collections.Counter[tuple[str, str]] = collections.Counter()
     for line in out.splitlines():
         if (m := _LINE.match(line)) is not None:
-            symbol = "?" if m.group(4).startswith("0x") else m.group(4).strip()
+            symbol = "?" if m.group(3).startswith("0x") else m.group(3).strip()
             spent[(m.group(2), symbol)] += float(m.group(1)) / 100 * total / 1000  # ns -> us
     return spent
 
@@ -121,16 +113,12 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             t = Path(tmp)
-            for n in (a, b):
-                write_literals(t / f"{n}.txt", info["hosts"], n)
-            batch = [*_pinned(1), *batch_command(info, c), *LIKE_FOR_LIKE]
+            pairs = {n: like_for_like(info, n, c, t / f"{n}.txt") for n in (a, b)}
+            raw = {n: ([*_pinned(1), *pairs[n][0]], None) for n in (a, b)}
+            batch = {n: ([*_pinned(1), *pairs[n][1]], t / f"{n}.txt") for n in (a, b)}
             for _ in range(args.turns):
-                turns["raw"].append(
-                    _per_session(
-                        {n: ([*_pinned(1), *raw_command(info, n, c)], None) for n in (a, b)}, t
-                    )
-                )
-                turns["batch"].append(_per_session({n: (batch, t / f"{n}.txt") for n in (a, b)}, t))
+                turns["raw"].append(_per_session(raw, t))
+                turns["batch"].append(_per_session(batch, t))
     finally:
         _stop(farm)
     _report(turns, a, b, c, args.top)

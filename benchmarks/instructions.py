@@ -42,15 +42,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from run import (  # noqa: E402
-    LIKE_FOR_LIKE,
-    _farm,
-    _pinned,
-    _stop,
-    batch_command,
-    raw_command,
-    write_literals,
-)
+from run import _farm, _pinned, _stop, like_for_like  # noqa: E402
 
 EVENTS = ("Ir", "I1mr", "Bcm", "Bim", "D1mr", "D1mw", "DLmr", "DLmw")
 # Source paths of CPython's own C code as its debug information names them.
@@ -176,11 +168,9 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as d:
             tmp = Path(d)
-            batch = [*batch_command(info, c), *LIKE_FOR_LIKE]
             for n in (a, b):
                 inp = tmp / f"targets-{n}.txt"
-                write_literals(inp, info["hosts"], n)
-                raw = raw_command(info, n, c)
+                raw, batch = like_for_like(info, n, c, inp)
                 runs[("raw", n)] = _traced(raw, None, tmp, f"raw-{n}", args.ll)
                 runs[("batch", n)] = _traced(batch, inp, tmp, f"batch-{n}", args.ll)
     finally:

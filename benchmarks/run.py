@@ -346,6 +346,13 @@ def raw_command(info: dict, n: int, c: int) -> list[str]:  # type: ignore[type-a
     return [*client, str(info["smtp_port"]), info["cafile"], *info["hosts"], "--rset"]
 
 
+def like_for_like(info: dict, n: int, c: int, targets: Path) -> tuple[list[str], list[str]]:  # type: ignore[type-arg]
+    """The pair compared like for like: the raw client's command and batch's, `n` sessions at
+    concurrency `c`; batch's `n` targets are written to `targets`, its standard input."""
+    write_literals(targets, info["hosts"], n)
+    return raw_command(info, n, c), [*batch_command(info, c), *LIKE_FOR_LIKE]
+
+
 def bench_like_for_like(quick: bool) -> list[tuple[str, str]]:
     """batch against a minimal asyncio client doing the same sessions (start-up left out of
     both, taking turns); then kept connections against a server that slows down after 10
@@ -358,17 +365,15 @@ def bench_like_for_like(quick: bool) -> list[tuple[str, str]]:
     # by a tenth between two invocations. The ratio of the medians is printed beside it.
     runs = 1 if quick else 5
     farm, info = _farm(5, 10, pin=True)
-    hosts = info["hosts"]
     rows: list[tuple[str, str]] = []
     if _pinned(1):
         rows.append(("pinning", "farm on CPU 0; the raw client and batch on CPU 1"))
     with tempfile.TemporaryDirectory() as tmp:
         literals = Path(tmp) / "literals.txt"
-        write_literals(literals, hosts, n)
         for c in (10, 50):
-            like = [*_pinned(1), *batch_command(info, c), *LIKE_FOR_LIKE]
+            raw, batch = like_for_like(info, n, c, literals)
+            like, client = [*_pinned(1), *batch], [*_pinned(1), *raw]
             usual = [*_pinned(1), *batch_command(info, c)]
-            client = [*_pinned(1), *raw_command(info, n, c)]
             times: dict[str, list[float]] = {"raw": [], "like": [], "usual": []}
             for _ in range(runs):  # in turns, so that load from elsewhere hits all alike
                 times["raw"].append(_run_seconds(client))
