@@ -32,7 +32,6 @@ from probe.runner import probe
 from probe.session import SessionRunner
 from probe.shard import best_mx, registrable, shard_of
 from probe.target import TargetError, parse_target
-from probe.verdict import exit_status
 
 SCHEMA = "smtp-probe/batch/2"
 Record = dict[str, object]  # one output line: a probe's JSON document, or an error
@@ -271,11 +270,9 @@ class _Targets:
                 result = await probe(req, resolver=self.res, runner=tracked, run=self.run)
         except Exception as e:  # one broken probe must never cost the others their records
             return internal_record(n, item, e)
-        doc = self.render.document(result)
-        doc.pop("schema", None)
+        doc = self.render.document(result, {"schema": SCHEMA, "line": n, "input": item})
         _mark_hits(doc, tracked.hits)
-        head = {"schema": SCHEMA, "line": n, "input": item}
-        return {**head, **doc, "exit_status": exit_status(result.verdict)}
+        return doc
 
     async def _in_shard(self, t: Target, text: str) -> bool:
         shard = self.scale.shard

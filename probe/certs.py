@@ -126,6 +126,11 @@ def with_days_left(cert: Certificate, now: datetime | None = None) -> Certificat
     return cert if left == cert.days_left else cert._replace(days_left=left)
 
 
+def counted_until(cert: Certificate) -> float:
+    """The POSIX time up to which `cert.days_left` stays true (it drops by one just after)."""
+    return datetime.fromisoformat(cert.not_after).timestamp() - cert.days_left * 86400
+
+
 def name_matches(host: str, cert: Certificate) -> bool:
     """Whether the certificate names `host` (RFC 6125: one leftmost wildcard label)."""
     host = host.rstrip(".").lower()

@@ -80,13 +80,11 @@ def _literal(t: Target) -> Candidates:
 async def _resolved(
     req: ProbeRequest, resolver: Resolver | None, budget: float
 ) -> tuple[DnsResult | None, Candidates, list[Note]]:
-    """`_candidates` within the budget, capped at `max_addresses`; notes say what was cut."""
+    """The DNS result and the addresses of a target that needs a lookup, within the budget;
+    notes say what was cut."""
     try:
-        if not _needs_dns(req.target):  # no lookup, no timer (a batch of literals)
-            dns_result, found = None, _literal(req.target)
-        else:
-            async with asyncio.timeout(budget):
-                dns_result, found = await _candidates(req, resolver)
+        async with asyncio.timeout(budget):
+            dns_result, found = await _candidates(req, resolver)
     except TimeoutError:
         name = req.target.domain or req.target.host or ""
         why = msg("runner.dns_budget", seconds=budget)
@@ -100,6 +98,11 @@ async def _resolved(
                 msg("runner.max_mx", tried=len(dns_result.mx), total=total),
             )
         )
+    return dns_result, _capped(req, found, notes), notes
+
+
+def _capped(req: ProbeRequest, found: Candidates, notes: list[Note]) -> Candidates:
+    """The candidates of the asked address family, at most `max_addresses` (a note says so)."""
     usable = [(h, a) for h, a in found if _family_ok(a, req.family)]
     if len(usable) > req.max_addresses:
         notes.append(
@@ -109,7 +112,7 @@ async def _resolved(
             )
         )
         usable = usable[: req.max_addresses]
-    return dns_result, usable, notes
+    return usable
 
 
 async def _walk(
@@ -178,7 +181,11 @@ async def probe(
     opts = req.session
     if req.target.rcpt:
         opts = replace(opts, rcpts=tuple(dict.fromkeys((*req.target.rcpt, *opts.rcpts))))
-    dns_result, candidates, notes = await _resolved(req, resolver, budget)
+    if _needs_dns(req.target):
+        dns_result, candidates, notes = await _resolved(req, resolver, budget)
+    else:  # an address literal: no lookup, no timer, no coroutine (a batch of literals)
+        notes = []
+        dns_result, candidates = None, _capped(req, _literal(req.target), notes)
     if dns_result is not None and run.observer is not None:
         run.observer.resolved(dns_result)
     sessions, out_of_time = await _walk(req, candidates, opts, runner, deadline)

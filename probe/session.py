@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
 
-from probe.certs import Judgement, name_matches
+from probe.certs import Judgement
 from probe.config import QuitAfter, SessionOptions, StartTls
 from probe.context import RunContext
 from probe.messages import msg
@@ -314,7 +314,9 @@ class _Dialogue:
             certificate=cert,
             trusted=judged.trusted,
             verify_error=judged.error,
-            name_matches=name_matches(self.host, cert) if cert and judged.names_known else None,
+            name_matches=self.run.tls.names(self.host, cert)
+            if cert and judged.names_known
+            else None,
             injected_plaintext=injected,
             resumed=resumed,
             chain=chain,

@@ -105,7 +105,7 @@ def _orjson(obj: object, indent: int | None) -> bytes | None:
         return None
 
 
-def _compact(obj: object) -> bytes | None:
+def _compact(obj: object, newline: bool) -> bytes | None:
     """Compact JSON that is safe as it is, each `Encoded` object copied in; None when
     something outside those needs escaping (or orjson cannot encode it)."""
     try:
@@ -117,7 +117,9 @@ def _compact(obj: object) -> bytes | None:
         # Only what is not encoded yet is looked at: the kept bytes are safe already.
         if utf8_unsafe(orjson.dumps(obj, default=_skeleton, option=kept)):
             return None
-        return orjson.dumps(obj, default=_whole, option=kept)
+        # The newline by orjson, not by `+`: that would copy a 10 KB record once more.
+        end = orjson.OPT_APPEND_NEWLINE if newline else 0
+        return orjson.dumps(obj, default=_whole, option=kept | end)
     except TypeError:
         return None
 
@@ -154,15 +156,16 @@ def to_json(obj: object, indent: int | None = None) -> str:
     return _escaped(obj, indent, data)
 
 
-def to_json_bytes(obj: object, indent: int | None = None) -> bytes:
+def to_json_bytes(obj: object, indent: int | None = None, *, newline: bool = False) -> bytes:
     """`to_json` in UTF-8, for a file: most records are written as orjson made them,
-    never decoded to text and encoded back."""
-    if indent is None and (data := _compact(obj)) is not None:
+    never decoded to text and encoded back. With `newline`, a line of JSON Lines."""
+    if indent is None and (data := _compact(obj, newline)) is not None:
         return data
+    end = b"\n" if newline else b""
     data = _orjson(obj, indent)
     if data is not None and not utf8_unsafe(data):
-        return data
-    return _escaped(obj, indent, data).encode()
+        return data + end
+    return _escaped(obj, indent, data).encode() + end
 
 
 def _escaped(obj: object, indent: int | None, data: bytes | None) -> str:

@@ -10,10 +10,12 @@ delivers opportunistically, and the probe still reports why the certificate is n
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 import ssl
 import sys
+import time
 import warnings
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
@@ -24,7 +26,7 @@ from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509 import verification as xv
 
 from probe.cache import Bounded
-from probe.certs import Judgement, judge, with_days_left
+from probe.certs import Certificate, Judgement, counted_until, judge, name_matches, with_days_left
 
 SessionKey = tuple[str, int, str | None, str | None]  # address, port, SNI name, cafile
 # "X509 CERTIFICATE" is the old label, which OpenSSL and cryptography read as well.
@@ -127,6 +129,13 @@ def load_store(cafile: str | None) -> xv.Store:
     return xv.Store(_pem_certificates(data))
 
 
+def _recounted(judged: Judgement) -> Judgement:
+    """The verdict with its certificate's `days_left` counted from now."""
+    cert = judged.certificate
+    fresh = with_days_left(cert) if cert is not None else None
+    return judged if fresh is cert else replace(judged, certificate=fresh)
+
+
 def unverified_chain(obj: ssl.SSLObject) -> tuple[bytes, ...]:
     """The certificates the server sent, leaf first."""
     # Public from Python 3.13; asked by version, not by getattr: a missing attribute costs
@@ -170,7 +179,9 @@ class TlsState:
         self._context: ResumingContext | None = None
         self._stores: dict[str | None, xv.Store] = {}
         self.sessions: Bounded[SessionKey, Saved] = Bounded(size)
-        self.verdicts: Bounded[tuple[bytes, str | None], Judgement] = Bounded(size)
+        # Each verdict with the time up to which its certificate's `days_left` holds.
+        self.verdicts: Bounded[tuple[bytes, str | None], tuple[Judgement, float]] = Bounded(size)
+        self._names: Bounded[tuple[str, str], bool] = Bounded(size)
 
     @property
     def context(self) -> ResumingContext:
@@ -194,13 +205,21 @@ class TlsState:
             digest.update(len(der).to_bytes(4, "big") + der)
         key = (digest.digest(), cafile)
         hit = self.verdicts.get(key)
-        if hit is None:
-            hit = judge(self.store(cafile), chain)
-            self.verdicts.put(key, hit)
-            return hit
-        cert = hit.certificate
-        fresh = with_days_left(cert) if cert is not None else None
-        return hit if fresh is cert else replace(hit, certificate=fresh)
+        if hit is not None and time.time() <= hit[1]:
+            return hit[0]  # (a batch: every session after the first of each chain)
+        judged = judge(self.store(cafile), chain) if hit is None else _recounted(hit[0])
+        cert = judged.certificate
+        self.verdicts.put(key, (judged, counted_until(cert) if cert is not None else math.inf))
+        return judged
+
+    def names(self, host: str, cert: Certificate) -> bool:
+        """`certs.name_matches`, once per certificate and host name in a run."""
+        key = (cert.sha256, host)
+        found = self._names.get(key)
+        if found is None:
+            found = name_matches(host, cert)
+            self._names.put(key, found)
+        return found
 
     def offer(self, key: SessionKey) -> Saved | None:
         """The session to offer for `key`, counted as offered."""

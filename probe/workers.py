@@ -398,7 +398,7 @@ def _child(parent: int) -> None:
                 yield int(line), text
 
         def emit(rec: Record) -> None:
-            data = to_json_bytes(rec) + b"\n"
+            data = to_json_bytes(rec, newline=True)
             while data:  # one record, whole, straight to the pipe (nothing buffered at exit)
                 data = data[os.write(1, data) :]
 

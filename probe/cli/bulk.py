@@ -154,7 +154,7 @@ class _BatchRun:
             return lambda rec: self.write(self._render(rec))
 
         def emit(rec: Record) -> None:
-            raw.write(to_json_bytes(rec) + b"\n")
+            raw.write(to_json_bytes(rec, newline=True))
             raw.flush()
 
         return emit

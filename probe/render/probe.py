@@ -79,8 +79,10 @@ class ProbeJson:
         self._replies.put(id(r), (r, doc))
         return doc
 
-    def document(self, r: ProbeResult) -> dict[str, object]:
-        return _document(r, self)
+    def document(self, r: ProbeResult, head: dict[str, object] | None = None) -> dict[str, object]:
+        """The document; with `head`, its keys come first in place of the schema (a batch
+        record, made in one go rather than copied into another dict)."""
+        return _document(r, self, head)
 
 
 def _step_json(s: Step, out: ProbeJson) -> dict[str, Any]:
@@ -127,11 +129,13 @@ def session_json(s: Session, loc: Locale) -> dict[str, object]:
     return _session_json(s, ProbeJson(loc))
 
 
-def _document(r: ProbeResult, out: ProbeJson) -> dict[str, Any]:
+def _document(
+    r: ProbeResult, out: ProbeJson, head: dict[str, object] | None = None
+) -> dict[str, Any]:
     t = r.target
     dns = r.dns
     return {
-        "schema": SCHEMA,
+        **(head or {"schema": SCHEMA}),
         "target": {
             "input": t.raw,
             "kind": t.kind,
