@@ -5,7 +5,9 @@ interpreted, and the observer told of progress. Two runs share nothing unless ha
 from __future__ import annotations
 
 import socket
+import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Protocol
 
 from probe.cache import Bounded
@@ -88,6 +90,16 @@ class RunContext:
     replies: Replies = field(default_factory=Replies)
     observer: Observer | None = None
     _fqdn: str | None = None
+    _stamp: tuple[int, str] = (0, "")
+
+    def now(self) -> str:
+        """The time of day in UTC to the second, ISO 8601 (a probe's `started_at`): made
+        once a second, not once a target (a batch starts hundreds a second)."""
+        second = int(time.time())
+        if second != self._stamp[0]:
+            when = datetime.fromtimestamp(second, UTC).isoformat(timespec="seconds")
+            self._stamp = (second, when)
+        return self._stamp[1]
 
     def fqdn(self) -> str:
         # getfqdn() may ask the resolver: once per run is enough.

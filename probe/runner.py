@@ -7,7 +7,6 @@ import ipaddress
 import random
 import time
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from probe.config import ProbeRequest, SessionOptions, changed
@@ -172,11 +171,11 @@ async def probe(
     Two calls share nothing unless given the same `run`. The whole probe, DNS included, keeps
     within `req.session.timeouts.budget`.
     """
-    started = datetime.now(UTC).isoformat(timespec="seconds")
+    run = run or RunContext()
+    started = run.now()
     t0 = time.perf_counter()
     budget = req.session.timeouts.budget
     deadline = time.monotonic() + budget
-    run = run or RunContext()
     runner = runner or Direct(run)
     opts = req.session
     if req.target.rcpt:

@@ -26,7 +26,8 @@ from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509 import verification as xv
 
 from probe.cache import Bounded
-from probe.certs import Certificate, Judgement, counted_until, judge, name_matches, with_days_left
+from probe.certs import Judgement, counted_until, judge, name_matches, with_days_left
+from probe.result import Certificate
 
 SessionKey = tuple[str, int, str | None, str | None]  # address, port, SNI name, cafile
 # "X509 CERTIFICATE" is the old label, which OpenSSL and cryptography read as well.

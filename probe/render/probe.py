@@ -9,7 +9,7 @@ from probe.catalog import Locale
 from probe.messages import message_json, say, say_or
 from probe.render import CLASS_COLOURS, Styler, flag_messages, plain, retry_advice, texts
 from probe.render.interp import interpretation_json
-from probe.result import DnsResult, ProbeResult, Session, Step, TlsInfo, WireReply
+from probe.result import Certificate, DnsResult, ProbeResult, Session, Step, TlsInfo, WireReply
 from probe.text import Encoded, safe
 from probe.verdict import exit_status
 
@@ -26,7 +26,7 @@ def _reply_json(r: WireReply, loc: Locale) -> dict[str, Any]:
     return out
 
 
-def _tls_json(t: TlsInfo) -> dict[str, Any]:
+def _tls_json(t: TlsInfo, out: ProbeJson) -> dict[str, Any]:
     cert = t.certificate
     return {
         "offered": t.offered,
@@ -43,18 +43,24 @@ def _tls_json(t: TlsInfo) -> dict[str, Any]:
         "error_message": message_json(t.error),
         "injected_plaintext_bytes": t.injected_plaintext,
         "resumed": t.resumed,
-        "certificate": None
-        if cert is None
-        else {
-            "subject": cert.subject,
-            "issuer": cert.issuer,
-            "sans": list(cert.sans),
-            "not_before": cert.not_before,
-            "not_after": cert.not_after,
-            "days_left": cert.days_left,
-            "sha256": cert.sha256,
-        },
+        "certificate": None if cert is None else out.certificate(cert),
     }
+
+
+def _certificate_json(cert: Certificate) -> dict[str, object]:
+    return {
+        "subject": cert.subject,
+        "issuer": cert.issuer,
+        "sans": list(cert.sans),
+        "not_before": cert.not_before,
+        "not_after": cert.not_after,
+        "days_left": cert.days_left,
+        "sha256": cert.sha256,
+    }
+
+
+def _extensions_json(extensions: tuple[tuple[str, str], ...]) -> list[dict[str, str]]:
+    return [{"keyword": k, "params": v} for k, v in extensions]
 
 
 class ProbeJson:
@@ -63,21 +69,40 @@ class ProbeJson:
 
     def __init__(self, loc: Locale, remember: int = 0) -> None:
         self.loc = loc
-        # By identity: a run's replies come from one cache (probe.session.Replies), so the
-        # same reply is the same object. The entry holds the reply, so its id stays its own.
-        self._replies: Bounded[int, tuple[WireReply, dict[str, object]]] | None = (
+        # By identity: a run's replies come from one cache (probe.context.Replies), and so do
+        # its certificates (probe.tls) and EHLO keywords, so the same part is the same object.
+        # The entry holds the object, so its id stays its own.
+        self._parts: Bounded[int, tuple[object, Any]] | None = (
             Bounded(remember) if remember else None
         )
 
     def reply(self, r: WireReply) -> dict[str, object]:
-        if self._replies is None:
-            return _reply_json(r, self.loc)
-        hit = self._replies.get(id(r))
-        if hit is not None and hit[0] is r:
-            return hit[1]
-        doc = Encoded(_reply_json(r, self.loc))  # written into many records
-        self._replies.put(id(r), (r, doc))
-        return doc
+        found = self._kept(r)
+        if found is None:
+            found = self._keep(r, Encoded(_reply_json(r, self.loc)))  # in many records
+        return found  # type: ignore[no-any-return]
+
+    def certificate(self, cert: Certificate) -> dict[str, object]:
+        found = self._kept(cert)
+        if found is None:
+            found = self._keep(cert, Encoded(_certificate_json(cert)))
+        return found  # type: ignore[no-any-return]
+
+    def extensions(self, extensions: tuple[tuple[str, str], ...]) -> list[dict[str, str]]:
+        """The EHLO keywords; a kept list is shared by records, never changed."""
+        found = self._kept(extensions)
+        if found is None:
+            found = self._keep(extensions, _extensions_json(extensions))
+        return found  # type: ignore[no-any-return]
+
+    def _kept(self, source: object) -> Any:
+        hit = self._parts.get(id(source)) if self._parts is not None else None
+        return hit[1] if hit is not None and hit[0] is source else None
+
+    def _keep(self, source: object, made: Any) -> Any:
+        if self._parts is not None:
+            self._parts.put(id(source), (source, made))
+        return made
 
     def document(self, r: ProbeResult, head: dict[str, object] | None = None) -> dict[str, object]:
         """The document; with `head`, its keys come first in place of the schema (a batch
@@ -114,8 +139,8 @@ def _session_json(s: Session, out: ProbeJson) -> dict[str, Any]:
         "completed": s.completed,
         "outcome": s.outcome.value,
         "reused": s.reused,
-        "extensions": [{"keyword": k, "params": v} for k, v in s.extensions],
-        "tls": _tls_json(s.tls),
+        "extensions": out.extensions(s.extensions),
+        "tls": _tls_json(s.tls, out),
         "steps": [_step_json(st, out) for st in s.steps],
     }
 
