@@ -12,7 +12,7 @@ import asyncio
 import ipaddress
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from probe import exitcodes
@@ -144,6 +144,21 @@ class Stats:
             self.cached += isinstance(s.get("cache"), dict) and not s.get("reused")
             self._categories(s.get("steps"))
 
+    def add_result(self, r: ProbeResult, hits: Sequence[Hit | None]) -> None:
+        """Count a probe as `add` counts its record, read from the typed result rather than
+        from the record's dicts (`hits`: where each session's facts came from)."""
+        self.done += 1
+        self.by_verdict[r.verdict.value] += 1
+        self.unmet += any(not e.met for e in r.expectations)
+        for i, s in enumerate(r.sessions):
+            self.sessions += 1
+            self.reused += s.reused
+            self.cached += i < len(hits) and hits[i] is not None and not s.reused
+            for st in s.steps:
+                meaning = st.reply.interpretation if st.reply is not None else None
+                if meaning is not None and meaning.category != "success":
+                    self.by_category[meaning.category] += 1
+
     def _categories(self, steps: object) -> None:
         """Count the categories of the replies that were not a success."""
         for st in steps if isinstance(steps, list) else ():
@@ -246,9 +261,16 @@ class _Targets:
     probe_fn: ProbeFn | None
     run: RunContext = field(default_factory=RunContext)
     picker: SourcePicker | None = None
+    stats: Stats = field(default_factory=Stats)
 
     async def one(self, n: int, item: str | Refused) -> Record | None:
-        """The line's record; None for a line of another shard."""
+        """The line's record, counted in `stats`; None for a line of another shard."""
+        rec = await self._record(n, item)
+        if rec is not None and "error" in rec:
+            self.stats.add(rec)
+        return rec
+
+    async def _record(self, n: int, item: str | Refused) -> Record | None:
         mine = _mine(self.scale, item.text if isinstance(item, Refused) else item)
         if isinstance(item, Refused):
             return refused_record(n, item) if mine else None
@@ -261,7 +283,7 @@ class _Targets:
             return internal_record(n, item, e) if mine else None
         tracked = Tracked(self.cache, self.picker)
         try:
-            if not await self._in_shard(t, item):
+            if self.scale.shard and not await self._in_shard(t, item):
                 return None
             req = changed(self.template, target=t)
             if self.probe_fn is not None:
@@ -272,6 +294,7 @@ class _Targets:
             return internal_record(n, item, e)
         doc = self.render.document(result, {"schema": SCHEMA, "line": n, "input": item})
         _mark_hits(doc, tracked.hits)
+        self.stats.add_result(result, tracked.hits)
         return doc
 
     async def _in_shard(self, t: Target, text: str) -> bool:
@@ -305,8 +328,8 @@ async def run_batch(
     cache, pool = runner_for(shared or Limits(config), run, store, scale.max_age)
     picker = SourcePicker(scale.sources) if scale.sources else None
     render = ProbeJson(loc, remember=4096)
-    lines = _Targets(template, scale, res, cache, render, probe_fn, run, picker)
     stats = Stats()
+    lines = _Targets(template, scale, res, cache, render, probe_fn, run, picker, stats)
 
     def record(n: int, rec: Record | None) -> None:
         if rec is None:
@@ -314,8 +337,7 @@ async def run_batch(
             if on_skip is not None:
                 on_skip(n)
             return
-        stats.add(rec)
-        emit(rec)
+        emit(rec)  # (counted already, by `lines.one`)
         if on_progress is not None:
             on_progress(stats)
 

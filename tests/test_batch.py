@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from probe.batch import run_batch
+from probe.batch import Stats, run_batch
 from probe.batchinput import read_targets, recorded_lines
 from probe.catalog import locale
 from probe.cli import cli
-from probe.config import BatchLimits, ProbeRequest, SessionOptions
+from probe.config import BatchLimits, ProbeRequest, SessionOptions, StartTls
 from probe.lab.dns import LoopThread, ZoneDNS
 from probe.lab.farm import client_args
 from probe.lab.smtp import GreetingSMTP, Scripted
@@ -527,3 +527,33 @@ def test_records_come_in_the_encoding_of_standard_output(encoding: str) -> None:
     assert [r["line"] for r in records] == [1, 3, 5], p.stderr[-500:]
     assert [r["input"] for r in records] == [f"nö ziel € {i}" for i in range(3)]
     assert all(r["error"]["kind"] == "bad_target" for r in records)
+
+
+async def test_the_run_counts_each_probe_as_its_record_says(farm: Farm) -> None:
+    """Batch counts its own probes from the typed results; a record read back (a worker's) is
+    counted from its dicts. Both ways must agree on every count."""
+    lines = [f"{'nobody' if i % 3 == 0 else 'user'}{i}@d{i}.test" for i in range(12)]
+    lines += [f"d{i}.test" for i in range(12)]  # no recipient: shared sessions, cache hits
+    lines += ["not a valid target!"]
+
+    async def targets() -> AsyncIterator[tuple[int, str | Any]]:
+        for item in read_targets(lines):
+            yield item
+
+    opts = SessionOptions(helo="batch.test", starttls=StartTls.NEVER)
+    nameservers = (("127.0.0.1", farm.dns_port),)
+    template = ProbeRequest(
+        Target("", "domain", None, None, None), opts, port=farm.port, nameservers=nameservers
+    )
+    got: list[dict[str, Any]] = []
+    limits = BatchLimits(concurrency=4, reuse=10)
+    stats = await run_batch(targets(), template, got.append, locale("en"), limits=limits)
+    again = Stats()
+    for rec in got:
+        again.add(json.loads(json.dumps(rec)))  # as a worker's record comes back
+    counts = ("done", "errors", "sessions", "reused", "unmet", "cached")
+    assert [getattr(stats, k) for k in counts] == [getattr(again, k) for k in counts]
+    assert stats.by_verdict == again.by_verdict and stats.by_category == again.by_category
+    # Every kind of count was exercised: refusals, kept connections, shared sessions, errors.
+    assert stats.by_verdict["permanent"] == 4 and stats.errors == 1
+    assert stats.by_category and stats.reused and stats.cached
