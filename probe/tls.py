@@ -203,7 +203,8 @@ class TlsState:
         # keeps a thousand verdicts.
         digest = hashlib.sha256()
         for der in chain:
-            digest.update(len(der).to_bytes(4, "big") + der)
+            digest.update(len(der).to_bytes(4, "big"))
+            digest.update(der)
         key = (digest.digest(), cafile)
         hit = self.verdicts.get(key)
         if hit is not None and time.time() <= hit[1]:

@@ -326,9 +326,8 @@ def _quick_ack(transport: asyncio.BaseTransport | None) -> None:
 class Connection:
     """One TCP connection (TLS from the start, or later by STARTTLS), command by command."""
 
-    def __init__(self, proto: ReplyProtocol, sockname: Sequence[object] | None) -> None:
+    def __init__(self, proto: ReplyProtocol) -> None:
         self._proto: ReplyProtocol | None = proto
-        self.sockname = sockname
         self.tls = False
         # Called before a polite close, whoever closes: TLS 1.3 tickets arrive after the
         # handshake, so the last moment to keep one for resumption is just before closing.
@@ -357,7 +356,7 @@ class Connection:
         try:
             # asyncio.timeout rather than wait_for: no extra task per connection.
             async with asyncio.timeout(connect_timeout):
-                transport, proto = await loop.create_connection(
+                _, proto = await loop.create_connection(
                     lambda: ReplyProtocol(known),
                     host=address,
                     port=port,
@@ -368,7 +367,7 @@ class Connection:
                 )
         except OSError as e:  # TimeoutError and ssl.SSLError are OSErrors too
             return None, _connect_failure(e, connect_timeout)
-        conn = cls(proto, transport.get_extra_info("sockname"))
+        conn = cls(proto)
         conn.tls = tls is not None
         conn.connect_ms = elapsed_ms(start)
         try:
@@ -385,6 +384,16 @@ class Connection:
                 return None, Failure(ErrorKind.NO_GREETING, detail)
             return None, got
         return conn, got
+
+    @property
+    def sockname(self) -> Sequence[object] | None:
+        """The local address and port; asked only when needed (a system call, and most
+        sessions are given their HELO name)."""
+        proto = self._proto
+        if proto is None or proto.transport is None:
+            return None
+        found: Sequence[object] | None = proto.transport.get_extra_info("sockname")
+        return found
 
     @property
     def alive(self) -> bool:
