@@ -391,8 +391,27 @@ def bench_like_for_like(quick: bool) -> list[tuple[str, str]]:
                 ),
                 (f"batch with its defaults, concurrency {c}", _against_raw(n, times, "usual")),
             ]
+        rows += _together(info, quick)
     _stop(farm)
     return rows + _bench_error_limit(quick)
+
+
+def _together(info: dict, quick: bool) -> list[tuple[str, str]]:  # type: ignore[type-arg]
+    """The same pair at once on one CPU (together.py): a ratio that noise from elsewhere moves
+    by a percent, where the rows above, runs in turns, can move by a quarter."""
+    from together import ratios
+
+    rows = []
+    for c in (10, 50):
+        got = ratios(info, "raw", str(ROOT), c, rounds=1 if quick else 4, window=2 if quick else 6)
+        each = ", ".join(f"{r:.3f}" for r in got)
+        rows.append(
+            (
+                f"raw client and batch like for like at once on one CPU, concurrency {c}",
+                f"{statistics.median(got):.2f}x (rounds: {each})",
+            )
+        )
+    return rows
 
 
 def _bench_error_limit(quick: bool) -> list[tuple[str, str]]:

@@ -73,6 +73,29 @@ def _round(kinds: list[str], info: dict, c: int, window: float, targets: Path) -
     return [(b - a) / spent for a, b in zip(before, after, strict=True)]
 
 
+def ratios(
+    info: dict,  # type: ignore[type-arg]
+    a: str,
+    b: str,
+    concurrency: int,
+    rounds: int,
+    window: float,
+    show: bool = False,
+) -> list[float]:
+    """B's rate over A's in each round, against a farm already running (`info`)."""
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        targets = Path(tmp) / "targets.txt"
+        for r in range(rounds):
+            kinds = [a, b] if r % 2 == 0 else [b, a]
+            rates = _round(kinds, info, concurrency, window, targets)
+            rate_a, rate_b = rates if r % 2 == 0 else rates[::-1]
+            out.append(rate_b / rate_a)
+            if show:
+                print(f"round {r + 1}: A {rate_a:.0f}/s, B {rate_b:.0f}/s, B/A {out[-1]:.3f}")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("a", help="raw, or a checkout's path (. for this one)")
@@ -86,19 +109,11 @@ def main() -> None:
     if not _pinned(1):
         print("note: no taskset or one CPU: the two clients are not pinned together")
     farm, info = _farm(5, 10, pin=True)
-    ratios = []
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            targets = Path(tmp) / "targets.txt"
-            for r in range(args.rounds):
-                kinds = [args.a, args.b] if r % 2 == 0 else [args.b, args.a]
-                rates = _round(kinds, info, args.concurrency, args.window, targets)
-                a, b = rates if r % 2 == 0 else rates[::-1]
-                ratios.append(b / a)
-                print(f"round {r + 1}: A {a:.0f}/s, B {b:.0f}/s, B/A {b / a:.3f}", flush=True)
+        got = ratios(info, args.a, args.b, args.concurrency, args.rounds, args.window, show=True)
     finally:
         _stop(farm)
-    print(f"B/A, median of {args.rounds} rounds: {statistics.median(ratios):.3f}")
+    print(f"B/A, median of {args.rounds} rounds: {statistics.median(got):.3f}")
 
 
 if __name__ == "__main__":
