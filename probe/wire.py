@@ -387,12 +387,15 @@ class Connection:
 
     @property
     def sockname(self) -> Sequence[object] | None:
-        """The local address and port; asked only when needed (a system call, and most
-        sessions are given their HELO name)."""
+        """The local address and port; asked only when no HELO name is given (it is a system
+        call). None once the connection is gone."""
         proto = self._proto
         if proto is None or proto.transport is None:
             return None
-        found: Sequence[object] | None = proto.transport.get_extra_info("sockname")
+        try:
+            found: Sequence[object] | None = proto.transport.get_extra_info("sockname")
+        except (OSError, AttributeError):  # uvloop, its socket closed under it
+            return None
         return found
 
     @property
