@@ -397,8 +397,9 @@ def bench_like_for_like(quick: bool) -> list[tuple[str, str]]:
 
 
 def _together(info: dict, quick: bool) -> list[tuple[str, str]]:  # type: ignore[type-arg]
-    """The same pair at once on one CPU (together.py): a ratio that noise from elsewhere moves
-    by a percent, where the rows above, runs in turns, can move by a quarter."""
+    """The same pair at once on one CPU (together.py): within one sitting its rounds agree to
+    a percent or two, where the rows above, runs in turns, can move by a quarter. (On a loaded
+    machine the farm limits both clients and the ratio moves toward 1: see the rates.)"""
     from together import ratios
 
     rows = []

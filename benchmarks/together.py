@@ -34,7 +34,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from run import _farm, _pinned, _stop, like_for_like, raw_command  # noqa: E402
+from run import (  # noqa: E402
+    LIKE_FOR_LIKE,
+    _farm,
+    _pinned,
+    _stop,
+    batch_command,
+    raw_command,
+    write_literals,
+)
 
 SESSIONS = 200_000  # more than any window holds: neither client runs out of work
 WARM_UP = 3.0  # seconds: imports, the trust store, the first handshakes
@@ -44,8 +52,7 @@ def _command(kind: str, info: dict, c: int, targets: Path) -> tuple[list[str], P
     """The command, its standard input and its working directory (whose `probe` it runs)."""
     if kind == "raw":
         return [*raw_command(info, SESSIONS, c), "--mark"], None, str(ROOT)
-    _, batch = like_for_like(info, SESSIONS, c, targets)
-    return batch, targets, str(Path(kind).resolve())
+    return [*batch_command(info, c), *LIKE_FOR_LIKE], targets, str(Path(kind).resolve())
 
 
 def _round(kinds: list[str], info: dict, c: int, window: float, targets: Path) -> list[float]:  # type: ignore[type-arg]
@@ -88,7 +95,8 @@ def ratios(
     """B's rate over A's in each round, against a farm already running (`info`)."""
     out = []
     with tempfile.TemporaryDirectory() as tmp:
-        targets = Path(tmp) / "targets.txt"
+        targets = Path(tmp) / "targets.txt"  # written once: every batch client reads it
+        write_literals(targets, info["hosts"], SESSIONS)
         for r in range(rounds):
             kinds = [a, b] if r % 2 == 0 else [b, a]
             rates = _round(kinds, info, concurrency, window, targets)

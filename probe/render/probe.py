@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 from probe.cache import Bounded
 from probe.catalog import Locale
@@ -14,6 +15,7 @@ from probe.text import Encoded, safe
 from probe.verdict import exit_status
 
 SCHEMA = "smtp-probe/probe/2"
+T = TypeVar("T")
 
 
 def _reply_json(r: WireReply, loc: Locale) -> dict[str, Any]:
@@ -72,36 +74,29 @@ class ProbeJson:
         # By identity: a run's replies come from one cache (probe.context.Replies), and so do
         # its certificates (probe.tls) and EHLO keywords, so the same part is the same object.
         # The entry holds the object, so its id stays its own.
-        self._parts: Bounded[int, tuple[object, Any]] | None = (
+        self._parts: Bounded[int, tuple[object, object]] | None = (
             Bounded(remember) if remember else None
         )
 
     def reply(self, r: WireReply) -> dict[str, object]:
-        found = self._kept(r)
-        if found is None:
-            found = self._keep(r, Encoded(_reply_json(r, self.loc)))  # in many records
-        return found  # type: ignore[no-any-return]
+        return self._part(r, lambda: Encoded(_reply_json(r, self.loc)))  # in many records
 
     def certificate(self, cert: Certificate) -> dict[str, object]:
-        found = self._kept(cert)
-        if found is None:
-            found = self._keep(cert, Encoded(_certificate_json(cert)))
-        return found  # type: ignore[no-any-return]
+        return self._part(cert, lambda: Encoded(_certificate_json(cert)))
 
     def extensions(self, extensions: tuple[tuple[str, str], ...]) -> list[dict[str, str]]:
         """The EHLO keywords; a kept list is shared by records, never changed."""
-        found = self._kept(extensions)
-        if found is None:
-            found = self._keep(extensions, _extensions_json(extensions))
-        return found  # type: ignore[no-any-return]
+        return self._part(extensions, lambda: _extensions_json(extensions))
 
-    def _kept(self, source: object) -> Any:
-        hit = self._parts.get(id(source)) if self._parts is not None else None
-        return hit[1] if hit is not None and hit[0] is source else None
-
-    def _keep(self, source: object, made: Any) -> Any:
-        if self._parts is not None:
-            self._parts.put(id(source), (source, made))
+    def _part(self, source: object, make: Callable[[], T]) -> T:
+        """What `make` makes of `source`, made once per object in a run that remembers."""
+        if self._parts is None:
+            return make()
+        hit = self._parts.get(id(source))
+        if hit is not None and hit[0] is source:
+            return cast(T, hit[1])
+        made = make()
+        self._parts.put(id(source), (source, made))
         return made
 
     def document(self, r: ProbeResult, head: dict[str, object] | None = None) -> dict[str, object]:
